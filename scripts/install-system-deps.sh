@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages hostpower's tests and lab need, when run as root
+# and only those that are missing. Safe to run again; prints what it does.
+set -euo pipefail
+
+want_pkgs=(fence-agents ipmitool snmp iproute2)
+[ "${HOSTPOWER_WITH_BROWSER:-0}" = 1 ] && want_pkgs+=(chromium)
+
+missing=()
+for p in "${want_pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "system-deps: missing Debian packages: ${missing[*]} (not root: install them yourself)" >&2
+    else
+        echo "system-deps: installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+fi
+
+# The test machines run PostgreSQL on 127.0.0.1:5432; start it if it stopped.
+if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    if [ "$(id -u)" = 0 ] && command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+        echo "system-deps: starting PostgreSQL"
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+    fi
+fi
+exit 0
