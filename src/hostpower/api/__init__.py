@@ -1,0 +1,1 @@
+"""The REST API (FastAPI, JSON, OpenAPI at /api/openapi.json)."""

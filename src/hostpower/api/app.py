@@ -1,0 +1,60 @@
+"""The FastAPI application: routers, error mapping, OpenAPI."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from hostpower import __version__
+from hostpower.context import EngineContext
+from hostpower.model.errors import ConflictError, NotFoundError, ValidationError
+from hostpower.api import routes_hosts, routes_inventory, routes_system
+
+log = logging.getLogger("hostpower.api")
+
+
+def _error(status: int, detail: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail, "field": field}, status_code=status)
+
+
+def _loc(loc: tuple) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def create_app(ctx: EngineContext) -> FastAPI:
+    app = FastAPI(
+        title="hostpower", version=__version__,
+        description="Host power management and fencing engine",
+        openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None,
+    )
+    app.state.ctx = ctx
+
+    @app.exception_handler(ValidationError)
+    async def _validation(_: Request, exc: ValidationError) -> JSONResponse:
+        return _error(400, str(exc), exc.field)
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
+        return _error(409, str(exc), exc.field)
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Never echo the input back: it may hold a password.
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        field = _loc(tuple(first.get("loc", ())))
+        detail = "; ".join(f"{_loc(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errors)
+        return _error(422, detail, field)
+
+    app.include_router(routes_system.router)
+    app.include_router(routes_inventory.router)
+    app.include_router(routes_hosts.router)
+    return app

@@ -1,0 +1,144 @@
+"""Hosts, their power management and fence agents."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from hostpower.api import convert as C
+from hostpower.api import schemas as S
+from hostpower.api.auth import admin_user, current_user
+from hostpower.model.secret import Secret
+from hostpower.store.configstore import ConfigStore
+from hostpower.store.inventory import AgentInput, HostInput, Inventory
+
+router = APIRouter(prefix="/api", tags=["hosts"])
+
+
+def _inv(request: Request, s) -> Inventory:  # type: ignore[no-untyped-def]
+    ctx = request.app.state.ctx
+    return Inventory(s, ctx.box, ctx.known_agent_types())
+
+
+def _host_out(inv: Inventory, s, host) -> S.HostOut:  # type: ignore[no-untyped-def]
+    return C.host_out(host, inv.cluster(host.cluster_id), ConfigStore(s).load())
+
+
+@router.get("/hosts", response_model=list[S.HostOut], dependencies=[Depends(current_user)])
+def list_hosts(request: Request) -> list[S.HostOut]:
+    with request.app.state.ctx.db.session() as s:
+        inv = _inv(request, s)
+        config = ConfigStore(s).load()
+        clusters = {c.id: c for c in inv.clusters()}
+        return [C.host_out(h, clusters[h.cluster_id], config) for h in inv.hosts()]
+
+
+@router.post("/hosts", status_code=201, response_model=S.HostOut, dependencies=[Depends(admin_user)])
+def add_host(body: S.HostIn, request: Request) -> S.HostOut:
+    with request.app.state.ctx.db.session() as s:
+        inv = _inv(request, s)
+        host = inv.add_host(HostInput(
+            name=body.name, address=body.address, cluster_id=body.cluster.id,
+            status=body.status, non_operational_reason=body.non_operational_reason,
+            power_management=C.pm_in(body.power_management)))
+        return _host_out(inv, s, host)
+
+
+@router.get("/hosts/{host_id}", response_model=S.HostOut, dependencies=[Depends(current_user)])
+def get_host(host_id: int, request: Request) -> S.HostOut:
+    with request.app.state.ctx.db.session() as s:
+        inv = _inv(request, s)
+        return _host_out(inv, s, inv.host(host_id))
+
+
+@router.put("/hosts/{host_id}", response_model=S.HostOut, dependencies=[Depends(admin_user)])
+def update_host(host_id: int, body: S.HostPatch, request: Request) -> S.HostOut:
+    fields = body.model_fields_set
+    with request.app.state.ctx.db.session() as s:
+        inv = _inv(request, s)
+        kwargs = {}
+        if "non_operational_reason" in fields:
+            kwargs["non_operational_reason"] = body.non_operational_reason
+        host = inv.update_host(
+            host_id, name=body.name, address=body.address,
+            cluster_id=body.cluster.id if body.cluster else None, status=body.status,
+            power_management=C.pm_in(body.power_management) if body.power_management else None,
+            **kwargs)
+        return _host_out(inv, s, host)
+
+
+@router.delete("/hosts/{host_id}", status_code=204, dependencies=[Depends(admin_user)])
+def delete_host(host_id: int, request: Request) -> Response:
+    with request.app.state.ctx.db.session() as s:
+        _inv(request, s).delete_host(host_id)
+    return Response(status_code=204)
+
+
+@router.get("/hosts/{host_id}/power_management", response_model=S.PowerManagementOut,
+            dependencies=[Depends(current_user)])
+def get_power_management(host_id: int, request: Request) -> S.PowerManagementOut:
+    with request.app.state.ctx.db.session() as s:
+        host = _inv(request, s).host(host_id)
+        return C.pm_out(host.power_management, ConfigStore(s).load())
+
+
+@router.put("/hosts/{host_id}/power_management", response_model=S.PowerManagementOut,
+            dependencies=[Depends(admin_user)])
+def set_power_management(host_id: int, body: S.PowerManagementIn,
+                         request: Request) -> S.PowerManagementOut:
+    with request.app.state.ctx.db.session() as s:
+        host = _inv(request, s).update_host(host_id, power_management=C.pm_in(body))
+        return C.pm_out(host.power_management, ConfigStore(s).load())
+
+
+# -- fence agents ----------------------------------------------------------------
+
+def _agent_input(body: S.FenceAgentIn) -> AgentInput:
+    return AgentInput(
+        type=body.type, address=body.address, port=body.port, username=body.username,
+        password=Secret(body.password) if body.password is not None else None,
+        options=tuple((o.name, o.value) for o in body.options), order=body.order,
+        encrypt_options=body.encrypt_options,
+    )
+
+
+@router.get("/hosts/{host_id}/fenceagents", response_model=list[S.FenceAgentOut],
+            dependencies=[Depends(current_user)])
+def list_agents(host_id: int, request: Request) -> list[S.FenceAgentOut]:
+    with request.app.state.ctx.db.session() as s:
+        agents = _inv(request, s).agents(host_id)
+        return [C.agent_out(a, agents) for a in agents]
+
+
+@router.post("/hosts/{host_id}/fenceagents", status_code=201, response_model=S.FenceAgentOut,
+             dependencies=[Depends(admin_user)])
+def add_agent(host_id: int, body: S.FenceAgentIn, request: Request) -> S.FenceAgentOut:
+    with request.app.state.ctx.db.session() as s:
+        inv = _inv(request, s)
+        agent = inv.add_agent(host_id, _agent_input(body))
+        return C.agent_out(agent, inv.agents(host_id))
+
+
+@router.get("/hosts/{host_id}/fenceagents/{agent_id}", response_model=S.FenceAgentOut,
+            dependencies=[Depends(current_user)])
+def get_agent(host_id: int, agent_id: int, request: Request) -> S.FenceAgentOut:
+    with request.app.state.ctx.db.session() as s:
+        inv = _inv(request, s)
+        return C.agent_out(inv.agent(host_id, agent_id), inv.agents(host_id))
+
+
+@router.put("/hosts/{host_id}/fenceagents/{agent_id}", response_model=S.FenceAgentOut,
+            dependencies=[Depends(admin_user)])
+def update_agent(host_id: int, agent_id: int, body: S.FenceAgentIn,
+                 request: Request) -> S.FenceAgentOut:
+    with request.app.state.ctx.db.session() as s:
+        inv = _inv(request, s)
+        agent = inv.update_agent(host_id, agent_id, _agent_input(body))
+        return C.agent_out(agent, inv.agents(host_id))
+
+
+@router.delete("/hosts/{host_id}/fenceagents/{agent_id}", status_code=204,
+               dependencies=[Depends(admin_user)])
+def delete_agent(host_id: int, agent_id: int, request: Request) -> Response:
+    with request.app.state.ctx.db.session() as s:
+        _inv(request, s).delete_agent(host_id, agent_id)
+    return Response(status_code=204)

@@ -1,0 +1,91 @@
+"""Data centers and clusters."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from hostpower.api import convert as C
+from hostpower.api import schemas as S
+from hostpower.api.auth import admin_user, current_user
+from hostpower.store.inventory import Inventory
+
+router = APIRouter(prefix="/api", tags=["inventory"])
+
+
+def _inv(request: Request, s) -> Inventory:  # type: ignore[no-untyped-def]
+    return Inventory(s, request.app.state.ctx.box)
+
+
+@router.get("/datacenters", response_model=list[S.DataCenterOut], dependencies=[Depends(current_user)])
+def list_datacenters(request: Request) -> list[S.DataCenterOut]:
+    with request.app.state.ctx.db.session() as s:
+        return [C.dc_out(dc) for dc in _inv(request, s).data_centers()]
+
+
+@router.post("/datacenters", status_code=201, response_model=S.DataCenterOut,
+             dependencies=[Depends(admin_user)])
+def add_datacenter(body: S.DataCenterIn, request: Request) -> S.DataCenterOut:
+    with request.app.state.ctx.db.session() as s:
+        return C.dc_out(_inv(request, s).add_data_center(body.name, body.description))
+
+
+@router.get("/datacenters/{dc_id}", response_model=S.DataCenterOut, dependencies=[Depends(current_user)])
+def get_datacenter(dc_id: int, request: Request) -> S.DataCenterOut:
+    with request.app.state.ctx.db.session() as s:
+        return C.dc_out(_inv(request, s).data_center(dc_id))
+
+
+@router.put("/datacenters/{dc_id}", response_model=S.DataCenterOut, dependencies=[Depends(admin_user)])
+def update_datacenter(dc_id: int, body: S.DataCenterPatch, request: Request) -> S.DataCenterOut:
+    with request.app.state.ctx.db.session() as s:
+        return C.dc_out(_inv(request, s).update_data_center(dc_id, body.name, body.description))
+
+
+@router.delete("/datacenters/{dc_id}", status_code=204, dependencies=[Depends(admin_user)])
+def delete_datacenter(dc_id: int, request: Request) -> Response:
+    with request.app.state.ctx.db.session() as s:
+        _inv(request, s).delete_data_center(dc_id)
+    return Response(status_code=204)
+
+
+@router.get("/clusters", response_model=list[S.ClusterOut], dependencies=[Depends(current_user)])
+def list_clusters(request: Request) -> list[S.ClusterOut]:
+    with request.app.state.ctx.db.session() as s:
+        inv = _inv(request, s)
+        dcs = {dc.id: dc for dc in inv.data_centers()}
+        return [C.cluster_out(c, dcs[c.data_center_id]) for c in inv.clusters()]
+
+
+@router.post("/clusters", status_code=201, response_model=S.ClusterOut, dependencies=[Depends(admin_user)])
+def add_cluster(body: S.ClusterIn, request: Request) -> S.ClusterOut:
+    with request.app.state.ctx.db.session() as s:
+        inv = _inv(request, s)
+        c = inv.add_cluster(body.name, body.data_center.id, body.description,
+                            C.policy_in(body.fencing_policy))
+        return C.cluster_out(c, inv.data_center(c.data_center_id))
+
+
+@router.get("/clusters/{cluster_id}", response_model=S.ClusterOut, dependencies=[Depends(current_user)])
+def get_cluster(cluster_id: int, request: Request) -> S.ClusterOut:
+    with request.app.state.ctx.db.session() as s:
+        inv = _inv(request, s)
+        c = inv.cluster(cluster_id)
+        return C.cluster_out(c, inv.data_center(c.data_center_id))
+
+
+@router.put("/clusters/{cluster_id}", response_model=S.ClusterOut, dependencies=[Depends(admin_user)])
+def update_cluster(cluster_id: int, body: S.ClusterPatch, request: Request) -> S.ClusterOut:
+    with request.app.state.ctx.db.session() as s:
+        inv = _inv(request, s)
+        c = inv.update_cluster(
+            cluster_id, name=body.name, description=body.description,
+            data_center_id=body.data_center.id if body.data_center else None,
+            fencing_policy=C.policy_in(body.fencing_policy) if body.fencing_policy else None)
+        return C.cluster_out(c, inv.data_center(c.data_center_id))
+
+
+@router.delete("/clusters/{cluster_id}", status_code=204, dependencies=[Depends(admin_user)])
+def delete_cluster(cluster_id: int, request: Request) -> Response:
+    with request.app.state.ctx.db.session() as s:
+        _inv(request, s).delete_cluster(cluster_id)
+    return Response(status_code=204)

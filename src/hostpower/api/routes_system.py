@@ -1,0 +1,85 @@
+"""Health, authentication, configuration and capabilities."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials
+
+from hostpower import __version__
+from hostpower.api import schemas as S
+from hostpower.api.auth import admin_user, bearer, current_user
+from hostpower.config import ConfigKey
+from hostpower.model.agenttypes import STANDARD_TYPES
+from hostpower.model.inventory import HostStatus, NonOperationalReason
+from hostpower.model.proxychain import ProxySource
+from hostpower.store.configstore import ConfigStore
+from hostpower.store.users import Users
+
+router = APIRouter(prefix="/api", tags=["system"])
+
+
+@router.get("/health")
+def health(request: Request) -> dict[str, str]:
+    """The only resource that answers without a token."""
+    return {"status": "ok", "version": __version__}
+
+
+@router.post("/auth/token", response_model=S.TokenOut, tags=["auth"])
+def issue_token(body: S.TokenRequest, request: Request) -> S.TokenOut:
+    with request.app.state.ctx.db.session() as s:
+        users = Users(s)
+        user = users.authenticate(body.username, body.password)
+        if user is None:
+            raise HTTPException(401, "wrong user name or password")
+        token, expires = users.issue_token(user)
+        return S.TokenOut(access_token=token, expires_at=expires.isoformat(), role=user.role)
+
+
+@router.delete("/auth/token", status_code=204, tags=["auth"])
+def revoke_token(request: Request,
+                 creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Response:
+    if creds is not None:
+        with request.app.state.ctx.db.session() as s:
+            Users(s).revoke(creds.credentials)
+    return Response(status_code=204)
+
+
+def _config_out(key: ConfigKey, value: str) -> S.ConfigValueOut:
+    return S.ConfigValueOut(
+        name=key.name, value=value, default=key.default, type=key.kind,
+        description=key.description, unit=key.unit, minimum=key.minimum, maximum=key.maximum)
+
+
+@router.get("/config", response_model=list[S.ConfigValueOut], dependencies=[Depends(current_user)])
+def list_config(request: Request) -> list[S.ConfigValueOut]:
+    with request.app.state.ctx.db.session() as s:
+        return [_config_out(k, v) for k, v in ConfigStore(s).listing()]
+
+
+@router.get("/config/{name}", response_model=S.ConfigValueOut, dependencies=[Depends(current_user)])
+def get_config(name: str, request: Request) -> S.ConfigValueOut:
+    with request.app.state.ctx.db.session() as s:
+        return _config_out(*ConfigStore(s).get(name))
+
+
+@router.put("/config/{name}", response_model=S.ConfigValueOut, dependencies=[Depends(admin_user)])
+def set_config(name: str, body: S.ConfigValueIn, request: Request) -> S.ConfigValueOut:
+    with request.app.state.ctx.db.session() as s:
+        return _config_out(*ConfigStore(s).set(name, body.value))
+
+
+@router.get("/capabilities", response_model=S.CapabilitiesOut, dependencies=[Depends(current_user)])
+def capabilities(request: Request) -> S.CapabilitiesOut:
+    ctx = request.app.state.ctx
+    installed = ctx.installed_types()
+    return S.CapabilitiesOut(
+        proxy_types=[s.value for s in ProxySource],
+        fence_agent_types=S.FenceAgentTypes(
+            standard=sorted(STANDARD_TYPES),
+            installed=sorted(installed & STANDARD_TYPES),
+            native=sorted(ctx.native_types),
+            engine=sorted(ctx.engine_agent_types() & STANDARD_TYPES),
+        ),
+        host_statuses=[s.value for s in HostStatus],
+        non_operational_reasons=[r.value for r in NonOperationalReason],
+    )

@@ -1,0 +1,60 @@
+"""Helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Sequence
+
+from hostpower.config import Config
+from hostpower.context import EngineContext
+from hostpower.settings import Settings
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def open_context() -> EngineContext:
+    return EngineContext.open(Settings.from_env())
+
+
+def read_config() -> Config:
+    """The stored configuration, or the defaults when no database exists yet
+    (so read-only commands do not create one)."""
+    settings = Settings.from_env()
+    if settings.db_url.startswith("sqlite:///"):
+        path = settings.db_url[len("sqlite:///"):]
+        import os
+        if not os.path.exists(path):
+            return Config()
+    ctx = EngineContext.open(settings)
+    try:
+        return ctx.config()
+    finally:
+        ctx.close()
+
+
+def read_secret(prompt: str) -> str:
+    """From the terminal without echo, or one line of stdin when piped."""
+    if sys.stdin.isatty():
+        first = getpass.getpass(prompt)
+        again = getpass.getpass("again: ")
+        if first != again:
+            raise CliError("the two entries differ", 2)
+        return first
+    line = sys.stdin.readline()
+    return line.rstrip("\r\n")
+
+
+def table(rows: Sequence[Sequence[object]], header: Sequence[str] | None = None) -> str:
+    data = [[str(c) for c in r] for r in rows]
+    if header:
+        data.insert(0, list(header))
+    if not data:
+        return ""
+    widths = [max(len(r[i]) for r in data) for i in range(len(data[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in data]
+    return "\n".join(lines)

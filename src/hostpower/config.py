@@ -1,0 +1,167 @@
+"""The configuration registry: typed keys with defaults, descriptions and
+validation (the engine-config of this product).
+
+Values are stored in the database as text (see store/); this module only
+knows the keys, parses and checks values, and offers a typed snapshot.
+"""
+
+from __future__ import annotations
+
+import os.path
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hostpower.model.errors import NotFoundError, ValidationError
+from hostpower.model.proxychain import format_chain, parse_source_list
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    name: str
+    kind: str  # "int" | "bool" | "path" | "sources"
+    default: str
+    description: str
+    minimum: int | None = None
+    maximum: int | None = None
+    unit: str = ""
+
+    def parse(self, text: str) -> Any:
+        """Parse and check a value given as text; raise ValidationError naming the key."""
+        if not isinstance(text, str):
+            raise ValidationError(self.name, "value must be given as text")
+        raw = text.strip()
+        return _PARSERS[self.kind](self, raw)
+
+    def canonical(self, text: str) -> str:
+        """The value as stored: parsed, checked and spelled one way."""
+        value = self.parse(text)
+        if self.kind == "bool":
+            return "true" if value else "false"
+        if self.kind == "sources":
+            return format_chain(value)
+        return str(value)
+
+
+def _parse_int(key: ConfigKey, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(key.name, f"{raw!r} is not a whole number") from None
+    if key.minimum is not None and value < key.minimum:
+        raise ValidationError(key.name, f"{value} is below the minimum {key.minimum}")
+    if key.maximum is not None and value > key.maximum:
+        raise ValidationError(key.name, f"{value} is above the maximum {key.maximum}")
+    return value
+
+
+def _parse_bool(key: ConfigKey, raw: str) -> bool:
+    word = raw.lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValidationError(key.name, f"{raw!r} is not true or false")
+
+
+def _parse_path(key: ConfigKey, raw: str) -> str:
+    if not raw or not os.path.isabs(raw) or "\n" in raw or "\x00" in raw:
+        raise ValidationError(key.name, f"{raw!r} is not an absolute path")
+    return os.path.normpath(raw)
+
+
+def _parse_sources(key: ConfigKey, raw: str) -> tuple:
+    entries = parse_source_list(raw, key.name)
+    if not entries and key.minimum:
+        raise ValidationError(key.name, "must name at least one proxy source")
+    return entries
+
+
+_PARSERS: dict[str, Callable[[ConfigKey, str], Any]] = {
+    "int": _parse_int, "bool": _parse_bool, "path": _parse_path, "sources": _parse_sources,
+}
+
+
+def _key(*args: Any, **kwargs: Any) -> ConfigKey:
+    return ConfigKey(*args, **kwargs)
+
+
+KEYS: tuple[ConfigKey, ...] = (
+    _key("FenceProxyDefaultPreferences", "sources", "cluster,dc",
+         "Proxy chain of a host that has none of its own.", minimum=1),
+    _key("FenceProxyImplicitPreferences", "sources", "engine,cluster,dc",
+         "Sources appended, in this order, to every chain that lacks them; "
+         "empty means a chain is exactly what was given."),
+    _key("FenceStopStatusRetries", "int", "18",
+         "Status polls after a stop before the stop is declared failed.", 0, 1000),
+    _key("FenceStopStatusDelayBetweenRetriesInSec", "int", "10",
+         "Seconds between status polls after a stop.", 0, 3600, "s"),
+    _key("FenceStartStatusRetries", "int", "18",
+         "Status polls after a start before the start is declared failed.", 0, 1000),
+    _key("FenceStartStatusDelayBetweenRetriesInSec", "int", "10",
+         "Seconds between status polls after a start.", 0, 3600, "s"),
+    _key("FindFenceProxyRetries", "int", "3",
+         "Times a source with no eligible proxy is searched again before a "
+         "start or stop moves to the next source.", 0, 100),
+    _key("FindFenceProxyDelayBetweenRetriesInSec", "int", "30",
+         "Seconds between those searches.", 0, 3600, "s"),
+    _key("DisableFenceAtStartupInSec", "int", "300",
+         "No automatic fencing this long after the engine starts (hosts need "
+         "time to be seen).", 0, 86400, "s"),
+    _key("FenceQuietTimeBetweenOperationsInSec", "int", "180",
+         "No automatic fencing of a host this long after its last power operation.",
+         0, 86400, "s"),
+    _key("HostHeartbeatIntervalInSec", "int", "3",
+         "Seconds between heartbeats to each host agent.", 1, 3600, "s"),
+    _key("HostHeartbeatTimeoutInSec", "int", "20",
+         "Seconds a heartbeat may take before it counts as missed.", 1, 3600, "s"),
+    _key("TimeoutToResetHostInSeconds", "int", "60",
+         "Grace period after a host stops answering before it is non_responsive.",
+         0, 86400, "s"),
+    _key("HostAttemptsToResetCount", "int", "2",
+         "Missed heartbeats needed, besides the grace period, before a host is "
+         "non_responsive.", 1, 1000),
+    _key("FenceAgentsPath", "path", "/usr/sbin",
+         "Directory holding the fence_<type> agents of the fence-agents package."),
+    _key("PreferNativeFenceDrivers", "bool", "true",
+         "Use the in-process native driver (ipmilan) instead of spawning the "
+         "fence agent script where the agent's options allow it."),
+)
+
+REGISTRY: dict[str, ConfigKey] = {k.name: k for k in KEYS}
+_BY_LOWER = {k.lower(): k for k in REGISTRY}
+
+
+def lookup(name: str) -> ConfigKey:
+    """The key of that name (case-insensitive), or NotFoundError."""
+    key = _BY_LOWER.get(name.lower()) if isinstance(name, str) else None
+    if key is None:
+        raise NotFoundError("configuration key", name)
+    return REGISTRY[key]
+
+
+class Config:
+    """A typed, immutable snapshot: defaults overlaid with stored values."""
+
+    def __init__(self, stored: Mapping[str, str] | None = None) -> None:
+        values: dict[str, Any] = {}
+        for key in KEYS:
+            text = (stored or {}).get(key.name, key.default)
+            try:
+                values[key.name] = key.parse(text)
+            except ValidationError:
+                # A value stored by an older release that no longer passes
+                # validation must not stop the engine: the default applies.
+                values[key.name] = key.parse(key.default)
+        self._values = values
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[lookup(name).name]
+
+    def as_text(self) -> dict[str, str]:
+        return {k.name: (format_chain(v) if k.kind == "sources" else
+                         ("true" if v is True else "false" if v is False else str(v)))
+                for k in KEYS for v in [self._values[k.name]]}

@@ -1,0 +1,79 @@
+"""The engine's runtime context: settings, database, secret key, capabilities.
+
+One object built at start-up and handed to the API, the CLI and the fencing
+code, so none of them reads the environment or opens files on its own.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from hostpower.config import Config
+from hostpower.model.agenttypes import STANDARD_TYPES
+from hostpower.settings import Settings
+from hostpower.store.configstore import ConfigStore
+from hostpower.store.crypto import SecretBox
+from hostpower.store.db import Database
+
+
+def installed_agent_types(fence_agents_path: str) -> frozenset[str]:
+    """fence_<type> executables present in the fence-agents directory."""
+    try:
+        names = os.listdir(fence_agents_path)
+    except OSError:
+        return frozenset()
+    return frozenset(
+        n[len("fence_"):] for n in names
+        if n.startswith("fence_") and os.access(Path(fence_agents_path, n), os.X_OK)
+    )
+
+
+def native_agent_types() -> frozenset[str]:
+    """Agent types this engine can drive in-process, without a script."""
+    try:
+        from hostpower.fencing.drivers.registry import NATIVE_TYPES
+    except ImportError:
+        return frozenset()
+    return frozenset(NATIVE_TYPES)
+
+
+@dataclass
+class EngineContext:
+    settings: Settings
+    db: Database
+    box: SecretBox
+    started_at: float = field(default=0.0)
+
+    @classmethod
+    def open(cls, settings: Settings | None = None, migrate: bool = True) -> "EngineContext":
+        settings = settings or Settings.from_env()
+        settings.ensure_home()
+        db = Database(settings.db_url)
+        if migrate:
+            db.upgrade()
+        return cls(settings=settings, db=db, box=SecretBox.load_or_create(settings.key_file))
+
+    def config(self) -> Config:
+        with self.db.session() as s:
+            return ConfigStore(s).load()
+
+    @cached_property
+    def native_types(self) -> frozenset[str]:
+        return native_agent_types()
+
+    def installed_types(self) -> frozenset[str]:
+        return installed_agent_types(self.config()["FenceAgentsPath"])
+
+    def engine_agent_types(self) -> frozenset[str]:
+        """Types the `engine` proxy source can run: installed scripts and native drivers."""
+        return self.installed_types() | self.native_types
+
+    def known_agent_types(self) -> frozenset[str]:
+        """Types a user may configure: the standard ones and any this engine runs."""
+        return STANDARD_TYPES | self.engine_agent_types()
+
+    def close(self) -> None:
+        self.db.dispose()

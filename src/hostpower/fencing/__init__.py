@@ -1,0 +1,1 @@
+"""Fencing: drivers, executor, flows, treatment, journal."""

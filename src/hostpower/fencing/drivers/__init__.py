@@ -1,0 +1,1 @@
+"""Fence drivers: one small interface, several implementations."""

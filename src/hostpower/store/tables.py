@@ -1,0 +1,99 @@
+"""The database schema (SQLAlchemy 2). Alembic migrations must match it:
+tests/test_migrations.py compares them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean, DateTime, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class DataCenterRow(Base):
+    __tablename__ = "data_centers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class ClusterRow(Base):
+    __tablename__ = "clusters"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    data_center_id: Mapped[int] = mapped_column(ForeignKey("data_centers.id"), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    fencing_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    skip_if_connectivity_broken: Mapped[bool] = mapped_column(Boolean, default=True)
+    connectivity_threshold: Mapped[int] = mapped_column(Integer, default=50)
+    skip_if_sd_active: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class HostRow(Base):
+    __tablename__ = "hosts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    address: Mapped[str] = mapped_column(String(255), unique=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id"), index=True)
+    status: Mapped[str] = mapped_column(String(32), default="installing")
+    non_operational_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pm_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    pm_automatic: Mapped[bool] = mapped_column(Boolean, default=True)
+    pm_kdump_detection: Mapped[bool] = mapped_column(Boolean, default=True)
+    pm_proxy_preferences: Mapped[str] = mapped_column(Text, default="")
+    agents: Mapped[list["FenceAgentRow"]] = relationship(
+        back_populates="host", cascade="all, delete-orphan", order_by="FenceAgentRow.order",
+    )
+
+
+class FenceAgentRow(Base):
+    __tablename__ = "fence_agents"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    username: Mapped[str] = mapped_column(String(255), default="")
+    password_encrypted: Mapped[str] = mapped_column(Text, default="")
+    # JSON list of [name, value]; encrypted as a whole when encrypt_options.
+    options: Mapped[str] = mapped_column(Text, default="[]")
+    encrypt_options: Mapped[bool] = mapped_column(Boolean, default=False)
+    order: Mapped[int] = mapped_column("agent_order", Integer)
+    host: Mapped[HostRow] = relationship(back_populates="agents")
+
+
+class ConfigRow(Base):
+    __tablename__ = "config"
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TokenRow(Base):
+    __tablename__ = "api_tokens"
+    __table_args__ = (UniqueConstraint("token_hash"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
