@@ -1,0 +1,199 @@
+"""Lab topologies: data centers, clusters, simulated hosts, their BMCs and
+management networks, with every address assigned.
+
+Two address plans, one shape:
+* namespace mode (root): the front network is 198.18.0.0/16 (engine
+  198.18.0.1), cluster n's management network is 198.19.n.0/24;
+* loopback mode: the same numbers under 127.18.x.y and 127.19.n.x, with no
+  confinement at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from hostpower.model import validate
+from hostpower.model.errors import ValidationError
+
+AGENT_PORT = 54321
+
+
+@dataclass(frozen=True)
+class LabBmc:
+    name: str          # e.g. "c1-h3-psu2"
+    host: str
+    network: str       # management network (cluster) name
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    index: int         # 1-based, across the whole lab
+    cluster: str
+    data_center: str
+    front_address: str
+    agent_port: int
+    bmcs: tuple[LabBmc, ...]
+    networks: tuple[str, ...]   # management networks the host is attached to
+
+
+@dataclass(frozen=True)
+class MgmtNetwork:
+    name: str          # the cluster's name
+    index: int         # n of 198.19.n.0/24
+    engine_access: bool
+    subnet_prefix: str  # "198.19.n" or "127.19.n"
+
+    def host_address(self, slot: int) -> str:
+        return f"{self.subnet_prefix}.{200 + slot}"
+
+    @property
+    def engine_address(self) -> str:
+        return f"{self.subnet_prefix}.1"
+
+
+@dataclass(frozen=True)
+class LabCluster:
+    name: str
+    data_center: str
+    network: MgmtNetwork
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    namespaced: bool
+    data_centers: tuple[str, ...]
+    clusters: tuple[LabCluster, ...]
+    hosts: tuple[LabHost, ...]
+    bmc_username: str
+    bmc_password: str
+    boot_delay: float
+
+    @property
+    def networks(self) -> tuple[MgmtNetwork, ...]:
+        return tuple(c.network for c in self.clusters)
+
+    @property
+    def engine_front_address(self) -> str:
+        return "198.18.0.1" if self.namespaced else "127.0.0.1"
+
+    @property
+    def bmcs(self) -> tuple[LabBmc, ...]:
+        return tuple(b for h in self.hosts for b in h.bmcs)
+
+    def host(self, name: str) -> LabHost:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def network(self, name: str) -> MgmtNetwork:
+        for c in self.clusters:
+            if c.name == name:
+                return c.network
+        raise KeyError(name)
+
+    def inventory_document(self) -> dict[str, Any]:
+        """The topology as an inventory file (docs/inventory-file.md)."""
+        dcs = []
+        for dc in self.data_centers:
+            clusters = []
+            for c in (c for c in self.clusters if c.data_center == dc):
+                hosts = []
+                for h in (h for h in self.hosts if h.cluster == c.name):
+                    agents = [{"type": "ipmilan", "address": b.address, "port": b.port,
+                               "username": self.bmc_username, "password": self.bmc_password,
+                               "options": {"lanplus": "1"}, "order": 1} for b in h.bmcs]
+                    hosts.append({"name": h.name, "address": h.front_address,
+                                  "agent_port": h.agent_port, "status": "up",
+                                  "power_management": {"enabled": True, "agents": agents}})
+                clusters.append({"name": c.name, "hosts": hosts})
+            dcs.append({"name": dc, "clusters": clusters})
+        return {"data_centers": dcs}
+
+
+def _field(data: Mapping[str, Any], key: str, path: str, kind: type, default: Any = None) -> Any:
+    value = data.get(key, default)
+    if value is None or not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ValidationError(f"{path}.{key}", f"must be a {kind.__name__}")
+    return value
+
+
+def parse(doc: Any, namespaced: bool, bmc_port: int | None = None) -> Topology:
+    """Build a topology from its YAML document; errors name the path."""
+    if not isinstance(doc, Mapping):
+        raise ValidationError("topology", "must be a mapping")
+    bmc_port = bmc_port or (623 if namespaced else 16230)
+    creds = doc.get("bmc_credentials") or {}
+    prefix_front, prefix_mgmt = ("198.18", "198.19") if namespaced else ("127.18", "127.19")
+    dcs: list[str] = []
+    clusters: list[LabCluster] = []
+    hosts: list[LabHost] = []
+    extra: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for i, dc in enumerate(_field(doc, "data_centers", "topology", list)):
+        dpath = f"data_centers[{i}]"
+        dc_name = validate.name(_field(dc, "name", dpath, str), f"{dpath}.name")
+        dcs.append(dc_name)
+        for j, cl in enumerate(_field(dc, "clusters", dpath, list)):
+            cpath = f"{dpath}.clusters[{j}]"
+            c_name = validate.name(_field(cl, "name", cpath, str), f"{cpath}.name")
+            mgmt = cl.get("management") or {}
+            n = len(clusters) + 1
+            if n > 250:
+                raise ValidationError(cpath, "at most 250 clusters")
+            net = MgmtNetwork(c_name, n, bool(mgmt.get("engine_access", False)),
+                              f"{prefix_mgmt}.{n}")
+            clusters.append(LabCluster(c_name, dc_name, net))
+            extra[c_name] = list(mgmt.get("extra_hosts") or [])
+            for k, h in enumerate(_field(cl, "hosts", cpath, list)):
+                hpath = f"{cpath}.hosts[{k}]"
+                h_name = validate.host_name(_field(h, "name", hpath, str), f"{hpath}.name")
+                if h_name in seen:
+                    raise ValidationError(f"{hpath}.name", f"{h_name!r} is used twice")
+                seen.add(h_name)
+                psus = int(h.get("power_supplies", 1))
+                if psus not in (1, 2):
+                    raise ValidationError(f"{hpath}.power_supplies", "must be 1 or 2")
+                idx = len(hosts) + 1
+                slot = k + 1
+                if slot > 99:
+                    raise ValidationError(cpath, "at most 99 hosts per cluster")
+                bmcs = tuple(
+                    LabBmc(f"{h_name}-psu{p}" if psus > 1 else f"{h_name}-bmc", h_name, c_name,
+                           f"{prefix_mgmt}.{n}.{10 + slot + 100 * (p - 1)}", bmc_port)
+                    for p in range(1, psus + 1))
+                hosts.append(LabHost(h_name, idx, c_name, dc_name,
+                                     f"{prefix_front}.{n}.{10 + slot}", AGENT_PORT, bmcs,
+                                     (c_name,)))
+    # Hosts a topology attaches to other clusters' management networks.
+    by_name = {h.name: h for h in hosts}
+    for c_name, names in extra.items():
+        for name in names:
+            if name not in by_name:
+                raise ValidationError(f"management.extra_hosts of {c_name}", f"no host {name!r}")
+            h = by_name[name]
+            if c_name not in h.networks:
+                by_name[name] = LabHost(**{**h.__dict__, "networks": h.networks + (c_name,)})
+    hosts = [by_name[h.name] for h in hosts]
+    if not hosts:
+        raise ValidationError("topology", "has no hosts")
+    return Topology(
+        name=str(doc.get("name", "lab")), namespaced=namespaced, data_centers=tuple(dcs),
+        clusters=tuple(clusters), hosts=tuple(hosts),
+        bmc_username=str(creds.get("username", "admin")),
+        bmc_password=str(creds.get("password", "lab-bmc-password")),
+        boot_delay=float(doc.get("boot_delay", 1.0)),
+    )
+
+
+def default_document() -> dict[str, Any]:
+    return yaml.safe_load(resources.files("hostpower.lab").joinpath("default.yaml").read_text())
