@@ -263,3 +263,11 @@ def test_unknown_cluster_is_refused(api: TestClient, admin, world) -> None:  # t
                                                     "cluster": {"id": 999}})
     assert r.status_code == 400 and r.json()["field"] == "cluster"
     assert api.get("/api/hosts/999", headers=admin).status_code == 404
+
+
+def test_host_agent_port_defaults_and_is_checked(api: TestClient, admin, world) -> None:  # type: ignore[no-untyped-def]
+    assert world["h1"]["port"] == 54321
+    r = api.put(f"/api/hosts/{world['h1']['id']}", headers=admin, json={"port": 70000})
+    assert r.status_code == 400 and r.json()["field"] == "port"
+    r = api.put(f"/api/hosts/{world['h1']['id']}", headers=admin, json={"port": 8443})
+    assert r.json()["port"] == 8443

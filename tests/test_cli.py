@@ -147,7 +147,7 @@ def test_user_add_reads_the_password_from_stdin(env) -> None:  # type: ignore[no
 
 def test_db_upgrade_reports_the_revision(env) -> None:  # type: ignore[no-untyped-def]
     r = run(env, "db", "upgrade")
-    assert r.returncode == 0 and "database at revision 0002 (head 0002)" in r.stdout
+    assert r.returncode == 0 and "database at revision 0003 (head 0003)" in r.stdout
 
 
 def free_port(address: str = "127.0.0.1") -> int:

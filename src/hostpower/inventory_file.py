@@ -137,7 +137,7 @@ def load_document(inv: Inventory, config: ConfigStore, doc: Any) -> LoadSummary:
             for k, h_data in enumerate(_list(cd.get("hosts"), f"{cpath}.hosts")):
                 hpath = f"{cpath}.hosts[{k}]"
                 hd = _mapping(h_data, hpath)
-                _known(hd, {"name", "address", "status", "non_operational_reason",
+                _known(hd, {"name", "address", "agent_port", "status", "non_operational_reason",
                             "power_management"}, hpath)
                 pm = _mapping(hd.get("power_management") or {}, f"{hpath}.power_management")
                 _known(pm, {"enabled", "automatic_pm_enabled", "kdump_detection", "pm_proxies",
@@ -146,7 +146,7 @@ def load_document(inv: Inventory, config: ConfigStore, doc: Any) -> LoadSummary:
                 with _at(hpath):
                     host = inv.add_host(HostInput(
                         name=str(hd.get("name", "")), address=str(hd.get("address", "")),
-                        cluster_id=cluster.id,
+                        cluster_id=cluster.id, agent_port=hd.get("agent_port", 54321),
                         status=_enum(HostStatus, hd.get("status", "up"), "status"),
                         non_operational_reason=(_enum(NonOperationalReason, reason,
                                                       "non_operational_reason")

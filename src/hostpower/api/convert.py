@@ -95,7 +95,7 @@ def pm_in(body: S.PowerManagementIn) -> PowerManagement:
 
 def host_out(h: Host, cluster: Cluster, config: Config) -> S.HostOut:
     return S.HostOut(
-        id=h.id, name=h.name, address=h.address,
+        id=h.id, name=h.name, address=h.address, port=h.agent_port,
         cluster=S.RefOut(id=cluster.id, name=cluster.name, href=f"/api/clusters/{cluster.id}"),
         status=h.status, non_operational_reason=h.non_operational_reason,
         power_management=pm_out(h.power_management, config), href=f"/api/hosts/{h.id}",

@@ -38,6 +38,7 @@ def add_host(body: S.HostIn, request: Request) -> S.HostOut:
         inv = _inv(request, s)
         host = inv.add_host(HostInput(
             name=body.name, address=body.address, cluster_id=body.cluster.id,
+            agent_port=body.port,
             status=body.status, non_operational_reason=body.non_operational_reason,
             power_management=C.pm_in(body.power_management)))
         return _host_out(inv, s, host)
@@ -61,6 +62,7 @@ def update_host(host_id: int, body: S.HostPatch, request: Request) -> S.HostOut:
         host = inv.update_host(
             host_id, name=body.name, address=body.address,
             cluster_id=body.cluster.id if body.cluster else None, status=body.status,
+            agent_port=body.port,
             power_management=C.pm_in(body.power_management) if body.power_management else None,
             **kwargs)
         return _host_out(inv, s, host)

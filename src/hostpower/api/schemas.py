@@ -116,6 +116,7 @@ class PowerManagementOut(BaseModel):
 class HostIn(Strict):
     name: str
     address: str
+    port: int = Field(54321, description="TCP port of the host agent")
     cluster: Ref
     status: HostStatus = HostStatus.INSTALLING
     non_operational_reason: NonOperationalReason | None = None
@@ -125,6 +126,7 @@ class HostIn(Strict):
 class HostPatch(Strict):
     name: str | None = None
     address: str | None = None
+    port: int | None = None
     cluster: Ref | None = None
     status: HostStatus | None = None
     non_operational_reason: NonOperationalReason | None = None
@@ -135,6 +137,7 @@ class HostOut(BaseModel):
     id: int
     name: str
     address: str
+    port: int
     cluster: RefOut
     status: HostStatus
     non_operational_reason: NonOperationalReason | None

@@ -100,6 +100,7 @@ class Host:
     address: str
     cluster_id: int
     status: HostStatus = HostStatus.INSTALLING
+    agent_port: int = 54321
     non_operational_reason: NonOperationalReason | None = None
     power_management: PowerManagement = field(default_factory=PowerManagement)
     agents: tuple[FenceAgent, ...] = ()

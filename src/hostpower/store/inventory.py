@@ -50,6 +50,7 @@ class HostInput:
     address: str
     cluster_id: int
     status: HostStatus = HostStatus.INSTALLING
+    agent_port: int = 54321
     non_operational_reason: NonOperationalReason | None = None
     power_management: PowerManagement = field(default_factory=PowerManagement)
 
@@ -161,6 +162,7 @@ class Inventory:
         chain = self._checked_chain(data.power_management.pm_proxies, provisional)
         row = HostRow(
             name=name, address=address, cluster_id=data.cluster_id, status=data.status.value,
+            agent_port=validate.port(data.agent_port, "port"),
             non_operational_reason=_reason_text(data.non_operational_reason),
         )
         _apply_pm(row, replace(data.power_management, pm_proxies=chain))
@@ -188,6 +190,7 @@ class Inventory:
 
     def update_host(self, host_id: int, *, name: str | None = None, address: str | None = None,
                     cluster_id: int | None = None, status: HostStatus | None = None,
+                    agent_port: int | None = None,
                     non_operational_reason: object = _KEEP,
                     power_management: PowerManagement | None = None) -> Host:
         row = self._host_row(host_id)
@@ -206,6 +209,8 @@ class Inventory:
         else:
             reason = non_operational_reason  # type: ignore[assignment]
         _status(new_status, reason)  # type: ignore[arg-type]
+        if agent_port is not None:
+            validate.port(agent_port, "port")
         pm = power_management
         chain = None
         if pm is not None:
@@ -217,6 +222,8 @@ class Inventory:
         if cluster_id is not None:
             row.cluster_id = cluster_id
         row.status = new_status.value
+        if agent_port is not None:
+            row.agent_port = agent_port
         row.non_operational_reason = _reason_text(reason)  # type: ignore[arg-type]
         if pm is not None:
             _apply_pm(row, replace(pm, pm_proxies=chain or ""))
@@ -383,7 +390,7 @@ class Inventory:
     def _host(self, row: HostRow, with_agents: bool = True) -> Host:
         return Host(
             id=row.id, name=row.name, address=row.address, cluster_id=row.cluster_id,
-            status=HostStatus(row.status),
+            status=HostStatus(row.status), agent_port=row.agent_port,
             non_operational_reason=_reason(row.non_operational_reason),
             power_management=PowerManagement(
                 enabled=row.pm_enabled, automatic_pm_enabled=row.pm_automatic,

@@ -47,6 +47,7 @@ class HostRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     address: Mapped[str] = mapped_column(String(255), unique=True)
+    agent_port: Mapped[int] = mapped_column(Integer, default=54321, server_default="54321")
     cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id"), index=True)
     status: Mapped[str] = mapped_column(String(32), default="installing")
     non_operational_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
