@@ -1,0 +1,133 @@
+"""`hostpower lab start|status|fault|stop|cleanup`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from pathlib import Path
+
+import httpx
+
+from hostpower.cli.common import CliError, open_context, table
+from hostpower.cli.inventory_cmd import read_document
+from hostpower.lab.supervisor import FAULTS
+from hostpower.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lab", help="simulated hosts with virtual BMCs, for demos and tests")
+    lsub = p.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
+    st = lsub.add_parser("start", help="start a topology and run until Ctrl-C")
+    st.add_argument("--topology", help="topology YAML (default: built-in, 9 hosts)")
+    st.add_argument("--loopback", action="store_true",
+                    help="127.x addresses, no namespaces, even as root")
+    st.add_argument("--load-inventory", action="store_true",
+                    help="load the topology's hosts into the engine's inventory")
+    st.add_argument("--boot-delay", type=float, help="seconds from power on to agent up")
+    st.set_defaults(func=start)
+    status = lsub.add_parser("status", help="hosts, power, agents, BMC command counts")
+    status.set_defaults(func=show_status)
+    fault = lsub.add_parser("fault", help="inject (or --clear) a fault")
+    fault.add_argument("host")
+    fault.add_argument("fault", choices=FAULTS)
+    fault.add_argument("--clear", action="store_true")
+    fault.set_defaults(func=inject)
+    stop = lsub.add_parser("stop", help="stop the running lab")
+    stop.set_defaults(func=stop_lab)
+    clean = lsub.add_parser("cleanup", help="remove namespaces and links a crashed lab left")
+    clean.set_defaults(func=cleanup)
+
+
+def _control_url() -> str:
+    state = Settings.from_env().home / "lab" / "lab.json"
+    if not state.exists():
+        raise CliError("no lab is running (start one with 'hostpower lab start')")
+    return json.loads(state.read_text())["control"]
+
+
+def _call(method: str, path: str, body: dict | None = None) -> dict:
+    try:
+        r = httpx.request(method, _control_url() + path, json=body, timeout=10)
+    except httpx.TransportError as exc:
+        raise CliError(f"the lab does not answer: {exc}") from None
+    if r.status_code != 200:
+        raise CliError(r.json().get("detail", r.text), 2)
+    return r.json()
+
+
+def start(args: argparse.Namespace) -> int:
+    from hostpower.inventory_file import load_document
+    from hostpower.lab.runner import load_topology, start_lab
+    from hostpower.store.configstore import ConfigStore
+    from hostpower.store.inventory import Inventory
+
+    doc = read_document(args.topology) if args.topology else None
+    topo = load_topology(doc, args.loopback, args.boot_delay)
+    settings = Settings.from_env()
+    mode = ("network namespaces (management networks confined)" if topo.namespaced else
+            "loopback addresses, WITHOUT confinement (run as root for namespaces)")
+    print(f"lab: starting topology {topo.name!r}: {len(topo.hosts)} hosts, "
+          f"{len(topo.bmcs)} BMCs, on {mode}", flush=True)
+    done = threading.Event()
+    running = start_lab(settings, topo, log=lambda m: print(m, flush=True), on_stop=done.set)
+    try:
+        if args.load_inventory:
+            ctx = open_context()
+            with ctx.db.session() as s:
+                inv = Inventory(s, ctx.box, ctx.known_agent_types())
+                if any(dc.name in topo.data_centers for dc in inv.data_centers()):
+                    print("lab: inventory already holds this topology; not loaded again")
+                else:
+                    print(f"lab: loaded inventory: "
+                          f"{load_document(inv, ConfigStore(s), topo.inventory_document())}")
+            ctx.close()
+        rows = [(h.name, h.cluster, f"{h.front_address}:{h.agent_port}",
+                 " ".join(f"{b.address}:{b.port}" for b in h.bmcs)) for h in topo.hosts]
+        print(table(rows, ("HOST", "CLUSTER", "AGENT", "BMC")))
+        first = topo.hosts[0]
+        prefix = f"ip netns exec hpl-h{first.index} " if topo.namespaced else ""
+        print(f"\nlab: try  {prefix}fence_ipmilan -P -a {first.bmcs[0].address} "
+              f"-u {first.bmcs[0].port} -l {topo.bmc_username} -p {topo.bmc_password} -o status")
+        print(f"lab: control API {running.control.url}; 'hostpower lab fault HOST FAULT'; "
+              f"Ctrl-C stops", flush=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: done.set())
+        done.wait()
+    finally:
+        print("lab: stopping", flush=True)
+        running.stop()
+        print("lab: stopped, nothing left behind", flush=True)
+    return 0
+
+
+def show_status(_: argparse.Namespace) -> int:
+    status = _call("GET", "/status")
+    rows = []
+    for name, h in status["hosts"].items():
+        counts = " ".join(f"{b}:on={v['counts']['on']},off={v['counts']['off']}"
+                          + ("" if v["answering"] else ",MUTE") for b, v in h["bmcs"].items())
+        rows.append((name, h["power"], h["agent"] + (" isolated" if h["isolated"] else ""),
+                     h["boots"], counts))
+    print(table(rows, ("HOST", "POWER", "AGENT", "BOOTS", "BMC COMMANDS")))
+    return 0
+
+
+def inject(args: argparse.Namespace) -> int:
+    print(_call("POST", "/fault", {"host": args.host, "fault": args.fault, "clear": args.clear})["detail"])
+    return 0
+
+
+def stop_lab(_: argparse.Namespace) -> int:
+    _call("POST", "/stop")
+    print("lab: stop requested")
+    return 0
+
+
+def cleanup(_: argparse.Namespace) -> int:
+    from hostpower.lab import netns
+    removed = netns.teardown() if netns.available() else []
+    print("\n".join(removed) or "nothing to clean up")
+    (Settings.from_env().home / "lab" / "lab.json").unlink(missing_ok=True)
+    return 0

@@ -1,0 +1,84 @@
+"""The lab's small control API (JSON over HTTP on 127.0.0.1 only).
+
+    GET  /status                         every host: power, agent, BMCs, command counts
+    POST /fault {"host", "fault", "clear"}
+    POST /stop                           stop the lab
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from hostpower.lab.supervisor import Lab, LabError
+
+
+class ControlServer:
+    def __init__(self, lab: Lab, on_stop: Callable[[], None], port: int = 0) -> None:
+        self.lab = lab
+        self.on_stop = on_stop
+        handler = self._handler()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="lab-control",
+                                        daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def start(self) -> "ControlServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(5)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_: Any) -> None:  # quiet: the lab prints its own events
+                pass
+
+            def _send(self, status: int, body: Any) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path == "/status":
+                    self._send(200, server.lab.status())
+                else:
+                    self._send(404, {"detail": f"no resource {self.path}"})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                except ValueError:
+                    self._send(400, {"detail": "body is not JSON"})
+                    return
+                if self.path == "/fault":
+                    try:
+                        message = server.lab.fault(str(body.get("host")), str(body.get("fault")),
+                                                   bool(body.get("clear", False)))
+                    except LabError as exc:
+                        self._send(400, {"detail": str(exc)})
+                        return
+                    self._send(200, {"detail": message})
+                elif self.path == "/stop":
+                    self._send(200, {"detail": "stopping"})
+                    threading.Thread(target=server.on_stop, daemon=True).start()
+                else:
+                    self._send(404, {"detail": f"no resource {self.path}"})
+
+        return Handler

@@ -1,0 +1,298 @@
+"""The lab supervisor: runs a topology's BMCs and host agents as real
+processes (inside network namespaces when root) and makes BMC power drive
+the simulated hosts.
+
+* One BMC process per management network (`python -m hostpower.lab.bmcserver`)
+  speaks IPMI for every BMC on it and reports, one JSON line each, every
+  command it received and every power change.
+* One host agent process per powered-on host. Power off (every PSU off)
+  kills it, as pulling the plug would; power on starts a new one after the
+  boot delay, so the engine sees a new boot id.
+* Faults: agent hang (SIGSTOP), agent crash with power on (SIGKILL), BMC not
+  answering, host cut off from the engine but not from its peers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from hostpower.lab import netns
+from hostpower.lab.topology import LabHost, Topology
+
+FAULTS = ("agent_hang", "agent_crash", "bmc_unresponsive", "isolate")
+
+
+class LabError(Exception):
+    """The lab could not start, or a request to it was invalid."""
+
+
+@dataclass
+class BmcState:
+    power: str = "on"
+    answering: bool = True
+    counts: dict[str, int] = field(default_factory=lambda: {"on": 0, "off": 0, "reset": 0,
+                                                            "cycle": 0, "status": 0})
+
+
+@dataclass
+class HostState:
+    host: LabHost
+    process: subprocess.Popen[bytes] | None = None
+    agent: str = "stopped"      # running | hung | crashed | stopped (power off) | booting
+    isolated: bool = False
+    boots: int = 0
+    boot_timer: threading.Timer | None = None
+
+
+class Lab:
+    def __init__(self, topo: Topology, run_dir: Path, cert_dirs: dict[str, Path],
+                 fence_agents_path: str = "/usr/sbin",
+                 log: Callable[[str], None] = lambda msg: None) -> None:
+        self.topo = topo
+        self.run_dir = run_dir
+        self.cert_dirs = cert_dirs
+        self.fence_agents_path = fence_agents_path
+        self.log = log
+        self._lock = threading.RLock()
+        self._bmc_procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._bmc_ready: dict[str, threading.Event] = {}
+        self.bmcs: dict[str, BmcState] = {b.name: BmcState() for b in topo.bmcs}
+        self.hosts: dict[str, HostState] = {h.name: HostState(h) for h in topo.hosts}
+        self._stopping = False
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    # -- life cycle -------------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.topo.namespaced:
+            removed = netns.teardown()
+            if removed:
+                self.log(f"lab: removed {len(removed)} leftovers of an earlier lab")
+            netns.build(self.topo)
+        deadline = time.monotonic() + timeout
+        try:
+            for net in self.topo.networks:
+                self._start_bmc_server(net.name)
+            for name, ready in self._bmc_ready.items():
+                if not ready.wait(max(0.0, deadline - time.monotonic())):
+                    raise LabError(f"BMCs of network {name} did not start "
+                                   f"(see {self.run_dir / ('bmc-' + name + '.log')})")
+            for state in self.hosts.values():
+                self._start_agent(state)
+            for state in self.hosts.values():
+                self._wait_agent(state, deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            procs = [s.process for s in self.hosts.values() if s.process] + list(self._bmc_procs.values())
+            for s in self.hosts.values():
+                if s.boot_timer:
+                    s.boot_timer.cancel()
+        for p in procs:
+            _signal(p, signal.SIGCONT)
+            _signal(p, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                _signal(p, signal.SIGKILL)
+                p.wait(timeout=5)
+        if self.topo.namespaced:
+            netns.teardown()
+
+    # -- processes -----------------------------------------------------------------
+
+    def _in_ns(self, ns: str) -> list[str]:
+        return ["ip", "netns", "exec", ns] if self.topo.namespaced else []
+
+    def _start_bmc_server(self, network: str) -> None:
+        net = self.topo.network(network)
+        spec = {
+            "username": self.topo.bmc_username, "password": self.topo.bmc_password,
+            "bmcs": [{"name": b.name, "address": b.address, "port": b.port, "power": "on"}
+                     for b in self.topo.bmcs if b.network == network],
+        }
+        log = (self.run_dir / f"bmc-{network}.log").open("ab")
+        proc = subprocess.Popen(
+            self._in_ns(netns.mgmt_ns(net.index)) + [sys.executable, "-m", "hostpower.lab.bmcserver"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        assert proc.stdin is not None and proc.stdout is not None
+        # The password goes over stdin, never argv.
+        proc.stdin.write((json.dumps(spec) + "\n").encode())
+        proc.stdin.flush()
+        self._bmc_procs[network] = proc
+        self._bmc_ready[network] = threading.Event()
+        threading.Thread(target=self._read_bmc_events, args=(network, proc.stdout),
+                         name=f"bmc-events-{network}", daemon=True).start()
+
+    def _read_bmc_events(self, network: str, stream: IO[bytes]) -> None:
+        for line in stream:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "ready":
+                self._bmc_ready[network].set()
+            else:
+                self._on_bmc_event(event)
+
+    def _on_bmc_event(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            bmc = self.bmcs.get(str(event.get("bmc")))
+            if bmc is None:
+                return
+            if event.get("event") == "command":
+                command = str(event.get("command"))
+                bmc.counts[command] = bmc.counts.get(command, 0) + 1
+            elif event.get("event") == "power":
+                bmc.power = str(event.get("power"))
+                host = next(h for h in self.topo.hosts if any(b.name == event["bmc"] for b in h.bmcs))
+                self._power_changed(self.hosts[host.name])
+        for listener in list(self._listeners):
+            listener(event)
+
+    def _host_power(self, host: LabHost) -> str:
+        """A host with two power supplies is off only when both are off."""
+        return "on" if any(self.bmcs[b.name].power == "on" for b in host.bmcs) else "off"
+
+    def _power_changed(self, state: HostState) -> None:
+        if self._stopping:
+            return
+        power = self._host_power(state.host)
+        if power == "off" and state.agent != "stopped":
+            if state.boot_timer:
+                state.boot_timer.cancel()
+                state.boot_timer = None
+            if state.process:
+                _signal(state.process, signal.SIGCONT)
+                _signal(state.process, signal.SIGKILL)
+            state.process, state.agent = None, "stopped"
+            self.log(f"lab: {state.host.name} lost power")
+        elif power == "on" and state.agent == "stopped":
+            state.agent = "booting"
+            state.boot_timer = threading.Timer(self.topo.boot_delay, self._boot, args=(state,))
+            state.boot_timer.daemon = True
+            state.boot_timer.start()
+
+    def _boot(self, state: HostState) -> None:
+        with self._lock:
+            if self._stopping or state.agent != "booting":
+                return
+            if self._host_power(state.host) == "on":
+                self._start_agent(state)
+                self.log(f"lab: {state.host.name} booted")
+
+    def _start_agent(self, state: HostState) -> None:
+        h = state.host
+        log = (self.run_dir / f"agent-{h.name}.log").open("ab")
+        cmd = self._in_ns(netns.host_ns(h.index)) + [
+            sys.executable, "-m", "hostpower.hostagent.server",
+            "--bind", f"{h.front_address}:{h.agent_port}", "--host-name", h.name,
+            "--cert-dir", str(self.cert_dirs[h.name]),
+            "--fence-agents-path", self.fence_agents_path,
+        ]
+        state.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         start_new_session=True)
+        state.agent = "running"
+        state.boots += 1
+
+    def _wait_agent(self, state: HostState, deadline: float) -> None:
+        import socket
+
+        h = state.host
+        while time.monotonic() < deadline:
+            if state.process and state.process.poll() is not None:
+                raise LabError(f"agent of {h.name} exited (see {self.run_dir}/agent-{h.name}.log)")
+            try:
+                with socket.create_connection((h.front_address, h.agent_port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise LabError(f"agent of {h.name} did not start listening in time")
+
+    # -- faults ---------------------------------------------------------------------
+
+    def fault(self, host_name: str, fault: str, clear: bool = False) -> str:
+        if fault not in FAULTS:
+            raise LabError(f"unknown fault {fault!r} (one of {', '.join(FAULTS)})")
+        with self._lock:
+            state = self.hosts.get(host_name)
+            if state is None:
+                raise LabError(f"no lab host {host_name!r}")
+            if fault == "agent_hang":
+                if state.process is None:
+                    raise LabError(f"{host_name} has no running agent")
+                _signal(state.process, signal.SIGCONT if clear else signal.SIGSTOP)
+                state.agent = "running" if clear else "hung"
+            elif fault == "agent_crash":
+                if clear:
+                    if state.agent == "crashed":
+                        self._start_agent(state)
+                else:
+                    if state.process is None:
+                        raise LabError(f"{host_name} has no running agent")
+                    _signal(state.process, signal.SIGCONT)
+                    _signal(state.process, signal.SIGKILL)
+                    state.process, state.agent = None, "crashed"
+            elif fault == "bmc_unresponsive":
+                for b in state.host.bmcs:
+                    self._bmc_command(b.network, {"cmd": "answer", "bmc": b.name, "answering": clear})
+                    self.bmcs[b.name].answering = clear
+            elif fault == "isolate":
+                if not self.topo.namespaced:
+                    raise LabError("isolate needs namespace mode (run the lab as root)")
+                if state.isolated != (not clear):
+                    netns.isolate_from_engine(self.topo, state.host.index, not clear)
+                    state.isolated = not clear
+        return f"{fault} {'cleared on' if clear else 'injected into'} {host_name}"
+
+    def _bmc_command(self, network: str, command: dict[str, Any]) -> None:
+        proc = self._bmc_procs[network]
+        assert proc.stdin is not None
+        proc.stdin.write((json.dumps(command) + "\n").encode())
+        proc.stdin.flush()
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "topology": self.topo.name, "namespaced": self.topo.namespaced,
+                "hosts": {
+                    name: {
+                        "power": self._host_power(s.host), "agent": s.agent,
+                        "address": s.host.front_address, "agent_port": s.host.agent_port,
+                        "cluster": s.host.cluster, "isolated": s.isolated, "boots": s.boots,
+                        "pid": s.process.pid if s.process else None,
+                        "bmcs": {b.name: {"address": b.address, "port": b.port,
+                                          "power": self.bmcs[b.name].power,
+                                          "answering": self.bmcs[b.name].answering,
+                                          "counts": dict(self.bmcs[b.name].counts)}
+                                 for b in s.host.bmcs},
+                    } for name, s in self.hosts.items()
+                },
+            }
+
+    def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        self._listeners.append(listener)
+
+
+def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
