@@ -11,12 +11,12 @@ import sys
 
 from hostpower import __version__
 from hostpower.cli import (
-    config_cmd, db_cmd, inventory_cmd, lab_cmd, proxies_cmd, serve_cmd, users_cmd,
+    agent_cmd, config_cmd, db_cmd, inventory_cmd, lab_cmd, proxies_cmd, serve_cmd, users_cmd,
 )
 from hostpower.cli.common import CliError
 from hostpower.model.errors import ConflictError, NotFoundError, ValidationError
 
-MODULES = (serve_cmd, db_cmd, config_cmd, proxies_cmd, users_cmd, inventory_cmd, lab_cmd)
+MODULES = (serve_cmd, agent_cmd, db_cmd, config_cmd, proxies_cmd, users_cmd, inventory_cmd, lab_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,43 @@
+"""`hostpower agent` (the host agent daemon) and `hostpower host enroll`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hostpower.cli.common import open_context
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser("agent", help="run the host agent daemon (see docs/host-agent.md)",
+                       add_help=False)
+    a.add_argument("agent_args", nargs=argparse.REMAINDER,
+                   help="options of the agent: --bind, --host-name, --cert-dir, ... (--help)")
+    a.set_defaults(func=run_agent)
+    h = sub.add_parser("host", help="host enrolment")
+    hsub = h.add_subparsers(dest="host_command", required=True, metavar="ACTION")
+    e = hsub.add_parser("enroll", help="issue a host agent's certificate bundle")
+    e.add_argument("host", help="host name, address or id (must be defined)")
+    e.add_argument("--out", required=True, type=Path,
+                   help="directory for agent.crt, agent.key and ca.crt")
+    e.set_defaults(func=enroll)
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    from hostpower.hostagent.server import run_agent as agent_main
+    return agent_main(args.agent_args)
+
+
+def enroll(args: argparse.Namespace) -> int:
+    from hostpower.hostagent.pki import CertificateAuthority, enroll_host
+    from hostpower.store.inventory import Inventory
+
+    ctx = open_context()
+    with ctx.db.session() as s:
+        host = Inventory(s, ctx.box).find_host(args.host)
+    ca = CertificateAuthority.load_or_create(ctx.settings.pki_dir)
+    paths = enroll_host(ca, host.name, [host.address], args.out)
+    print(f"enrolled {host.name} ({host.address}): {paths.cert}, {paths.key} (0600), {paths.ca}")
+    print(f"copy {args.out} to the host and run: hostpower agent --host-name {host.name} "
+          f"--cert-dir <that directory> --bind <address>:{host.agent_port}")
+    return 0
