@@ -124,6 +124,12 @@ KEYS: tuple[ConfigKey, ...] = (
     _key("HostAttemptsToResetCount", "int", "2",
          "Missed heartbeats needed, besides the grace period, before a host is "
          "non_responsive.", 1, 1000),
+    _key("FenceCommandTimeoutInSec", "int", "60",
+         "Seconds one fence agent command may take on one proxy before the next proxy "
+         "is tried.", 1, 3600, "s"),
+    _key("FenceConcurrencyLimit", "int", "10",
+         "Fence flows the engine runs at once; more wait their turn (one flow per host "
+         "at most, always).", 1, 1000),
     _key("FenceAgentsPath", "path", "/usr/sbin",
          "Directory holding the fence_<type> agents of the fence-agents package."),
     _key("PreferNativeFenceDrivers", "bool", "true",

@@ -32,7 +32,7 @@ OPTION_KEY_RE = re.compile(r"^[a-z0-9_]+$")
 # Keys the driver sets itself; a user option may never override them.
 RESERVED_OPTION_KEYS = frozenset(
     {"action", "ip", "ipaddr", "ipport", "username", "login", "password", "passwd",
-     "port", "plug", "nodename", "timeout"}
+     "port", "nodename", "timeout"}
 )
 
 

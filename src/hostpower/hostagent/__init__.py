@@ -1,0 +1,13 @@
+"""The host agent: a small daemon on every managed host, and the engine's client for it.
+
+The engine heartbeats each agent and asks agents to run fence agents as
+proxies. Both directions are authenticated with mutual TLS under one small
+PKI that the engine owns (`pki`): agents hold "agent" certificates (server
+role), the engine holds an "engine" certificate (client role), and an agent
+obeys only the engine role, never a fellow agent.
+
+Modules:
+* `pki`    - the engine's CA; issues agent and engine certificates.
+* `server` - the agent daemon (`python -m hostpower.hostagent.server`).
+* `client` - the engine's async, pooled client with typed errors.
+"""

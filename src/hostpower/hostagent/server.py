@@ -1,0 +1,787 @@
+"""The host agent daemon: heartbeats and fence commands over mutual TLS.
+
+Every managed host runs one. The engine heartbeats it to know the host is
+alive, and sends it fence commands when the host serves as a proxy for
+another host's PM device.
+
+Security model, in order:
+1. TLS with a client certificate required and the engine CA as the only
+   trust anchor (`server_ssl_context`). OpenSSL also refuses client
+   certificates whose extended key usage lacks clientAuth - agent
+   certificates - so one agent cannot even finish a handshake with another.
+2. `ClientGate` then checks that the client holds the *engine* role (see
+   `pki.role_of`); any other CA-signed certificate gets 403 to every request.
+3. Input is validated field by field; errors name the field, never echo a
+   value. The password is never logged: there is no access log, and the one
+   log line per fence command holds host, type, action, outcome, duration.
+
+Why a thread per connection (stdlib socketserver + http.server) rather than
+an asyncio server: asyncio's TLS server drops the TLS alert when it refuses
+a client certificate (the connection is just closed), so a misconfigured
+engine would only see "connection closed" and the agent could not log why.
+A blocking handshake sends the alert and lets us log the reason. Before the
+handshake nobody reaches the HTTP parser, and the engine keeps only a few
+pooled connections per agent, so threads are cheap here. A fence run
+occupies its connection's thread (and a worker of a bounded pool); other
+connections, heartbeats included, are served meanwhile.
+
+Run it with ``python -m hostpower.hostagent.server --bind ADDR:PORT ...``; in
+tests and in the lab, `AgentServer(HostAgent(...)).start()` runs one in
+background threads of the current process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import socketserver
+import ssl
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from hostpower import __version__
+from hostpower.fencing.drivers.base import DriverError, FenceDriver
+from hostpower.hostagent import pki
+from hostpower.model import validate
+from hostpower.model.agenttypes import TYPE_RE
+from hostpower.model.errors import ValidationError
+from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
+from hostpower.model.secret import Secret
+
+log = logging.getLogger("hostpower.hostagent")
+
+DEFAULT_PORT = 54321
+DEFAULT_CERT_DIR = Path("/etc/hostpower/agent")
+DEFAULT_FENCE_AGENTS_PATH = "/usr/sbin"
+HEARTBEAT_PATH = "/v1/heartbeat"
+FENCE_PATH = "/v1/fence"
+MAX_FENCE_TIMEOUT = 600.0
+DEFAULT_FENCE_TIMEOUT = 60.0
+# How long past its own timeout a driver may take before the agent gives up
+# waiting for it and answers "error" (the driver thread is left to finish).
+DRIVER_GRACE = 5.0
+MAX_BODY_BYTES = 64 * 1024
+HANDSHAKE_TIMEOUT = 10.0
+LINGER_SECONDS = 1.0
+# An early answer (403, 404, 413, ...) first reads and drops a body up to
+# this size, so that closing the connection does not reset it under the answer.
+DRAIN_LIMIT = 1024 * 1024
+AGENT_TYPES_TTL = 60.0
+_AGENT_FIELDS = frozenset({"type", "address", "port", "username", "password", "plug", "options"})
+
+
+class AgentStartError(Exception):
+    """The agent could not start serving (bad certificates, address in use, ...)."""
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What one agent is: its identity, where it listens, where its certificates are."""
+
+    host_name: str
+    bind_address: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    cert_dir: Path = DEFAULT_CERT_DIR
+    boot_id: str | None = None
+    fence_agents_path: str = DEFAULT_FENCE_AGENTS_PATH
+    prefer_native: bool = True
+    max_parallel_fence: int = 8
+    # Longer than the engine's pooled-connection expiry (30 s), so that it is
+    # always the engine that retires an idle connection, never a race with us.
+    keepalive_timeout: float = 75.0
+    # How long stopping waits for requests in progress (a fence run) to answer.
+    shutdown_grace: float = 10.0
+
+    @property
+    def cert_file(self) -> Path:
+        return Path(self.cert_dir) / "agent.crt"
+
+    @property
+    def key_file(self) -> Path:
+        return Path(self.cert_dir) / "agent.key"
+
+    @property
+    def ca_file(self) -> Path:
+        return Path(self.cert_dir) / pki.CA_CERT_FILE
+
+
+def server_ssl_context(cert_file: str | Path, key_file: str | Path,
+                       ca_file: str | Path) -> ssl.SSLContext:
+    """TLS for the agent: its agent certificate; client certificates required, engine CA only."""
+    own = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    if pki.role_of(own) != pki.ROLE_AGENT:
+        raise AgentStartError(f"{cert_file} is not an agent certificate "
+                              f"(subject {own.subject.rfc4514_string()})")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(cert_file), str(key_file))
+    ctx.load_verify_locations(cafile=str(ca_file))  # the only trust anchor: no system CAs
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+# --------------------------------------------------------------------------- lab hooks
+
+
+class Faults:
+    """Switches the lab flips to make an agent misbehave on purpose.
+
+    `hang()` makes every heartbeat and fence request wait, without answering,
+    until `release()`: the agent looks alive at the TCP/TLS level but does not
+    answer, like a host stuck in I/O.
+    """
+
+    def __init__(self) -> None:
+        self._released = threading.Event()
+        self._released.set()
+        self._lock = threading.Lock()
+        self._waiting = 0
+
+    def hang(self) -> None:
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
+    @property
+    def hung(self) -> bool:
+        return not self._released.is_set()
+
+    @property
+    def waiting(self) -> int:
+        """Requests currently held by `hang` (for tests to poll on)."""
+        return self._waiting
+
+    def pass_through(self) -> None:
+        """Return at once, or once released if the agent is hung."""
+        if self._released.is_set():
+            return
+        with self._lock:
+            self._waiting += 1
+        try:
+            self._released.wait()
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+
+# --------------------------------------------------------------------------- the agent
+
+
+def parse_fence_request(body: object) -> tuple[AgentSpec, FenceAction, float]:
+    """Validate a /v1/fence body; raises ValidationError naming the field, never a value."""
+    if not isinstance(body, dict):
+        raise ValidationError("body", "must be a JSON object")
+    unknown = set(body) - {"agent", "action", "timeout", "prefer_native"}
+    if not isinstance(body.get("prefer_native", True), bool):
+        raise ValidationError("prefer_native", "must be true or false")
+    if unknown:
+        raise ValidationError(sorted(unknown)[0], "unknown field")
+    agent = body.get("agent")
+    if not isinstance(agent, dict):
+        raise ValidationError("agent", "must be an object")
+    unknown = set(agent) - _AGENT_FIELDS
+    if unknown:
+        raise ValidationError(f"agent.{sorted(unknown)[0]}", "unknown field")
+
+    agent_type = agent.get("type")
+    if not isinstance(agent_type, str) or not agent_type:
+        raise ValidationError("agent.type", "must be a non-empty string")
+    agent_type = agent_type.strip().lower().removeprefix("fence_")
+    if not TYPE_RE.match(agent_type):
+        raise ValidationError("agent.type", f"{agent_type!r} is not a fence agent type")
+
+    address = agent.get("address", "")
+    if not isinstance(address, str):
+        raise ValidationError("agent.address", "must be a string")
+    if address:
+        address = validate.address(address, "agent.address")
+    port = validate.port(agent.get("port"), "agent.port")
+    username = validate.single_line(agent.get("username") or "", "agent.username")
+    password = validate.single_line(agent.get("password") or "", "agent.password", secret=True)
+    plug = agent.get("plug")
+    if plug is not None:
+        plug = validate.single_line(plug, "agent.plug") or None
+
+    raw_options = agent.get("options") or []
+    if not isinstance(raw_options, list):
+        raise ValidationError("agent.options", "must be a list of [name, value] pairs")
+    pairs = []
+    for i, pair in enumerate(raw_options):
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                or not all(isinstance(p, str) for p in pair)):
+            raise ValidationError("agent.options",
+                                  f"entry {i + 1} is not a [name, value] pair of strings")
+        pairs.append((pair[0], pair[1]))
+    options = validate.options(pairs, "agent.options")
+
+    raw_action = body.get("action")
+    try:
+        action = FenceAction(raw_action)
+    except ValueError:
+        raise ValidationError("action", f"{raw_action!r} is not one of "
+                                        f"{', '.join(a.value for a in FenceAction)}") from None
+
+    timeout = body.get("timeout", DEFAULT_FENCE_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ValidationError("timeout", "must be a number of seconds")
+    if not 0 < timeout <= MAX_FENCE_TIMEOUT:
+        raise ValidationError("timeout", f"{timeout!r} is out of range (0-{MAX_FENCE_TIMEOUT:g}]")
+
+    spec = AgentSpec(type=agent_type, address=address, username=username,
+                     password=Secret(password), port=port, plug=plug, options=options)
+    return spec, action, float(timeout)
+
+
+def _scrub(text: str, spec: AgentSpec) -> str:
+    """Belt and braces: a driver must not echo the password, but never let it through."""
+    secret = spec.password.reveal()
+    return text.replace(secret, "********") if secret else text
+
+
+def _error_body(exc: ValidationError) -> dict[str, Any]:
+    return {"detail": str(exc), "field": exc.field}
+
+
+class HostAgent:
+    """What the agent does, independent of HTTP and TLS (`AgentServer` serves it)."""
+
+    def __init__(self, config: AgentConfig, drivers: Sequence[FenceDriver]) -> None:
+        self.config = config
+        self.drivers = list(drivers)
+        self.boot_id = config.boot_id or str(uuid.uuid4())
+        self.faults = Faults()
+        self._started = time.monotonic()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.max_parallel_fence, thread_name_prefix=f"fence-{config.host_name}")
+        self._types_lock = threading.Lock()
+        self._types: tuple[float, list[str]] | None = None
+
+    # ---- heartbeat
+
+    def fence_agent_types(self) -> list[str]:
+        """Agent types this host can run; cached, it only changes when packages are installed."""
+        from hostpower.fencing.drivers.registry import local_agent_types
+
+        with self._types_lock:
+            now = time.monotonic()
+            if self._types is None or now - self._types[0] > AGENT_TYPES_TTL:
+                self._types = (now, sorted(local_agent_types(self.drivers)))
+            return self._types[1]
+
+    def heartbeat(self) -> dict[str, Any]:
+        """Identity and liveness; `uptime` counts from the start of this agent."""
+        return {
+            "host": self.config.host_name,
+            "boot_id": self.boot_id,
+            "uptime": round(time.monotonic() - self._started, 3),
+            "agent_version": __version__,
+            "fence_agent_types": self.fence_agent_types(),
+        }
+
+    # ---- fence
+
+    def select_driver(self, spec: AgentSpec, prefer_native: bool | None = None) -> FenceDriver | None:
+        from hostpower.fencing.drivers.registry import select_driver
+
+        if prefer_native is None:
+            prefer_native = self.config.prefer_native
+        return select_driver(spec, self.drivers, prefer_native)
+
+    def fence(self, spec: AgentSpec, action: FenceAction, timeout: float,
+              prefer_native: bool | None = None) -> FenceResult:
+        """Run one action with the driver for its type; always returns a result.
+
+        `prefer_native` is the engine's PreferNativeFenceDrivers, sent with each
+        request so that every proxy follows the engine's configuration."""
+        started = time.monotonic()
+
+        def failed(message: str) -> FenceResult:
+            return FenceResult(action, Outcome.ERROR, _scrub(message, spec),
+                               duration=time.monotonic() - started)
+
+        driver = self.select_driver(spec, prefer_native)
+        if driver is None:
+            return failed(f"no driver for agent type {spec.type} on this host")
+        name = driver.name or type(driver).__name__
+        try:
+            # The pool bounds how many fence agents run at once; the wait is
+            # bounded too, so a driver that breaks its timeout contract still
+            # gets the engine an answer.
+            future = self._pool.submit(driver.run, spec, action, timeout)
+            result = future.result(timeout + DRIVER_GRACE)
+        except DriverError as exc:  # the driver refused the spec; nothing was started
+            return failed(str(exc))
+        except concurrent.futures.TimeoutError:
+            return failed(f"driver {name} did not return within {timeout + DRIVER_GRACE:g}s")
+        except Exception as exc:  # a driver bug must still produce an answer
+            return failed(f"driver {name} failed: {type(exc).__name__}: {exc}")
+        if _scrub(result.message, spec) != result.message:
+            result = FenceResult(result.action, result.outcome, _scrub(result.message, spec),
+                                 result.exit_code, result.duration)
+        return result
+
+    def fence_request(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """A /v1/fence request body in, (HTTP status, JSON answer) out."""
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return 400, _error_body(ValidationError("body", "is not valid JSON"))
+        try:
+            spec, action, timeout = parse_fence_request(data)
+        except ValidationError as exc:
+            log.warning("fence refused host=%s: %s", self.config.host_name, exc)
+            return 400, _error_body(exc)
+        result = self.fence(spec, action, timeout, data.get("prefer_native"))
+        log.info("fence host=%s type=%s action=%s outcome=%s duration=%.3fs",
+                 self.config.host_name, spec.type, action.value, result.outcome.value,
+                 result.duration)
+        return 200, result.to_dict()
+
+    def close(self) -> None:
+        """Stop the worker pool; a fence run in progress finishes in the background."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive on one authenticated TLS connection. JSON only."""
+
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle's algorithm the
+    # body would wait for the client's delayed ACK (40 ms on Linux).
+    disable_nagle_algorithm = True
+    server_version = f"hostpower-agent/{__version__}"
+    sys_version = ""
+    server: "_AgentHTTPServer"
+
+    def __init__(self, request: Any, client_address: Any, server: "_AgentHTTPServer",
+                 refusal: str | None = None) -> None:
+        # Set before super().__init__, which serves the whole connection.
+        self.refusal = refusal
+        self.timeout = server.agent.config.keepalive_timeout
+        super().__init__(request, client_address, server)
+
+    def do_GET(self) -> None:
+        if self._refused():
+            return
+        if self.path != HEARTBEAT_PATH:
+            self._send(404, {"detail": f"no such resource: {self.path[:100]}", "field": None})
+            return
+        agent = self.server.agent
+        agent.faults.pass_through()
+        self._send(200, agent.heartbeat())
+
+    def do_POST(self) -> None:
+        if self._refused():
+            return
+        if self.path != FENCE_PATH:
+            self._answer_early(404, {"detail": f"no such resource: {self.path[:100]}",
+                                     "field": None})
+            return
+        body = self._read_body()
+        if body is None:
+            return
+        agent = self.server.agent
+        agent.faults.pass_through()
+        status, answer = agent.fence_request(body)
+        self._send(status, answer)
+
+    def _method_not_allowed(self) -> None:
+        if self._refused():
+            return
+        self._answer_early(405, {"detail": f"method {self.command} not allowed", "field": None})
+
+    do_PUT = do_DELETE = do_PATCH = _method_not_allowed
+
+    def _refused(self) -> bool:
+        if self.refusal is None:
+            return False
+        self._answer_early(403, {"detail": self.refusal, "field": None})
+        return True
+
+    def _answer_early(self, status: int, payload: dict[str, Any]) -> None:
+        """Answer without using the body, then close the connection."""
+        self.close_connection = True
+        try:
+            left = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            left = 0
+        if 0 < left <= DRAIN_LIMIT:
+            while left > 0:
+                chunk = self.rfile.read(min(left, 65536))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        self._send(status, payload)
+
+    def _read_body(self) -> bytes | None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self._answer_early(411, {"detail": "body: send a Content-Length", "field": "body"})
+            return None
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._answer_early(400, {"detail": "body: bad Content-Length", "field": "body"})
+            return None
+        if length > MAX_BODY_BYTES:
+            self._answer_early(413, {"detail": f"body: larger than {MAX_BODY_BYTES} bytes",
+                                     "field": "body"})
+            return None
+        return self.rfile.read(length)
+
+    def _send(self, status: int, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    # No access log: request lines are harmless, but an agent logs only what it decided.
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("http host=%s: %s", self.server.agent.config.host_name, format % args)
+
+
+class ClientGate:
+    """Who got in: counts TLS connections admitted and refused, and logs every refusal.
+
+    The counters also let tests prove that the engine's client keeps its
+    connections open (one admitted connection for many requests).
+    """
+
+    def __init__(self, host_name: str) -> None:
+        self.host_name = host_name
+        self.accepted = 0
+        self.refused = 0
+        self._lock = threading.Lock()
+
+    def handshake_failed(self, peer: str, exc: BaseException) -> None:
+        with self._lock:
+            self.refused += 1
+        reason = (getattr(exc, "verify_message", None) or getattr(exc, "reason", None)
+                  or str(exc) or type(exc).__name__)
+        log.warning("refused connection host=%s from %s: TLS handshake failed (%s)",
+                    self.host_name, peer, reason)
+
+    def check(self, peer: str, tls: ssl.SSLSocket) -> str | None:
+        """None if the client is the engine, else why it is refused."""
+        der = tls.getpeercert(binary_form=True)
+        role = pki.role_of_der(der)
+        with self._lock:
+            if role == pki.ROLE_ENGINE:
+                self.accepted += 1
+                return None
+            self.refused += 1
+        refusal = (f"client certificate ({pki.describe_der(der)}) is not an engine certificate "
+                   f"(role: {role or 'none'})")
+        log.warning("refused connection host=%s from %s: %s", self.host_name, peer, refusal)
+        return refusal
+
+
+def _linger(sock: socket.socket) -> None:
+    """Close after a refused handshake so that the client still reads our TLS alert.
+
+    The client has usually sent its request already; closing a socket with
+    unread data makes the kernel send a reset, which can destroy the alert
+    before the client reads it. So: send FIN, read until the client closes
+    (at most a second), then close.
+    """
+    # The TLS session is dead: talk to the TCP socket underneath it.
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_WR)
+        sock.settimeout(LINGER_SECONDS)
+        deadline = time.monotonic() + LINGER_SECONDS
+        while time.monotonic() < deadline and socket.socket.recv(sock, 4096):
+            pass
+    except OSError:
+        pass
+
+
+class _AgentHTTPServer(socketserver.ThreadingTCPServer):
+    """Accepts TCP, then does the TLS handshake and the role check in the connection's thread."""
+
+    daemon_threads = True
+    block_on_close = False  # AgentServer.stop joins with a bound instead
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], agent: HostAgent, context: ssl.SSLContext,
+                 gate: ClientGate) -> None:
+        self.address_family = (socket.AF_INET6 if ipaddress.ip_address(address[0]).version == 6
+                               else socket.AF_INET)
+        self.agent = agent
+        self.context = context
+        self.gate = gate
+        self._lock = threading.Lock()
+        self._open: dict[threading.Thread, socket.socket] = {}
+        self.closing = False
+        super().__init__(address, _Handler)
+
+    def finish_request(self, request: socket.socket, client_address: Any) -> None:
+        peer = str(client_address[0])
+        me = threading.current_thread()
+        with self._lock:
+            if self.closing:
+                return
+            self._open[me] = request
+        tls: ssl.SSLSocket | None = None
+        try:
+            request.settimeout(HANDSHAKE_TIMEOUT)
+            tls = self.context.wrap_socket(request, server_side=True,
+                                           do_handshake_on_connect=False)
+            with self._lock:
+                self._open[me] = tls
+            try:
+                tls.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                self.gate.handshake_failed(peer, exc)
+                _linger(tls)
+                return
+            refusal = self.gate.check(peer, tls)
+            _Handler(tls, client_address, self, refusal)
+        except (ConnectionError, TimeoutError, ssl.SSLError):
+            pass  # the client went away; nothing to answer
+        finally:
+            with self._lock:  # forget it before closing, so wake_all never sees a reused fd
+                self._open.pop(me, None)
+            if tls is not None:
+                tls.close()
+
+    def wake_all(self) -> None:
+        """Shut the read side of every open connection.
+
+        Idle keep-alive connections then see end-of-file and end at once;
+        a connection busy with a request still writes its answer, then ends.
+        A duplicate descriptor is used so that the TLS layer is left alone.
+        """
+        with self._lock:
+            self.closing = True
+            for sock in self._open.values():
+                try:
+                    with socket.socket(fileno=os.dup(sock.fileno())) as dup:
+                        dup.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+
+    def open_threads(self) -> list[threading.Thread]:
+        with self._lock:
+            return list(self._open)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        log.error("agent host=%s: error serving %s: %s", self.agent.config.host_name,
+                  client_address[0] if client_address else "?", type(exc).__name__)
+
+
+class AgentServer:
+    """Serves one HostAgent over mutual TLS in background threads of this process.
+
+    Used by `run_agent` (the daemon), by tests and by the lab, which runs many
+    agents in one process, each bound to its own 127.x.y.z address.
+    """
+
+    def __init__(self, agent: HostAgent, ssl_context: ssl.SSLContext | None = None,
+                 bind_address: str | None = None, port: int | None = None) -> None:
+        self.agent = agent
+        self._bind_address = agent.config.bind_address if bind_address is None else bind_address
+        self._port = agent.config.port if port is None else port
+        self._ssl_context = ssl_context
+        self.gate = ClientGate(agent.config.host_name)
+        self._httpd: _AgentHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self.address: tuple[str, int] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def url(self) -> str:
+        assert self.address is not None, "not started"
+        host, port = self.address
+        return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+    def start(self) -> "AgentServer":
+        """Bind and serve; returns once the agent accepts connections."""
+        if self._httpd is not None:
+            raise AgentStartError("already started")
+        config = self.agent.config
+        try:
+            context = self._ssl_context or server_ssl_context(
+                config.cert_file, config.key_file, config.ca_file)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise AgentStartError(f"TLS setup from {config.cert_dir} failed: {exc}") from exc
+        try:
+            self._httpd = _AgentHTTPServer((self._bind_address, self._port), self.agent,
+                                           context, self.gate)
+        except (OSError, ValueError) as exc:
+            raise AgentStartError(
+                f"cannot listen on {self._bind_address}:{self._port}: {exc}") from exc
+        # Listening from here on: the kernel queues connections until serve_forever runs.
+        self.address = self._httpd.server_address[:2]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={
+            "poll_interval": 0.05}, daemon=True, name=f"hostagent-{config.host_name}")
+        self._thread.start()
+        log.info("agent host=%s listening on %s", config.host_name, self.url)
+        return self
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop serving within `timeout` seconds; returns whether every thread ended.
+
+        Held (hung) requests are released first; requests in progress may
+        finish and answer; idle connections are closed.
+        """
+        if self._httpd is None or self._thread is None:
+            return True
+        if self._stopped:
+            return not self._thread.is_alive() and not self._httpd.open_threads()
+        self._stopped = True
+        if timeout is None:
+            timeout = self.agent.config.shutdown_grace
+        deadline = time.monotonic() + timeout
+        self.agent.faults.release()
+        self._httpd.shutdown()      # the accept loop ends within its poll interval
+        self._httpd.server_close()  # no new connections
+        self._httpd.wake_all()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        for thread in self._httpd.open_threads():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        left = [t for t in self._httpd.open_threads() if t.is_alive()]
+        stopped = not self._thread.is_alive() and not left
+        if not stopped:
+            log.error("agent host=%s: %d connection(s) still busy after %.1fs",
+                      self.agent.config.host_name, len(left), timeout)
+        return stopped
+
+    def __enter__(self) -> "AgentServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """ADDRESS:PORT, IPv6 in brackets: 127.0.0.5:54321, [::1]:54321."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"--bind: {text!r} is not ADDRESS:PORT (e.g. 0.0.0.0:{DEFAULT_PORT})") \
+            from None
+    if not sep or not 0 <= number < 65536:
+        raise ValueError(f"--bind: port of {text!r} is out of range")
+    return host, number
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m hostpower.hostagent.server",
+        description="hostpower host agent: heartbeats and fence commands over mutual TLS")
+    parser.add_argument("--bind", default=f"0.0.0.0:{DEFAULT_PORT}",
+                        help="ADDRESS:PORT to listen on (default %(default)s)")
+    parser.add_argument("--host-name", default=socket.gethostname(),
+                        help="this host's name as the engine knows it (default: hostname)")
+    parser.add_argument("--cert-dir", type=Path, default=DEFAULT_CERT_DIR,
+                        help="directory with agent.crt, agent.key, ca.crt (default %(default)s)")
+    parser.add_argument("--fence-agents-path", default=DEFAULT_FENCE_AGENTS_PATH,
+                        help="where the fence_* programs are (default %(default)s)")
+    parser.add_argument("--boot-id", default=None,
+                        help="boot id (UUID) to report (default: a new one per process)")
+    parser.add_argument("--no-native", action="store_true",
+                        help="run fence-agents scripts even where a native driver exists")
+    parser.add_argument("--max-parallel-fence", type=int, default=8,
+                        help="fence commands run at once (default %(default)s)")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser.parse_args(argv)
+
+
+def run_agent(argv: Sequence[str] | None = None) -> int:
+    """The daemon: serve until SIGTERM or SIGINT, then shut down cleanly. Returns the exit code."""
+    from hostpower.fencing.drivers.registry import default_drivers
+
+    args = _arguments(argv)
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        address, port = parse_bind(args.bind)
+        boot_id = None if args.boot_id is None else str(uuid.UUID(args.boot_id))
+    except ValueError as exc:
+        print(f"hostagent: {exc}", file=sys.stderr)
+        return 2
+    config = AgentConfig(host_name=args.host_name, bind_address=address, port=port,
+                         cert_dir=args.cert_dir, boot_id=boot_id,
+                         fence_agents_path=args.fence_agents_path,
+                         prefer_native=not args.no_native,
+                         max_parallel_fence=max(1, args.max_parallel_fence))
+    drivers = default_drivers(config.fence_agents_path, config.prefer_native)
+    agent = HostAgent(config, drivers)
+    server = AgentServer(agent)
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    code = 0
+    try:
+        server.start()
+        print(f"hostpower agent {config.host_name} listening on {server.url}", flush=True)
+        while not stop.wait(0.5):
+            if not server.running:
+                log.error("agent host=%s: server thread ended unexpectedly", config.host_name)
+                code = 1
+                break
+    except AgentStartError as exc:
+        print(f"hostagent: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        if not server.stop() and code == 0:
+            code = 1
+        agent.close()
+        for driver in drivers:
+            driver.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("agent host=%s stopped", config.host_name)
+    return code
+
+
+def main() -> None:
+    sys.exit(run_agent())
+
+
+if __name__ == "__main__":
+    main()
