@@ -1,0 +1,108 @@
+"""Starting labs and talking to their agents from tests."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from conftest import require
+from hostpower.hostagent.client import AgentClient
+from hostpower.lab import netns
+from hostpower.lab.runner import RunningLab, load_topology, start_lab
+from hostpower.lab.topology import LabBmc, Topology
+from hostpower.model.power import AgentSpec, FenceAction, FenceResult
+from hostpower.model.secret import Secret
+from hostpower.settings import Settings
+
+T = TypeVar("T")
+
+
+def require_lab_tools(namespaces: bool = True) -> None:
+    for tool in ("fence_ipmilan", "ipmitool"):
+        require(shutil.which(tool) is not None or Path(f"/usr/sbin/{tool}").exists(),
+                f"{tool} is not installed (make test installs fence-agents and ipmitool as root)")
+    if namespaces:
+        require(netns.available(), "network namespaces need root")
+
+
+def start(tmp: Path, doc: dict[str, Any] | None = None, loopback: bool = False,
+          boot_delay: float = 0.3) -> tuple[RunningLab, Settings]:
+    settings = Settings(home=tmp / "home", db_url=f"sqlite:///{tmp / 'engine.db'}")
+    topo = load_topology(doc, loopback=loopback, boot_delay=boot_delay)
+    return start_lab(settings, topo, log=lambda m: None), settings
+
+
+def client(lab: RunningLab) -> AgentClient:
+    d = lab.engine_cert_dir
+    return AgentClient(d / "ca.crt", d / "engine.crt", d / "engine.key")
+
+
+def run(coro_factory: Callable[[AgentClient], Any], lab: RunningLab) -> Any:
+    """Run one coroutine with a fresh client (closed afterwards)."""
+    async def main() -> Any:
+        async with client(lab) as c:
+            return await coro_factory(c)
+    return asyncio.run(main())
+
+
+def bmc_spec(topo: Topology, bmc: LabBmc, **options: str) -> AgentSpec:
+    opts = {"lanplus": "1", **options}
+    return AgentSpec(type="ipmilan", address=bmc.address, port=bmc.port,
+                     username=topo.bmc_username, password=Secret(topo.bmc_password),
+                     options=tuple(opts.items()))
+
+
+def fence_via(lab: RunningLab, proxy: str, bmc: LabBmc, action: str, timeout: float = 20,
+              prefer_native: bool = True, **options: str) -> FenceResult:
+    p = lab.topo.host(proxy)
+    spec = bmc_spec(lab.topo, bmc, **options)
+    return run(lambda c: c.fence(p.front_address, p.agent_port, spec, FenceAction(action),
+                                 timeout, prefer_native=prefer_native), lab)
+
+
+def counts(lab: RunningLab, bmc: str) -> dict[str, int]:
+    return dict(lab.lab.status()["hosts"][bmc.rsplit("-", 1)[0]]["bmcs"][bmc]["counts"])
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, step: float = 0.05) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def tcp_reachable_from(ns: str | None, address: str, port: int) -> bool:
+    code = (f"import socket\ns=socket.socket();s.settimeout(1)\n"
+            f"try:\n s.connect(({address!r},{port}));print('yes')\nexcept OSError:\n print('no')")
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + ["python3", "-c", code]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip() == "yes"
+
+
+def load_yaml(text: str) -> dict[str, Any]:
+    return yaml.safe_load(text)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_counts(lab: RunningLab, bmc: str, base: dict[str, int], timeout: float = 5,
+                **at_least: int) -> dict[str, int]:
+    """Counts are reported asynchronously: wait until each grew by at least that much."""
+    def grown() -> dict[str, int] | None:
+        now = counts(lab, bmc)
+        return now if all(now[k] - base[k] >= n for k, n in at_least.items()) else None
+    return wait_until(grown, timeout, f"{bmc} to report {at_least}")

@@ -1,0 +1,121 @@
+"""The lab's life cycle as an operator meets it: `hostpower lab start` in a
+terminal, Ctrl-C, a crash, the next start; and loopback mode."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hostpower.lab import netns
+from hostpower.model.power import Outcome
+from labkit import fence_via, require_lab_tools, run, start, wait_until
+
+pytestmark = pytest.mark.lab
+HOSTPOWER = str(Path(sys.executable).with_name("hostpower"))
+SMALL = """
+name: small
+boot_delay: 0.2
+data_centers:
+  - name: d1
+    clusters:
+      - name: k1
+        hosts: [{name: k1-a}, {name: k1-b}]
+"""
+
+
+def launch(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    (tmp_path / "small.yaml").write_text(SMALL)
+    env = {**os.environ, "HOSTPOWER_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen([HOSTPOWER, "lab", "start", "--topology", str(tmp_path / "small.yaml"),
+                             *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    return proc, env
+
+
+def wait_started(proc: subprocess.Popen[str]) -> str:
+    out = []
+    assert proc.stdout is not None
+    for line in proc.stdout:  # bounded: the process prints a few dozen lines, then waits
+        out.append(line)
+        if "Ctrl-C stops" in line or "Traceback" in line:
+            break
+    return "".join(out)
+
+
+def test_ctrl_c_stops_the_lab_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    require_lab_tools()
+    proc, env = launch(tmp_path)
+    try:
+        text = wait_started(proc)
+        assert "on network namespaces (management networks confined)" in text
+        assert "ip netns exec hpl-h1 fence_ipmilan" in text
+        status = subprocess.run([HOSTPOWER, "lab", "status"], env=env, capture_output=True,
+                                text=True, timeout=30)
+        assert "k1-a  on     running  1" in status.stdout
+        fault = subprocess.run([HOSTPOWER, "lab", "fault", "k1-a", "agent_hang"], env=env,
+                               capture_output=True, text=True, timeout=30)
+        assert fault.stdout.strip() == "agent_hang injected into k1-a"
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=30)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert "lab: stopped, nothing left behind" in rest
+    assert netns.leftovers() == ([], [])
+    assert "unreachable 198.18.0.0/15" not in subprocess.run(
+        ["ip", "route", "show", "type", "unreachable"], capture_output=True, text=True).stdout
+
+
+def test_next_start_removes_what_a_crashed_lab_left_behind(tmp_path: Path) -> None:
+    require_lab_tools()
+    proc, env = launch(tmp_path)
+    wait_started(proc)
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.wait()
+    namespaces, _ = netns.leftovers()
+    assert "hpl-front" in namespaces  # a crash leaves the lab's network behind
+    proc, env = launch(tmp_path)
+    try:
+        text = wait_started(proc)
+        assert "removed" in text and "leftovers of an earlier lab" in text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    r = subprocess.run([HOSTPOWER, "lab", "cleanup"], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert r.stdout.strip() == "nothing to clean up"
+    assert netns.leftovers() == ([], [])
+
+
+def test_fault_without_a_running_lab_says_so(tmp_path: Path) -> None:
+    env = {**os.environ, "HOSTPOWER_HOME": str(tmp_path / "home")}
+    r = subprocess.run([HOSTPOWER, "lab", "fault", "k1-a", "agent_hang"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "no lab is running" in r.stderr
+
+
+def test_loopback_mode_runs_without_namespaces(tmp_path: Path) -> None:
+    require_lab_tools(namespaces=False)
+    from labkit import load_yaml
+    lab, _ = start(tmp_path, load_yaml(SMALL), loopback=True)
+    try:
+        assert not lab.topo.namespaced
+        a, b = lab.topo.host("k1-a"), lab.topo.host("k1-b")
+        assert a.front_address.startswith("127.18.") and a.bmcs[0].address.startswith("127.19.")
+        assert netns.leftovers() == ([], []) if netns.available() else True
+        assert fence_via(lab, "k1-b", a.bmcs[0], "status").outcome is Outcome.ON
+        hb = run(lambda c: c.heartbeat(b.front_address, b.agent_port, 2), lab)
+        assert hb.host == "k1-b"
+        with pytest.raises(Exception, match="isolate needs namespace mode"):
+            lab.lab.fault("k1-a", "isolate")
+    finally:
+        lab.stop()
+    wait_until(lambda: all(s.process is None or s.process.poll() is not None
+                           for s in lab.lab.hosts.values()), 10, "agents to exit")
