@@ -106,3 +106,19 @@ def wait_counts(lab: RunningLab, bmc: str, base: dict[str, int], timeout: float 
         now = counts(lab, bmc)
         return now if all(now[k] - base[k] >= n for k, n in at_least.items()) else None
     return wait_until(grown, timeout, f"{bmc} to report {at_least}")
+
+
+def wait_all_agents(lab: RunningLab, timeout: float = 15) -> None:
+    """Every agent process running and accepting connections."""
+    def ready() -> bool:
+        hosts = lab.lab.status()["hosts"].values()
+        if not all(h["agent"] == "running" for h in hosts):
+            return False
+        for h in lab.topo.hosts:
+            try:
+                with socket.create_connection((h.front_address, h.agent_port), timeout=0.5):
+                    pass
+            except OSError:
+                return False
+        return True
+    wait_until(ready, timeout, "every agent to listen", step=0.1)

@@ -15,7 +15,8 @@ from hostpower.lab import netns
 from hostpower.lab.runner import RunningLab
 from hostpower.model.power import Outcome
 from labkit import (
-    counts, fence_via, require_lab_tools, run, start, tcp_reachable_from, wait_counts, wait_until,
+    counts, fence_via, require_lab_tools, run, start, tcp_reachable_from, wait_all_agents,
+    wait_counts, wait_until,
 )
 
 pytestmark = pytest.mark.lab
@@ -44,8 +45,7 @@ def powered_on(lab: RunningLab) -> Iterator[None]:
         for bmc in lab.topo.host(name).bmcs:
             if lab.lab.bmcs[bmc.name].power == "off":
                 assert fence_via(lab, _peer(lab, name), bmc, "on").outcome is Outcome.ON
-    wait_until(lambda: all(h["agent"] == "running" for h in lab.lab.status()["hosts"].values()),
-               10, "every agent running again")
+    wait_all_agents(lab)
 
 
 def _peer(lab: RunningLab, name: str) -> str:

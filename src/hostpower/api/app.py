@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,7 +13,8 @@ from fastapi.responses import JSONResponse
 from hostpower import __version__
 from hostpower.context import EngineContext
 from hostpower.model.errors import ConflictError, NotFoundError, ValidationError
-from hostpower.api import routes_hosts, routes_inventory, routes_system
+from hostpower.api import routes_fence, routes_hosts, routes_inventory, routes_system
+from hostpower.runtime import EngineRuntime
 
 log = logging.getLogger("hostpower.api")
 
@@ -25,13 +28,27 @@ def _loc(loc: tuple) -> str:
     return ".".join(parts) or "body"
 
 
-def create_app(ctx: EngineContext) -> FastAPI:
+def create_app(ctx: EngineContext, runtime: EngineRuntime | None = None) -> FastAPI:
+    """The API; with a runtime, power operations and monitoring run too."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if runtime is not None:
+            await runtime.start()
+        try:
+            yield
+        finally:
+            if runtime is not None:
+                await runtime.stop()
+
     app = FastAPI(
         title="hostpower", version=__version__,
         description="Host power management and fencing engine",
         openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.runtime = runtime
 
     @app.exception_handler(ValidationError)
     async def _validation(_: Request, exc: ValidationError) -> JSONResponse:
@@ -57,4 +74,5 @@ def create_app(ctx: EngineContext) -> FastAPI:
     app.include_router(routes_system.router)
     app.include_router(routes_inventory.router)
     app.include_router(routes_hosts.router)
+    app.include_router(routes_fence.router)
     return app

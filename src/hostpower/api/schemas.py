@@ -228,3 +228,70 @@ class CapabilitiesOut(BaseModel):
 class ErrorOut(BaseModel):
     detail: str
     field: str | None = None
+
+
+# -- power operations, events ---------------------------------------------------------
+
+FenceType = Literal["status", "start", "stop", "restart", "manual"]
+
+
+class FenceRequest(Strict):
+    fence_type: FenceType
+
+
+class FenceAgentTestIn(FenceAgentIn):
+    id: int | None = Field(None, description="a saved agent whose password to use when none is given")
+
+
+class AgentCommandOut(BaseModel):
+    agent_id: int
+    agent: str
+    action: str
+    outcome: str
+    proxy: str | None
+    message: str
+    attempts: list[dict]
+
+
+class PowerStatusOut(BaseModel):
+    power_state: Literal["on", "off", "unknown", "error"]
+    proxy: str | None = Field(description="the proxy that answered (first agent)")
+    message: str
+    commands: list[AgentCommandOut]
+
+
+class StepOut(BaseModel):
+    name: str
+    state: str
+    outcome: str | None
+    proxies: list[dict]
+    message: str
+    started_at: str
+    finished_at: str | None
+
+
+class OperationOut(BaseModel):
+    id: int
+    host: RefOut
+    action: str
+    origin: str
+    state: Literal["running", "succeeded", "failed"]
+    phase: str
+    message: str
+    created_at: str
+    finished_at: str | None
+    steps: list[StepOut]
+    joined: bool = False
+    href: str
+
+
+class EventOut(BaseModel):
+    id: int
+    time: str
+    severity: Literal["info", "warning", "error"]
+    kind: str
+    host: str | None
+    host_id: int | None
+    operation_id: int | None
+    message: str
+    details: dict

@@ -45,11 +45,12 @@ def run_engine(bind: str) -> int:
     import uvicorn
 
     from hostpower.api.app import create_app
+    from hostpower.runtime import EngineRuntime
 
     host, port = parse_bind(bind)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx = open_context()
-    app = create_app(ctx)
+    app = create_app(ctx, EngineRuntime(ctx))
     shown = f"[{host}]" if ":" in host else host
     print(f"hostpower engine: database {ctx.db.engine.url.render_as_string(hide_password=True)}")
     print(f"hostpower engine listening on http://{shown}:{port}/  (API /api, docs /api/docs)",

@@ -1,0 +1,129 @@
+"""Power operations, operations (fence flows) and events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+
+from hostpower.api import schemas as S
+from hostpower.api.auth import Principal, admin_user, current_user
+from hostpower.model import validate
+from hostpower.model.errors import ValidationError
+from hostpower.model.events import Event, Severity
+from hostpower.model.inventory import FenceAgent
+from hostpower.model.secret import Secret
+from hostpower.store.events import Events
+from hostpower.store.inventory import Inventory
+from hostpower.store.journal import Journal, Operation
+
+router = APIRouter(prefix="/api", tags=["power"])
+
+
+def _service(request: Request):  # type: ignore[no-untyped-def]
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None or runtime.service is None:
+        raise HTTPException(503, "power operations are not available: the engine runs without "
+                                 "its fencing service")
+    return runtime.service
+
+
+def operation_out(op: Operation, joined: bool = False) -> S.OperationOut:
+    return S.OperationOut(
+        id=op.id, host=S.RefOut(id=op.host_id, name=op.host_name, href=f"/api/hosts/{op.host_id}"),
+        action=op.action, origin=op.origin, state=op.state, phase=op.phase,  # type: ignore[arg-type]
+        message=op.message, created_at=op.created_at.isoformat(),
+        finished_at=op.finished_at.isoformat() if op.finished_at else None,
+        steps=[S.StepOut(name=s.name, state=s.state, outcome=s.outcome, proxies=s.proxies,
+                         message=s.message, started_at=s.started_at.isoformat(),
+                         finished_at=s.finished_at.isoformat() if s.finished_at else None)
+               for s in op.steps],
+        joined=joined, href=f"/api/operations/{op.id}")
+
+
+def _status_out(result) -> S.PowerStatusOut:  # type: ignore[no-untyped-def]
+    first = next((c.proxy for c in result.commands if c.proxy), None)
+    return S.PowerStatusOut(power_state=result.outcome.value, proxy=first,
+                            message=result.message,
+                            commands=[S.AgentCommandOut(**c.summary()) for c in result.commands])
+
+
+@router.post("/hosts/{host_id}/fence", responses={202: {"model": S.OperationOut}})
+async def fence(host_id: int, body: S.FenceRequest, request: Request,
+                user: Principal = Depends(current_user)) -> JSONResponse:
+    """status answers at once; start, stop and restart return an operation (202);
+    manual clears the host's state."""
+    if body.fence_type != "status" and not user.is_admin:
+        raise HTTPException(403, f"user {user.name!r} has role viewer: admin role required")
+    service = _service(request)
+    await service._db(lambda s: Inventory(s, service.ctx.box).host(host_id))  # 404 early
+    if body.fence_type == "status":
+        result = await service.status(host_id)
+        return JSONResponse(_status_out(result).model_dump())
+    if body.fence_type == "manual":
+        await service.manual(host_id)
+        return JSONResponse({"detail": "host state cleared"})
+    op, joined = await service.request(host_id, body.fence_type, f"api:{user.name}")
+    return JSONResponse(operation_out(op, joined).model_dump(), status_code=200 if joined else 202)
+
+
+@router.post("/hosts/{host_id}/fenceagents/test", response_model=S.PowerStatusOut,
+             dependencies=[Depends(admin_user)])
+async def test_agent(host_id: int, body: S.FenceAgentTestIn, request: Request) -> S.PowerStatusOut:
+    """oVirt's Test button: a status through the host's chain with this (maybe
+    unsaved) agent definition; nothing is stored."""
+    service = _service(request)
+    ctx = service.ctx
+
+    def build(s) -> FenceAgent:  # type: ignore[no-untyped-def]
+        inv = Inventory(s, ctx.box, ctx.known_agent_types())
+        inv.host(host_id)
+        password = body.password
+        if password is None and body.id is not None:
+            password = inv.agent(host_id, body.id).password.reveal()
+        opts = validate.options(tuple((o.name, o.value) for o in body.options))
+        return FenceAgent(
+            id=body.id or 0, host_id=host_id,
+            type=validate.agent_type(body.type, ctx.known_agent_types()),
+            address=validate.address(body.address), order=1, port=validate.port(body.port),
+            username=validate.single_line(body.username, "username"),
+            password=Secret(validate.single_line(password or "", "password", secret=True)),
+            options=opts)
+
+    agent = await service._db(build)
+    return _status_out(await service.test_agent(host_id, agent))
+
+
+@router.get("/operations/{op_id}", response_model=S.OperationOut, dependencies=[Depends(current_user)])
+def get_operation(op_id: int, request: Request) -> S.OperationOut:
+    with request.app.state.ctx.db.session() as s:
+        return operation_out(Journal(s).get(op_id))
+
+
+@router.get("/operations", response_model=list[S.OperationOut], dependencies=[Depends(current_user)])
+def list_operations(request: Request, host: int | None = None,
+                    limit: int = Query(100, ge=1, le=1000)) -> list[S.OperationOut]:
+    with request.app.state.ctx.db.session() as s:
+        return [operation_out(op) for op in Journal(s).list(host, limit)]
+
+
+def event_out(e: Event) -> S.EventOut:
+    return S.EventOut(id=e.id or 0, time=e.created_at.isoformat() if e.created_at else "",
+                      severity=e.severity.value, kind=e.kind, host=e.host_name,  # type: ignore[arg-type]
+                      host_id=e.host_id, operation_id=e.operation_id, message=e.message,
+                      details=e.details)
+
+
+@router.get("/events", response_model=list[S.EventOut], dependencies=[Depends(current_user)])
+def list_events(request: Request, host: str | None = None, severity: Severity | None = None,
+                since: datetime | None = None, operation: int | None = None,
+                limit: int = Query(500, ge=1, le=5000)) -> list[S.EventOut]:
+    """Filters: host (name, address or id), severity (at least), since (ISO time)."""
+    with request.app.state.ctx.db.session() as s:
+        host_id = None
+        if host is not None:
+            host_id = Inventory(s, request.app.state.ctx.box).find_host(host).id
+        if since is not None and since.tzinfo is None:
+            raise ValidationError("since", "needs a time zone, e.g. 2026-01-01T00:00:00Z")
+        return [event_out(e) for e in Events(s).query(host_id, severity, since, operation, limit=limit)]

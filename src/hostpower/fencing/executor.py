@@ -1,0 +1,157 @@
+"""Running one fence agent command through a host's proxy chain.
+
+For every command the executor takes a fresh inventory snapshot, asks the
+locator for candidates entry by entry, and tries them in order until one
+executes the command (the device answered on or off). Every attempt becomes
+an event; when all proxies fail, one ERROR event lists each and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Set
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hostpower.config import Config
+from hostpower.model.events import Event, Severity
+from hostpower.model.inventory import FenceAgent, Host, InventorySnapshot
+from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
+from hostpower.proxies import Candidate, ProxyLocator, effective_chain
+
+
+class Dispatch(Protocol):
+    """Carries one command to the device through one candidate proxy."""
+
+    async def run(self, candidate: Candidate, spec: AgentSpec, action: FenceAction,
+                  timeout: float) -> FenceResult: ...
+
+
+@dataclass(frozen=True)
+class Attempt:
+    proxy: str
+    source: str
+    outcome: str
+    message: str
+    duration: float
+
+
+@dataclass
+class CommandResult:
+    agent: FenceAgent
+    action: FenceAction
+    result: FenceResult
+    proxy: str | None = None           # the proxy that executed it, None if none did
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        return {"agent_id": self.agent.id, "agent": f"{self.agent.type}@{self.agent.address}",
+                "action": self.action.value, "outcome": self.result.outcome.value,
+                "proxy": self.proxy, "message": self.result.message,
+                "attempts": [a.__dict__ for a in self.attempts]}
+
+
+def agent_spec(agent: FenceAgent) -> AgentSpec:
+    """The stored agent as a driver sees it; option `plug` selects the outlet."""
+    options = tuple((k, v) for k, v in agent.options if k != "plug")
+    plug = next((v for k, v in agent.options if k == "plug"), None)
+    return AgentSpec(type=agent.type, address=agent.address, username=agent.username,
+                     password=agent.password, port=agent.port, plug=plug, options=options)
+
+
+StateLoader = Callable[[], Awaitable[tuple[InventorySnapshot, Config]]]
+EventSink = Callable[[Event], Awaitable[None]]
+
+
+class ChainExecutor:
+    def __init__(self, load_state: StateLoader, dispatch: Dispatch, emit: EventSink,
+                 engine_agent_types: Set[str],
+                 host_agent_types: Mapping[int, Set[str]] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.load_state = load_state
+        self.dispatch = dispatch
+        self.emit = emit
+        self.engine_agent_types = engine_agent_types
+        self.host_agent_types = host_agent_types if host_agent_types is not None else {}
+        self.sleep = sleep
+        self.in_flight: Counter[int] = Counter()   # commands each proxy host runs now
+
+    async def run(self, host_id: int, agent: FenceAgent, action: FenceAction,
+                  operation_id: int | None = None) -> CommandResult:
+        snapshot, config = await self.load_state()
+        target = snapshot.host(host_id)
+        chain = effective_chain(target.power_management.pm_proxies,
+                                config["FenceProxyDefaultPreferences"],
+                                config["FenceProxyImplicitPreferences"])
+        timeout = float(config["FenceCommandTimeoutInSec"])
+        search_retries = config["FindFenceProxyRetries"] if action in (FenceAction.ON, FenceAction.OFF) else 0
+        search_delay = float(config["FindFenceProxyDelayBetweenRetriesInSec"])
+        spec = agent_spec(agent)
+        outcome = CommandResult(agent, action, FenceResult(action, Outcome.ERROR, "no proxy tried"))
+        listed: dict[int, str] = {}
+        for entry in chain:
+            plan = None
+            for search in range(search_retries + 1):
+                locator = ProxyLocator(snapshot, self.engine_agent_types, self.host_agent_types)
+                plan = locator.source_plan(snapshot.host(host_id), agent.type, entry,
+                                           dict(listed), self.in_flight)
+                if plan.candidates or search == search_retries:
+                    break
+                await self._event(Severity.WARNING, "fence.no_proxy", target, operation_id,
+                                  f"no eligible proxy in {entry.text} for {action.value} of "
+                                  f"{target.name}; searching again in {search_delay:.0f} s "
+                                  f"({search + 1}/{search_retries})",
+                                  {"source": entry.text})
+                await self.sleep(search_delay)
+                snapshot, config = await self.load_state()
+            assert plan is not None
+            for candidate in plan.candidates:
+                if candidate.host is not None:
+                    listed[candidate.host.id] = entry.text
+                result = await self._try(candidate, spec, action, timeout)
+                attempt = Attempt(candidate.name, entry.text, result.outcome.value,
+                                  result.message, round(result.duration, 3))
+                outcome.attempts.append(attempt)
+                ok = result.ok
+                await self._event(
+                    Severity.INFO if ok else Severity.WARNING, "fence.attempt", target,
+                    operation_id,
+                    f"{action.value} of {target.name} via {candidate.name} ({entry.text}) "
+                    f"with {agent.type}@{agent.address}: {result.outcome.value}"
+                    + ("" if ok else f" — {result.message}"),
+                    {"proxy": candidate.name, "source": entry.text, "agent_id": agent.id,
+                     "agent": f"{agent.type}@{agent.address}", "action": action.value,
+                     "outcome": result.outcome.value, "duration": attempt.duration,
+                     "message": result.message})
+                if ok:
+                    outcome.result, outcome.proxy = result, candidate.name
+                    return outcome
+        tried = "; ".join(f"{a.proxy} ({a.source}): {a.message or a.outcome}" for a in outcome.attempts)
+        message = (f"{action.value} of {target.name} with {agent.type}@{agent.address} failed "
+                   f"on every proxy of chain {','.join(e.text for e in chain)}: "
+                   + (tried or "no eligible proxy"))
+        outcome.result = FenceResult(action, Outcome.ERROR, message)
+        await self._event(Severity.ERROR, "fence.all_proxies_failed", target, operation_id,
+                          message, {"attempts": [a.__dict__ for a in outcome.attempts],
+                                    "agent_id": agent.id, "action": action.value})
+        return outcome
+
+    async def _try(self, candidate: Candidate, spec: AgentSpec, action: FenceAction,
+                   timeout: float) -> FenceResult:
+        key = candidate.host.id if candidate.host else 0
+        self.in_flight[key] += 1
+        started = time.monotonic()
+        try:
+            return await self.dispatch.run(candidate, spec, action, timeout)
+        except Exception as exc:  # a proxy's failure is data, never the end of the flow
+            return FenceResult(action, Outcome.ERROR, f"{type(exc).__name__}: {exc}",
+                               duration=time.monotonic() - started)
+        finally:
+            self.in_flight[key] -= 1
+
+    async def _event(self, severity: Severity, kind: str, host: Host, operation_id: int | None,
+                     message: str, details: dict[str, object]) -> None:
+        await self.emit(Event(severity, kind, message, host_id=host.id, host_name=host.name,
+                              operation_id=operation_id, details=details))

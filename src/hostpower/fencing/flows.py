@@ -1,0 +1,163 @@
+"""Fence flows: stop, start and restart, journaled phase by phase.
+
+The phase is written to the journal *before* each external action, so a
+flow picked up after an engine crash knows what it may already have done
+and checks the device before repeating anything: a host is never switched
+off twice nor left off.
+
+    restart: check -> stop -> stop_verify -> start -> start_verify
+             (a host already verified off at the check counts as fenced)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from hostpower.config import Config
+from hostpower.fencing.failpoints import failpoint
+from hostpower.fencing.power import HostPower, PowerResult
+from hostpower.model.events import Event, Severity
+from hostpower.model.inventory import HostStatus
+from hostpower.model.power import FenceAction, Outcome
+from hostpower.store.journal import Operation
+
+log = logging.getLogger("hostpower.flows")
+
+
+class FlowStore(Protocol):
+    async def set_phase(self, op_id: int, phase: str) -> None: ...
+    async def start_step(self, op_id: int, name: str) -> int: ...
+    async def finish_step(self, step_id: int, outcome: str, proxies: list[dict[str, object]],
+                          message: str) -> None: ...
+    async def set_host_status(self, host_id: int, status: HostStatus) -> None: ...
+    async def emit(self, event: Event) -> None: ...
+    async def config(self) -> Config: ...
+
+
+class FlowFailed(Exception):
+    pass
+
+
+class Flows:
+    def __init__(self, power: HostPower, store: FlowStore,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.power = power
+        self.store = store
+        self.sleep = sleep
+
+    async def run(self, op: Operation) -> tuple[bool, str]:
+        """Run (or resume) the operation's flow; (succeeded, message)."""
+        handler = {"restart": self._restart, "stop": self._stop, "start": self._start}[op.action]
+        try:
+            return True, await handler(op)
+        except FlowFailed as exc:
+            return False, str(exc)
+
+    # -- the flows ------------------------------------------------------------------
+
+    async def _restart(self, op: Operation) -> str:
+        config = await self.store.config()
+        phase = op.phase
+        await self.store.set_host_status(op.host_id, HostStatus.REBOOT)
+        if phase in ("begin", "check"):
+            await self.store.set_phase(op.id, "check")
+            status = await self._step(op, "check", FenceAction.STATUS)
+            if status.outcome is Outcome.OFF:
+                await self._note(op, "the host is already verified off: it counts as fenced")
+                phase = "start"
+            else:
+                phase = "stop"
+        if phase == "stop":
+            await self._stop_once(op, resumed=op.phase == "stop")
+            phase = "stop_verify"
+        if phase == "stop_verify":
+            await self.store.set_phase(op.id, "stop_verify")
+            await self._poll(op, Outcome.OFF, config["FenceStopStatusRetries"],
+                             config["FenceStopStatusDelayBetweenRetriesInSec"])
+            phase = "start"
+        if phase == "start":
+            await self._start_once(op, resumed=op.phase == "start")
+            phase = "start_verify"
+        await self.store.set_phase(op.id, "start_verify")
+        await self._poll(op, Outcome.ON, config["FenceStartStatusRetries"],
+                         config["FenceStartStatusDelayBetweenRetriesInSec"])
+        await self.store.set_host_status(op.host_id, HostStatus.CONNECTING)
+        return f"{op.host_name} was restarted"
+
+    async def _stop(self, op: Operation) -> str:
+        config = await self.store.config()
+        if op.phase in ("begin", "stop"):
+            await self._stop_once(op, resumed=op.phase == "stop")
+        await self.store.set_phase(op.id, "stop_verify")
+        await self._poll(op, Outcome.OFF, config["FenceStopStatusRetries"],
+                         config["FenceStopStatusDelayBetweenRetriesInSec"])
+        await self.store.set_host_status(op.host_id, HostStatus.DOWN)
+        return f"{op.host_name} was stopped"
+
+    async def _start(self, op: Operation) -> str:
+        config = await self.store.config()
+        if op.phase in ("begin", "start"):
+            await self._start_once(op, resumed=op.phase == "start")
+        await self.store.set_phase(op.id, "start_verify")
+        await self._poll(op, Outcome.ON, config["FenceStartStatusRetries"],
+                         config["FenceStartStatusDelayBetweenRetriesInSec"])
+        await self.store.set_host_status(op.host_id, HostStatus.CONNECTING)
+        return f"{op.host_name} was started"
+
+    # -- building blocks -----------------------------------------------------------------
+
+    async def _stop_once(self, op: Operation, resumed: bool) -> None:
+        """Send off at most once: a resumed flow first asks whether it already went out."""
+        if resumed:
+            status = await self._step(op, "check", FenceAction.STATUS)
+            if status.outcome is Outcome.OFF:
+                await self._note(op, "resumed: the host is already off, the stop is not repeated")
+                return
+        await self.store.set_phase(op.id, "stop")
+        failpoint(f"{op.action}.before_off")
+        result = await self._step(op, "stop", FenceAction.OFF)
+        failpoint(f"{op.action}.after_off")
+        if result.outcome is not Outcome.OFF:
+            raise FlowFailed(f"stop of {op.host_name} failed: {result.message or result.outcome.value}")
+
+    async def _start_once(self, op: Operation, resumed: bool) -> None:
+        if resumed:
+            status = await self._step(op, "check", FenceAction.STATUS)
+            if status.outcome is Outcome.ON:
+                await self._note(op, "resumed: the host is already on, the start is not repeated")
+                return
+        await self.store.set_phase(op.id, "start")
+        failpoint(f"{op.action}.before_on")
+        result = await self._step(op, "start", FenceAction.ON)
+        failpoint(f"{op.action}.after_on")
+        if result.outcome is not Outcome.ON:
+            raise FlowFailed(f"start of {op.host_name} failed: {result.message or result.outcome.value}")
+
+    async def _poll(self, op: Operation, want: Outcome, retries: int, delay: float) -> None:
+        polls = max(1, retries)
+        verb = "stop" if want is Outcome.OFF else "start"
+        for n in range(1, polls + 1):
+            result = await self._step(op, f"verify_{want.value}", FenceAction.STATUS,
+                                      note=f"poll {n}/{polls}")
+            if result.outcome is want:
+                return
+            if n < polls:
+                await self.sleep(delay)
+        raise FlowFailed(f"{verb} of {op.host_name} not verified: status was not {want.value} "
+                         f"after {polls} poll(s) {delay:g} s apart")
+
+    async def _step(self, op: Operation, name: str, action: FenceAction,
+                    note: str = "") -> PowerResult:
+        step_id = await self.store.start_step(op.id, name)
+        result = await self.power.run(op.host_id, action, op.id)
+        message = " ".join(filter(None, [note, result.message]))
+        await self.store.finish_step(step_id, result.outcome.value, result.proxies, message)
+        return result
+
+    async def _note(self, op: Operation, message: str) -> None:
+        await self.store.emit(Event(Severity.INFO, "fence.note", f"{op.host_name}: {message}",
+                                    host_id=op.host_id, host_name=op.host_name,
+                                    operation_id=op.id))

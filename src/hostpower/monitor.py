@@ -1,0 +1,162 @@
+"""Heartbeats and host status transitions; automatic fencing treatment.
+
+Every HostHeartbeatIntervalInSec the engine heartbeats every host agent at
+once (bounded concurrency, each call bounded by HostHeartbeatTimeoutInSec):
+
+    up --miss--> connecting --(TimeoutToResetHostInSeconds and
+                               HostAttemptsToResetCount misses)--> non_responsive
+    connecting / non_responsive / down --answer--> up
+
+A non_responsive host goes through the treatment gates (model/treatment.py)
+each round; a skip is an event when its reason changes, a pass starts the
+restart flow (or joins the running one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from hostpower.fencing.service import FencingService
+from hostpower.hostagent.client import AgentClient, AgentError
+from hostpower.model.events import Event, Severity
+from hostpower.model.inventory import Host, HostStatus
+from hostpower.model.treatment import Facts, decide
+from hostpower.store.configstore import ConfigStore
+from hostpower.store.inventory import Inventory
+from hostpower.store.journal import Journal
+
+log = logging.getLogger("hostpower.monitor")
+
+# Statuses the monitor leaves alone: set by an operator or by a running flow.
+UNMANAGED = (HostStatus.MAINTENANCE, HostStatus.INSTALLING, HostStatus.REBOOT, HostStatus.KDUMPING)
+HEARTBEAT_CONCURRENCY = 512
+
+
+@dataclass
+class Tracking:
+    status: HostStatus | None = None     # what the monitor last saw or set
+    misses: int = 0
+    first_miss_at: float | None = None
+    boot_id: str | None = None
+    skipped_gate: str | None = None
+
+
+class Monitor:
+    def __init__(self, service: FencingService, client: AgentClient,
+                 clock=time.time) -> None:  # type: ignore[no-untyped-def]
+        self.service = service
+        self.ctx = service.ctx
+        self.client = client
+        self.clock = clock
+        self.tracking: dict[int, Tracking] = {}
+        self._sem = asyncio.Semaphore(HEARTBEAT_CONCURRENCY)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="monitor")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                interval = await self.tick()
+            except Exception:
+                log.exception("monitor round failed")
+                interval = 3.0
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    async def tick(self) -> float:
+        """One round; returns the heartbeat interval to keep."""
+        snapshot, config = await self.service._load_state()
+        timeout = float(config["HostHeartbeatTimeoutInSec"])
+        hosts = [h for h in snapshot.hosts if h.status not in UNMANAGED
+                 and not self.service.in_flow(h.id)]
+        answers = await asyncio.gather(*(self._beat(h, timeout) for h in hosts))
+        now = self.clock()
+        for host, answer in zip(hosts, answers):
+            await self._transition(host, answer, now, config)
+        for host in snapshot.hosts:
+            if host.status is HostStatus.NON_RESPONSIVE and not self.service.in_flow(host.id):
+                fresh = await self.service._db(lambda s, i=host.id: Inventory(s, self.ctx.box).host(i))
+                if fresh.status is HostStatus.NON_RESPONSIVE:
+                    await self.treat(fresh, snapshot, config)
+        return float(config["HostHeartbeatIntervalInSec"])
+
+    async def _beat(self, host: Host, timeout: float) -> object:
+        async with self._sem:
+            try:
+                return await self.client.heartbeat(host.address, host.agent_port, timeout)
+            except AgentError as exc:
+                return exc
+
+    async def _transition(self, host: Host, answer: object, now: float, config) -> None:  # type: ignore[no-untyped-def]
+        t = self.tracking.setdefault(host.id, Tracking())
+        if t.status is not host.status:        # changed by someone else (flow, operator)
+            t.misses, t.first_miss_at, t.status = 0, None, host.status
+        if not isinstance(answer, AgentError):
+            types = set(getattr(answer, "fence_agent_types", []) or [])
+            self.service.host_agent_types[host.id] = types
+            boot_id = getattr(answer, "boot_id", None)
+            if t.boot_id and boot_id != t.boot_id:
+                await self._event(Severity.INFO, "host.rebooted", host,
+                                  f"{host.name} reports a new boot id")
+            t.boot_id, t.misses, t.first_miss_at = boot_id, 0, None
+            if host.status in (HostStatus.CONNECTING, HostStatus.NON_RESPONSIVE, HostStatus.DOWN):
+                await self._set(host, t, HostStatus.UP, Severity.INFO,
+                                f"{host.name} answers again: up")
+            return
+        t.misses += 1
+        t.first_miss_at = t.first_miss_at or now
+        if host.status is HostStatus.UP:
+            await self._set(host, t, HostStatus.CONNECTING, Severity.WARNING,
+                            f"{host.name} missed a heartbeat: connecting ({answer})")
+        elif host.status is HostStatus.CONNECTING:
+            grace = config["TimeoutToResetHostInSeconds"]
+            if now - t.first_miss_at >= grace and t.misses >= config["HostAttemptsToResetCount"]:
+                await self._set(host, t, HostStatus.NON_RESPONSIVE, Severity.ERROR,
+                                f"{host.name} is non_responsive: no answer for "
+                                f"{now - t.first_miss_at:.1f} s and {t.misses} heartbeats")
+
+    async def treat(self, host: Host, snapshot, config) -> None:  # type: ignore[no-untyped-def]
+        t = self.tracking.setdefault(host.id, Tracking())
+        last = await self.service._db(lambda s: Journal(s).last_finished_at(host.id))
+        agents = await self.service._load_agents(host.id)
+        cluster = snapshot.cluster(host.cluster_id)
+        facts = Facts(
+            host=host, cluster=cluster,
+            cluster_hosts=[h for h in snapshot.hosts if h.cluster_id == cluster.id],
+            now=self.clock(), engine_started_at=self.service.started_at,
+            startup_window=config["DisableFenceAtStartupInSec"],
+            quiet_time=config["FenceQuietTimeBetweenOperationsInSec"],
+            last_operation_at=last.timestamp() if last else None,
+            in_flow=self.service.in_flow(host.id), agent_count=len(agents))
+        decision = decide(facts)
+        if not decision.fence:
+            if t.skipped_gate != decision.gate:
+                t.skipped_gate = decision.gate
+                await self._event(Severity.WARNING if decision.gate != "connectivity_broken"
+                                  else Severity.ERROR, "treatment.skipped", host,
+                                  f"automatic fencing of {host.name} skipped: {decision.reason}",
+                                  {"gate": decision.gate})
+            return
+        t.skipped_gate = None
+        await self.service.request(host.id, "restart", "automatic")
+
+    async def _set(self, host: Host, t: Tracking, status: HostStatus, severity: Severity,
+                   message: str) -> None:
+        await self.service.set_host_status(host.id, status)
+        t.status = status
+        await self._event(severity, "host.status", host, message, {"status": status.value})
+
+    async def _event(self, severity: Severity, kind: str, host: Host, message: str,
+                     details: dict | None = None) -> None:  # type: ignore[type-arg]
+        await self.service.emit(Event(severity, kind, message, host_id=host.id,
+                                      host_name=host.name, details=details or {}))

@@ -1,0 +1,51 @@
+"""The engine's running parts: agent client, drivers, fencing service, monitor.
+
+Built by `hostpower serve` around the API; the API works without it (then
+power operations answer 503), which keeps inventory-only tests light.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from hostpower.context import EngineContext
+from hostpower.fencing.drivers.registry import default_drivers, local_agent_types
+from hostpower.fencing.service import FencingService
+from hostpower.hostagent.client import AgentClient
+from hostpower.hostagent.pki import CertificateAuthority, ensure_engine_certificate
+from hostpower.monitor import Monitor
+
+log = logging.getLogger("hostpower.engine")
+
+
+class EngineRuntime:
+    def __init__(self, ctx: EngineContext, monitor: bool = True) -> None:
+        self.ctx = ctx
+        self.with_monitor = monitor
+        self.client: AgentClient | None = None
+        self.service: FencingService | None = None
+        self.monitor: Monitor | None = None
+
+    async def start(self) -> None:
+        config = self.ctx.config()
+        ca = CertificateAuthority.load_or_create(self.ctx.settings.pki_dir)
+        paths = ensure_engine_certificate(ca, self.ctx.settings.pki_dir / "engine")
+        self.client = AgentClient(paths.ca, paths.cert, paths.key)
+        drivers = default_drivers(config["FenceAgentsPath"], config["PreferNativeFenceDrivers"])
+        self.service = FencingService(self.ctx, self.client, drivers,
+                                      frozenset(local_agent_types(drivers)), time.time())
+        resumed = await self.service.resume()
+        if resumed:
+            log.warning("resumed %d unfinished fence flow(s)", len(resumed))
+        if self.with_monitor:
+            self.monitor = Monitor(self.service, self.client)
+            self.monitor.start()
+
+    async def stop(self) -> None:
+        if self.monitor:
+            await self.monitor.stop()
+        if self.service:
+            await self.service.close()
+        if self.client:
+            await self.client.aclose()

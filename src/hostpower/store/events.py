@@ -1,0 +1,56 @@
+"""The event table: every fence attempt, skip and status change, queryable."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hostpower.model.events import Event, Severity
+from hostpower.store.tables import EventRow
+
+
+class Events:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def add(self, event: Event) -> Event:
+        row = EventRow(
+            created_at=event.created_at or datetime.now(UTC), severity=event.severity.value,
+            kind=event.kind, host_id=event.host_id, host_name=event.host_name,
+            operation_id=event.operation_id, message=event.message,
+            details=json.dumps(event.details, default=str),
+        )
+        self.s.add(row)
+        self.s.flush()
+        return _event(row)
+
+    def query(self, host_id: int | None = None, severity: Severity | None = None,
+              since: datetime | None = None, operation_id: int | None = None,
+              kind: str | None = None, limit: int = 500) -> list[Event]:
+        q = select(EventRow)
+        if host_id is not None:
+            q = q.where(EventRow.host_id == host_id)
+        if severity is not None:
+            # A severity filter means "at least this severe".
+            levels = [s.value for s in Severity][list(Severity).index(severity):]
+            q = q.where(EventRow.severity.in_(levels))
+        if since is not None:
+            q = q.where(EventRow.created_at >= since)
+        if operation_id is not None:
+            q = q.where(EventRow.operation_id == operation_id)
+        if kind is not None:
+            q = q.where(EventRow.kind == kind)
+        rows = self.s.scalars(q.order_by(EventRow.id.desc()).limit(limit)).all()
+        return [_event(r) for r in reversed(rows)]
+
+
+def _event(row: EventRow) -> Event:
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    return Event(
+        id=row.id, created_at=created, severity=Severity(row.severity), kind=row.kind,
+        host_id=row.host_id, host_name=row.host_name, operation_id=row.operation_id,
+        message=row.message, details=json.loads(row.details or "{}"),
+    )

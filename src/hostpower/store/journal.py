@@ -1,0 +1,168 @@
+"""The fence journal: operations and their steps, written before each
+external action so that an engine that dies mid-flow can resume it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from hostpower.model.errors import NotFoundError
+from hostpower.store.tables import OperationRow, OperationStepRow
+
+
+@dataclass(frozen=True)
+class Step:
+    id: int
+    name: str
+    state: str
+    outcome: str | None
+    proxies: list[dict[str, Any]]
+    message: str
+    started_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Operation:
+    id: int
+    host_id: int
+    host_name: str
+    action: str
+    origin: str
+    state: str                 # running | succeeded | failed
+    phase: str
+    message: str
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+class AlreadyRunning(Exception):
+    """A flow for this host is running; `operation_id` is the one to join."""
+
+    def __init__(self, operation_id: int) -> None:
+        super().__init__(f"operation {operation_id} is running for this host")
+        self.operation_id = operation_id
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Journal:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def begin(self, host_id: int, host_name: str, action: str, origin: str,
+              phase: str = "begin") -> Operation:
+        """Record a new running operation, or raise AlreadyRunning with the
+        one that holds the host (the database enforces one at a time)."""
+        existing = self.active_for(host_id)
+        if existing is not None:
+            raise AlreadyRunning(existing.id)
+        now = _now()
+        row = OperationRow(host_id=host_id, host_name=host_name, action=action, origin=origin,
+                           state="running", phase=phase, active_host_id=host_id, message="",
+                           created_at=now, updated_at=now)
+        self.s.add(row)
+        try:
+            self.s.flush()
+        except IntegrityError:
+            self.s.rollback()
+            existing = self.active_for(host_id)
+            raise AlreadyRunning(existing.id if existing else -1) from None
+        return _operation(row)
+
+    def active_for(self, host_id: int) -> Operation | None:
+        row = self.s.scalar(select(OperationRow).where(OperationRow.active_host_id == host_id))
+        return _operation(row) if row else None
+
+    def running(self) -> list[Operation]:
+        rows = self.s.scalars(select(OperationRow).where(OperationRow.state == "running")
+                              .order_by(OperationRow.id))
+        return [_operation(r) for r in rows]
+
+    def set_phase(self, op_id: int, phase: str) -> None:
+        row = self._row(op_id)
+        row.phase = phase
+        row.updated_at = _now()
+        self.s.flush()
+
+    def start_step(self, op_id: int, name: str) -> int:
+        row = OperationStepRow(operation_id=op_id, name=name, state="running", proxies="[]",
+                               message="", started_at=_now())
+        self.s.add(row)
+        self.s.flush()
+        return row.id
+
+    def finish_step(self, step_id: int, outcome: str, proxies: list[dict[str, Any]],
+                    message: str = "", state: str = "done") -> None:
+        row = self.s.get(OperationStepRow, step_id)
+        assert row is not None
+        row.state, row.outcome, row.message = state, outcome, message
+        row.proxies = json.dumps(proxies)
+        row.finished_at = _now()
+        self.s.flush()
+
+    def finish(self, op_id: int, state: str, message: str = "") -> Operation:
+        row = self._row(op_id)
+        row.state, row.message = state, message
+        row.phase = "done"
+        row.active_host_id = None
+        row.finished_at = row.updated_at = _now()
+        self.s.flush()
+        return _operation(row)
+
+    def get(self, op_id: int) -> Operation:
+        return _operation(self._row(op_id))
+
+    def list(self, host_id: int | None = None, limit: int = 100) -> list[Operation]:
+        q = select(OperationRow)
+        if host_id is not None:
+            q = q.where(OperationRow.host_id == host_id)
+        rows = self.s.scalars(q.order_by(OperationRow.id.desc()).limit(limit))
+        return [_operation(r) for r in rows]
+
+    def last_finished_at(self, host_id: int) -> datetime | None:
+        row = self.s.scalar(select(OperationRow.finished_at)
+                            .where(OperationRow.host_id == host_id,
+                                   OperationRow.finished_at.is_not(None),
+                                   OperationRow.action != "status")
+                            .order_by(OperationRow.finished_at.desc()).limit(1))
+        return _utc(row)
+
+    def _row(self, op_id: int) -> OperationRow:
+        row = self.s.get(OperationRow, op_id)
+        if row is None:
+            raise NotFoundError("operation", op_id)
+        return row
+
+
+def _operation(row: OperationRow) -> Operation:
+    return Operation(
+        id=row.id, host_id=row.host_id, host_name=row.host_name, action=row.action,
+        origin=row.origin, state=row.state, phase=row.phase, message=row.message,
+        created_at=_utc(row.created_at), updated_at=_utc(row.updated_at),  # type: ignore[arg-type]
+        finished_at=_utc(row.finished_at),
+        steps=[Step(id=s.id, name=s.name, state=s.state, outcome=s.outcome,
+                    proxies=json.loads(s.proxies or "[]"), message=s.message,
+                    started_at=_utc(s.started_at), finished_at=_utc(s.finished_at))  # type: ignore[arg-type]
+               for s in row.steps],
+    )

@@ -1,0 +1,247 @@
+"""Fencing scenarios against the lab (real agents, BMCs and confined
+management networks), each named for the situation it reproduces and
+checking what an operator sees: the proxy used, the operation's steps, the
+events, and what the BMCs received."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Iterator
+
+import pytest
+
+from enginekit import (
+    SCENARIO_TOPOLOGY, EngineThread, engine_context, events, host_id, last_event_id, operation,
+    reset, set_chain, set_config, set_status, status_of,
+)
+from hostpower.lab.runner import RunningLab
+from hostpower.model.inventory import FenceAgent, HostStatus
+from hostpower.model.power import Outcome
+from hostpower.model.secret import Secret
+from labkit import (
+    counts, fence_via, load_yaml, require_lab_tools, start, wait_all_agents, wait_counts,
+)
+
+pytestmark = pytest.mark.lab
+DOWN = HostStatus.NON_RESPONSIVE
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningLab, EngineThread]]:
+    require_lab_tools()
+    lab, settings = start(tmp_path_factory.mktemp("scenarios"), load_yaml(SCENARIO_TOPOLOGY))
+    ctx = engine_context(lab, settings)
+    try:
+        with EngineThread(ctx) as engine:
+            yield lab, engine
+    finally:
+        ctx.close()
+        lab.stop()
+
+
+@pytest.fixture
+def lab(world) -> RunningLab:  # type: ignore[no-untyped-def]
+    return world[0]
+
+
+@pytest.fixture
+def engine(world) -> Iterator[EngineThread]:  # type: ignore[no-untyped-def]
+    lab, engine = world
+    reset(engine.ctx, lab)
+    yield engine
+    for name in (h.name for h in lab.topo.hosts):
+        for fault in ("bmc_unresponsive", "agent_crash"):
+            lab.lab.fault(name, fault, clear=True)
+        for bmc in lab.topo.host(name).bmcs:
+            if lab.lab.bmcs[bmc.name].power == "off":
+                peer = next(h.name for h in lab.topo.hosts
+                            if h.cluster == lab.topo.host(name).cluster and h.name != name)
+                assert fence_via(lab, peer, bmc, "on").outcome is Outcome.ON
+    wait_all_agents(lab)
+
+
+def status(engine: EngineThread, name: str):  # type: ignore[no-untyped-def]
+    return engine.call(engine.service.status(host_id(engine.ctx, name)))
+
+
+def run_flow(engine: EngineThread, name: str, action: str):  # type: ignore[no-untyped-def]
+    op, _ = engine.call(engine.service.request(host_id(engine.ctx, name), action, "test"))
+    return engine.call(engine.service.wait(op.id, 60))
+
+
+def step(op, name: str):  # type: ignore[no-untyped-def]
+    return next(s for s in op.steps if s.name == name)
+
+
+def proxies_of(step_) -> list[str]:  # type: ignore[no-untyped-def]
+    return [c["proxy"] for c in step_.proxies]
+
+
+def test_default_chain_picks_a_proxy_in_the_same_cluster(engine: EngineThread) -> None:
+    result = status(engine, "c1-h1")
+    assert result.outcome is Outcome.ON
+    [command] = result.commands
+    assert command.proxy == "c1-h2"
+    assert command.attempts[0].source == "cluster"
+
+
+def test_whole_cluster_down_falls_back_to_a_dc_proxy(engine: EngineThread) -> None:
+    set_status(engine.ctx, "c1-h2", DOWN)
+    set_status(engine.ctx, "c1-h3", HostStatus.MAINTENANCE)
+    [command] = status(engine, "c1-h1").commands
+    assert (command.proxy, command.attempts[-1].source) == ("c2-h1", "dc")
+
+
+def test_whole_data_center_down_falls_back_to_the_engine(engine: EngineThread) -> None:
+    set_status(engine.ctx, "c3-h2", DOWN)
+    result = status(engine, "c3-h1")
+    assert result.outcome is Outcome.ON
+    assert result.commands[0].proxy == "engine"
+    assert [a.source for a in result.commands[0].attempts] == ["engine"]
+
+
+def test_proxy_dying_between_stop_and_start_hands_the_start_to_the_next_proxy(
+        lab: RunningLab, engine: EngineThread) -> None:
+    def kill_proxy_after_off(event: dict) -> None:  # type: ignore[type-arg]
+        if event == {"event": "command", "bmc": "c1-h1-bmc", "command": "off"}:
+            lab.lab.fault("c1-h2", "agent_crash")
+    lab.lab.add_listener(kill_proxy_after_off)
+    try:
+        op = run_flow(engine, "c1-h1", "restart")
+    finally:
+        lab.lab._listeners.remove(kill_proxy_after_off)
+    assert op.state == "succeeded", op.message
+    assert proxies_of(step(op, "stop")) == ["c1-h2"]
+    start = step(op, "start")
+    assert proxies_of(start) == ["c1-h3"]
+    tried = [a["proxy"] for a in start.proxies[0]["attempts"]]
+    assert tried == ["c1-h2", "c1-h3"]  # the dead proxy was tried, then the next one won
+
+
+def test_every_proxy_failing_gives_one_error_event_listing_them(
+        lab: RunningLab, engine: EngineThread) -> None:
+    set_config(engine.ctx, FenceProxyImplicitPreferences="", FenceCommandTimeoutInSec="2")
+    lab.lab.fault("c2-h2", "bmc_unresponsive")
+    set_chain(engine.ctx, "c2-h2", "cluster")
+    since = last_event_id(engine.ctx)
+    result = status(engine, "c2-h2")
+    assert result.outcome is Outcome.ERROR
+    [error] = events(engine.ctx, "c2-h2", "fence.all_proxies_failed", since)
+    assert error.severity.value == "error"
+    assert "c2-h1 (cluster)" in error.message
+    assert [a["proxy"] for a in error.details["attempts"]] == ["c2-h1"]
+    set_chain(engine.ctx, "c2-h2", "cluster,c3-h1")
+    since = last_event_id(engine.ctx)
+    status(engine, "c2-h2")
+    [error] = events(engine.ctx, "c2-h2", "fence.all_proxies_failed", since)
+    assert [a["proxy"] for a in error.details["attempts"]] == ["c2-h1", "c3-h1"]
+
+
+def test_named_host_in_the_chain_is_used_first(engine: EngineThread) -> None:
+    set_chain(engine.ctx, "c1-h1", "c3-h2,cluster")
+    [command] = status(engine, "c1-h1").commands
+    assert command.proxy == "c3-h2"
+    assert [a.source for a in command.attempts] == ["c3-h2"]
+
+
+def test_other_dc_finds_a_proxy_in_another_data_center(engine: EngineThread) -> None:
+    set_config(engine.ctx, FenceProxyImplicitPreferences="")
+    set_chain(engine.ctx, "c1-h1", "other_dc")
+    [command] = status(engine, "c1-h1").commands
+    # c3-h1 has no leg on c1's management network and fails for real; c3-h2 has one.
+    assert [(a.proxy, a.outcome) for a in command.attempts] == [("c3-h1", "error"), ("c3-h2", "on")]
+    assert command.proxy == "c3-h2"
+
+
+def test_two_power_supplies_are_each_switched_once_and_verified(
+        lab: RunningLab, engine: EngineThread) -> None:
+    before = {b: counts(lab, b) for b in ("c1-h3-psu1", "c1-h3-psu2")}
+    op = run_flow(engine, "c1-h3", "restart")
+    assert op.state == "succeeded", op.message
+    assert len(step(op, "stop").proxies) == 2 and step(op, "stop").outcome == "off"
+    for b in before:
+        after = wait_counts(lab, b, before[b], off=1, on=1)
+        assert (after["off"] - before[b]["off"], after["on"] - before[b]["on"]) == (1, 1)
+
+
+def test_fence_request_for_a_host_already_in_a_flow_joins_it(
+        lab: RunningLab, engine: EngineThread) -> None:
+    before = counts(lab, "c2-h1-bmc")
+    hid = host_id(engine.ctx, "c2-h1")
+    def request():  # type: ignore[no-untyped-def]
+        return engine.call(engine.service.request(hid, "restart", "test"))
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: request(), range(3)))
+    assert len({op.id for op, _ in answers}) == 1
+    assert sorted(joined for _, joined in answers) == [False, True, True]
+    op = engine.call(engine.service.wait(answers[0][0].id, 60))
+    assert op.state == "succeeded"
+    after = wait_counts(lab, "c2-h1-bmc", before, off=1, on=1)
+    assert (after["off"] - before["off"], after["on"] - before["on"]) == (1, 1)
+    assert len(events(engine.ctx, "c2-h1", "fence.joined")) >= 2
+
+
+def test_host_already_verified_off_counts_as_fenced(lab: RunningLab, engine: EngineThread) -> None:
+    bmc = lab.topo.host("c2-h2").bmcs[0]
+    assert fence_via(lab, "c2-h1", bmc, "off").outcome is Outcome.OFF
+    before = counts(lab, bmc.name)
+    op = run_flow(engine, "c2-h2", "restart")
+    assert op.state == "succeeded"
+    assert [s.name for s in op.steps if s.name in ("stop", "start")] == ["start"]
+    after = wait_counts(lab, bmc.name, before, on=1)
+    assert after["off"] == before["off"]
+    assert any("already verified off" in e.message for e in events(engine.ctx, "c2-h2", "fence.note"))
+
+
+def test_restart_moves_the_host_through_reboot_to_connecting(
+        lab: RunningLab, engine: EngineThread) -> None:
+    seen = []
+    def record(event: dict) -> None:  # type: ignore[type-arg]
+        if event.get("bmc") == "c3-h1-bmc" and event.get("command") == "off":
+            seen.append(status_of(engine.ctx, "c3-h1"))
+    lab.lab.add_listener(record)
+    try:
+        op = run_flow(engine, "c3-h1", "restart")
+    finally:
+        lab.lab._listeners.remove(record)
+    assert op.state == "succeeded"
+    assert seen == [HostStatus.REBOOT]
+    assert status_of(engine.ctx, "c3-h1") is HostStatus.CONNECTING
+    assert [s.name for s in op.steps][:2] == ["check", "stop"]
+    assert op.steps[-1].name == "verify_on" and op.steps[-1].outcome == "on"
+
+
+def test_failed_restart_marks_the_host_non_responsive_with_an_error(
+        lab: RunningLab, engine: EngineThread) -> None:
+    set_config(engine.ctx, FenceProxyImplicitPreferences="", FenceCommandTimeoutInSec="2")
+    lab.lab.fault("c2-h2", "bmc_unresponsive")
+    op = run_flow(engine, "c2-h2", "restart")
+    assert op.state == "failed"
+    assert "stop of c2-h2 failed" in op.message
+    assert status_of(engine.ctx, "c2-h2") is HostStatus.NON_RESPONSIVE
+    [failed] = events(engine.ctx, "c2-h2", "fence.failed")[-1:]
+    assert failed.severity.value == "error"
+
+
+def test_a_source_without_eligible_proxy_is_searched_again_before_moving_on(
+        engine: EngineThread) -> None:
+    set_config(engine.ctx, FindFenceProxyRetries="2", FenceProxyImplicitPreferences="")
+    set_chain(engine.ctx, "c2-h2", "cluster")
+    set_status(engine.ctx, "c2-h1", DOWN)
+    since = last_event_id(engine.ctx)
+    op = run_flow(engine, "c2-h2", "stop")
+    assert op.state == "failed"
+    searches = events(engine.ctx, "c2-h2", "fence.no_proxy", since)
+    assert [e.message.endswith(f"({n}/2)") for n, e in enumerate(searches, 1)] == [True, True]
+
+
+def test_test_button_checks_an_unsaved_agent_definition(lab: RunningLab, engine: EngineThread) -> None:
+    bmc = lab.topo.host("c1-h1").bmcs[0]
+    hid = host_id(engine.ctx, "c1-h1")
+    good = FenceAgent(0, hid, "ipmilan", bmc.address, 1, bmc.port, "admin",
+                      Secret("lab-bmc-password"), (("lanplus", "1"),))
+    result = engine.call(engine.service.test_agent(hid, good))
+    assert (result.outcome, result.commands[0].proxy) == (Outcome.ON, "c1-h2")
+    bad = FenceAgent(0, hid, "ipmilan", bmc.address, 1, bmc.port, "admin",
+                     Secret("wrong-password"), (("lanplus", "1"),))
+    assert engine.call(engine.service.test_agent(hid, bad)).outcome is Outcome.ERROR
