@@ -65,6 +65,7 @@ class Flows:
         if phase in ("begin", "check"):
             await self.store.set_phase(op.id, "check")
             status = await self._step(op, "check", FenceAction.STATUS)
+            failpoint("restart.after_check")
             if status.outcome is Outcome.OFF:
                 await self._note(op, "the host is already verified off: it counts as fenced")
                 phase = "start"
@@ -77,6 +78,7 @@ class Flows:
             await self.store.set_phase(op.id, "stop_verify")
             await self._poll(op, Outcome.OFF, config["FenceStopStatusRetries"],
                              config["FenceStopStatusDelayBetweenRetriesInSec"])
+            failpoint("restart.after_verify_off")
             phase = "start"
         if phase == "start":
             await self._start_once(op, resumed=op.phase == "start")
@@ -84,6 +86,7 @@ class Flows:
         await self.store.set_phase(op.id, "start_verify")
         await self._poll(op, Outcome.ON, config["FenceStartStatusRetries"],
                          config["FenceStartStatusDelayBetweenRetriesInSec"])
+        failpoint("restart.after_verify_on")
         await self.store.set_host_status(op.host_id, HostStatus.CONNECTING)
         return f"{op.host_name} was restarted"
 

@@ -236,6 +236,8 @@ class Lab:
                 raise LabError(f"no lab host {host_name!r}")
             if fault == "agent_hang":
                 if state.process is None:
+                    if clear:  # clearing is idempotent: nothing hangs
+                        return f"{fault} cleared on {host_name}"
                     raise LabError(f"{host_name} has no running agent")
                 _signal(state.process, signal.SIGCONT if clear else signal.SIGSTOP)
                 state.agent = "running" if clear else "hung"
