@@ -102,14 +102,15 @@ def test_whole_data_center_down_falls_back_to_the_engine(engine: EngineThread) -
 
 def test_proxy_dying_between_stop_and_start_hands_the_start_to_the_next_proxy(
         lab: RunningLab, engine: EngineThread) -> None:
-    def kill_proxy_after_off(event: dict) -> None:  # type: ignore[type-arg]
-        if event == {"event": "command", "bmc": "c1-h1-bmc", "command": "off"}:
-            lab.lab.fault("c1-h2", "agent_crash")
-    lab.lab.add_listener(kill_proxy_after_off)
+    def kill_proxy_once_off_is_done(event) -> None:  # type: ignore[no-untyped-def]
+        d = event.details
+        if event.kind == "fence.attempt" and d.get("action") == "off" and d.get("outcome") == "off":
+            lab.lab.fault(d["proxy"], "agent_crash")
+    remove = engine.service.on_event(kill_proxy_once_off_is_done)
     try:
         op = run_flow(engine, "c1-h1", "restart")
     finally:
-        lab.lab._listeners.remove(kill_proxy_after_off)
+        remove()
     assert op.state == "succeeded", op.message
     assert proxies_of(step(op, "stop")) == ["c1-h2"]
     start = step(op, "start")
@@ -183,13 +184,13 @@ def test_fence_request_for_a_host_already_in_a_flow_joins_it(
 
 def test_host_already_verified_off_counts_as_fenced(lab: RunningLab, engine: EngineThread) -> None:
     bmc = lab.topo.host("c2-h2").bmcs[0]
-    assert fence_via(lab, "c2-h1", bmc, "off").outcome is Outcome.OFF
     before = counts(lab, bmc.name)
+    assert fence_via(lab, "c2-h1", bmc, "off").outcome is Outcome.OFF
     op = run_flow(engine, "c2-h2", "restart")
     assert op.state == "succeeded"
     assert [s.name for s in op.steps if s.name in ("stop", "start")] == ["start"]
-    after = wait_counts(lab, bmc.name, before, on=1)
-    assert after["off"] == before["off"]
+    after = wait_counts(lab, bmc.name, before, off=1, on=1)
+    assert after["off"] - before["off"] == 1  # only the test's own off: the flow sent none
     assert any("already verified off" in e.message for e in events(engine.ctx, "c2-h2", "fence.note"))
 
 
@@ -214,6 +215,7 @@ def test_restart_moves_the_host_through_reboot_to_connecting(
 def test_failed_restart_marks_the_host_non_responsive_with_an_error(
         lab: RunningLab, engine: EngineThread) -> None:
     set_config(engine.ctx, FenceProxyImplicitPreferences="", FenceCommandTimeoutInSec="2")
+    set_chain(engine.ctx, "c2-h2", "cluster")
     lab.lab.fault("c2-h2", "bmc_unresponsive")
     op = run_flow(engine, "c2-h2", "restart")
     assert op.state == "failed"
@@ -238,6 +240,8 @@ def test_a_source_without_eligible_proxy_is_searched_again_before_moving_on(
 def test_test_button_checks_an_unsaved_agent_definition(lab: RunningLab, engine: EngineThread) -> None:
     bmc = lab.topo.host("c1-h1").bmcs[0]
     hid = host_id(engine.ctx, "c1-h1")
+    set_config(engine.ctx, FenceProxyImplicitPreferences="")
+    set_chain(engine.ctx, "c1-h1", "cluster")
     good = FenceAgent(0, hid, "ipmilan", bmc.address, 1, bmc.port, "admin",
                       Secret("lab-bmc-password"), (("lanplus", "1"),))
     result = engine.call(engine.service.test_agent(hid, good))
@@ -245,3 +249,18 @@ def test_test_button_checks_an_unsaved_agent_definition(lab: RunningLab, engine:
     bad = FenceAgent(0, hid, "ipmilan", bmc.address, 1, bmc.port, "admin",
                      Secret("wrong-password"), (("lanplus", "1"),))
     assert engine.call(engine.service.test_agent(hid, bad)).outcome is Outcome.ERROR
+
+
+def test_a_slow_bmc_does_not_hold_up_other_hosts_flows(lab: RunningLab, engine: EngineThread) -> None:
+    import time
+    set_config(engine.ctx, FenceProxyImplicitPreferences="", FenceCommandTimeoutInSec="3")
+    set_chain(engine.ctx, "c2-h2", "cluster")
+    lab.lab.fault("c2-h2", "bmc_unresponsive")
+    slow, _ = engine.call(engine.service.request(host_id(engine.ctx, "c2-h2"), "restart", "test"))
+    started = time.monotonic()
+    fast = run_flow(engine, "c3-h1", "restart")
+    fast_took = time.monotonic() - started
+    assert fast.state == "succeeded"
+    assert operation(engine.ctx, slow.id).running, "the slow flow should still be waiting on its BMC"
+    assert fast_took < 3, f"the healthy host's restart took {fast_took:.1f} s"
+    assert engine.call(engine.service.wait(slow.id, 60)).state == "failed"

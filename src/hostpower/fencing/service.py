@@ -47,6 +47,7 @@ class FencingService:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._limit: asyncio.Semaphore | None = None
         self._on_finish: list[Callable[[Operation], None]] = []
+        self._on_event: list[Callable[[Event], None]] = []
 
     # -- database access, off the event loop -------------------------------------------
 
@@ -85,6 +86,8 @@ class FencingService:
                  Severity.ERROR: logging.ERROR}[event.severity]
         log.log(level, "%s", event.message)
         await self._db(lambda s: Events(s).add(event))
+        for listener in list(self._on_event):
+            listener(event)  # before the flow goes on: listeners see steps in order
 
     async def config(self) -> Config:
         return (await self._load_state())[1]
@@ -157,6 +160,11 @@ class FencingService:
 
     def on_finish(self, callback: Callable[[Operation], None]) -> None:
         self._on_finish.append(callback)
+
+    def on_event(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `callback` with every event once it is stored; returns the remover."""
+        self._on_event.append(callback)
+        return lambda: self._on_event.remove(callback)
 
     async def close(self) -> None:
         """Stop without finishing: journaled flows resume on the next start."""
