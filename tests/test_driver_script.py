@@ -154,10 +154,24 @@ def test_bmc_not_answering_times_out_and_kills_the_process_group(
     assert [m for m in _group_members(spawned[0]) if m[1] != "Z"] == []
 
 
-def _leaks(pid: int, secret: bytes) -> dict[str, bool]:
-    """Whether the secret shows in a process's argv or environment."""
-    return {name: secret in Path(f"/proc/{pid}/{name}").read_bytes()
-            for name in ("cmdline", "environ")}
+def _argv_and_environ(pid: int) -> tuple[bytes, bytes] | None:
+    """What /proc shows of a process; None in the instant between fork and exec.
+
+    (The kernel sets a new program's argv/environ address after the exec has
+    already closed close-on-exec pipes, so right after Popen they may read empty.)
+    """
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    return (cmdline, environ) if cmdline and environ else None
+
+
+def _leaks(pid: int, secret: bytes, wait: float = 5.0) -> dict[str, bool]:
+    """Whether the secret shows in a running process's argv or environment."""
+    deadline = time.monotonic() + wait
+    while (seen := _argv_and_environ(pid)) is None:
+        assert time.monotonic() < deadline, f"/proc/{pid} stayed empty"
+        time.sleep(0.01)
+    return {"cmdline": secret in seen[0], "environ": secret in seen[1]}
 
 
 def test_the_leak_check_finds_a_password_in_argv_and_environ() -> None:
@@ -176,29 +190,30 @@ def test_password_is_in_neither_argv_nor_environ_of_the_agent(
         driver: ScriptDriver, start_bmc: Callable[..., VirtualBmc]) -> None:
     bmc = start_bmc("127.0.82.4")
     bmc.answering = False  # keeps fence_ipmilan running while it is inspected
-    samples: list[dict[str, bool]] = []
-    environs: list[bytes] = []
+    samples: list[tuple[bytes, bytes]] = []
 
     def inspect(pid: int) -> None:
-        environs.append(Path(f"/proc/{pid}/environ").read_bytes())
-
         def sample() -> None:
             while True:
                 try:
-                    samples.append(_leaks(pid, PASSWORD.encode()))
+                    seen = _argv_and_environ(pid)
                 except OSError:
                     return  # the agent is gone
-                time.sleep(0.1)
+                if seen is not None:
+                    samples.append(seen)
+                time.sleep(0.05)
 
         threading.Thread(target=sample, daemon=True).start()
 
     driver.on_spawn = inspect
     result = driver.run(ipmi_spec(bmc), FenceAction.STATUS, 2)
 
-    assert samples and not any(s["cmdline"] or s["environ"] for s in samples)
+    secret = PASSWORD.encode()
+    assert samples and not any(secret in argv or secret in env for argv, env in samples)
     assert result.outcome is Outcome.ERROR
     assert len(samples) >= 5, "the agent was not inspected while it ran"
-    env = dict(v.split(b"=", 1) for v in environs[0].split(b"\0") if v)
+    assert b"fence_ipmilan" in samples[0][0]
+    env = dict(v.split(b"=", 1) for v in samples[0][1].split(b"\0") if v)
     assert env == {k.encode(): v.encode() for k, v in CHILD_ENV.items()}
 
 
