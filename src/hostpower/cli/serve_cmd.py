@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import secrets
 import sys
 
-from hostpower.cli.common import CliError, open_context
+from hostpower.cli.common import open_context
 from hostpower.inventory_file import load_document
+from hostpower.model import validate
 from hostpower.model.errors import NotFoundError
 from hostpower.store.configstore import ConfigStore
 from hostpower.store.inventory import Inventory
@@ -28,16 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_bind(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    try:
-        ipaddress.ip_address(host)
-        number = int(port)
-        if not sep or not 0 < number < 65536:
-            raise ValueError
-    except ValueError:
-        raise CliError(f"--bind: {text!r} is not ADDRESS:PORT (e.g. 127.0.0.1:8080)", 2) from None
-    return host, number
+    return validate.bind_address(text, "127.0.0.1:8080")
 
 
 def run_engine(bind: str) -> int:

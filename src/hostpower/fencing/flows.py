@@ -113,31 +113,28 @@ class Flows:
     # -- building blocks -----------------------------------------------------------------
 
     async def _stop_once(self, op: Operation, resumed: bool) -> None:
-        """Send off at most once: a resumed flow first asks whether it already went out."""
-        if resumed:
-            status = await self._step(op, "check", FenceAction.STATUS)
-            if status.outcome is Outcome.OFF:
-                await self._note(op, "resumed: the host is already off, the stop is not repeated")
-                return
-        await self.store.set_phase(op.id, "stop")
-        failpoint(f"{op.action}.before_off")
-        result = await self._step(op, "stop", FenceAction.OFF)
-        failpoint(f"{op.action}.after_off")
-        if result.outcome is not Outcome.OFF:
-            raise FlowFailed(f"stop of {op.host_name} failed: {result.message or result.outcome.value}")
+        await self._switch_once(op, FenceAction.OFF, Outcome.OFF, "stop", resumed)
 
     async def _start_once(self, op: Operation, resumed: bool) -> None:
+        await self._switch_once(op, FenceAction.ON, Outcome.ON, "start", resumed)
+
+    async def _switch_once(self, op: Operation, action: FenceAction, want: Outcome, phase: str,
+                           resumed: bool) -> None:
+        """Send off (or on) at most once: a resumed flow first asks the device
+        whether the command already went out before the crash."""
         if resumed:
             status = await self._step(op, "check", FenceAction.STATUS)
-            if status.outcome is Outcome.ON:
-                await self._note(op, "resumed: the host is already on, the start is not repeated")
+            if status.outcome is want:
+                await self._note(op, f"resumed: the host is already {want.value}, "
+                                     f"the {phase} is not repeated")
                 return
-        await self.store.set_phase(op.id, "start")
-        failpoint(f"{op.action}.before_on")
-        result = await self._step(op, "start", FenceAction.ON)
-        failpoint(f"{op.action}.after_on")
-        if result.outcome is not Outcome.ON:
-            raise FlowFailed(f"start of {op.host_name} failed: {result.message or result.outcome.value}")
+        await self.store.set_phase(op.id, phase)
+        failpoint(f"{op.action}.before_{action.value}")
+        result = await self._step(op, phase, action)
+        failpoint(f"{op.action}.after_{action.value}")
+        if result.outcome is not want:
+            raise FlowFailed(f"{phase} of {op.host_name} failed: "
+                             f"{result.message or result.outcome.value}")
 
     async def _poll(self, op: Operation, want: Outcome, retries: int, delay: float) -> None:
         polls = max(1, retries)

@@ -694,17 +694,10 @@ class AgentServer:
 
 def parse_bind(text: str) -> tuple[str, int]:
     """ADDRESS:PORT, IPv6 in brackets: 127.0.0.5:54321, [::1]:54321."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
     try:
-        ipaddress.ip_address(host)
-        number = int(port)
-    except ValueError:
-        raise ValueError(f"--bind: {text!r} is not ADDRESS:PORT (e.g. 0.0.0.0:{DEFAULT_PORT})") \
-            from None
-    if not sep or not 0 <= number < 65536:
-        raise ValueError(f"--bind: port of {text!r} is out of range")
-    return host, number
+        return validate.bind_address(text, f"0.0.0.0:{DEFAULT_PORT}", allow_any_port=True)
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -107,3 +107,22 @@ def options(pairs: Iterable[tuple[str, str]], field: str = "options") -> tuple[t
         seen.add(key)
         result.append((key, value))
     return tuple(result)
+
+
+def bind_address(text: str, example: str, field: str = "--bind",
+                 allow_any_port: bool = False) -> tuple[str, int]:
+    """ADDRESS:PORT with a literal IP address; IPv6 in brackets ([::1]:8080).
+    `allow_any_port`: port 0 lets the kernel pick one."""
+    import ipaddress
+
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ValidationError(field, f"{text!r} is not ADDRESS:PORT (e.g. {example})") from None
+    lowest = 0 if allow_any_port else 1
+    if not sep or not lowest <= number < 65536:
+        raise ValidationError(field, f"port of {text!r} is out of range ({lowest}-65535)")
+    return host, number
