@@ -33,6 +33,9 @@ log = logging.getLogger("hostpower.monitor")
 # Statuses the monitor leaves alone: set by an operator or by a running flow.
 UNMANAGED = (HostStatus.MAINTENANCE, HostStatus.INSTALLING, HostStatus.REBOOT, HostStatus.KDUMPING)
 HEARTBEAT_CONCURRENCY = 512
+# Hosts already connecting are probed this often between full rounds, so the
+# grace period ends when it says, not at the next full round.
+CONNECTING_PROBE = 1.0
 
 
 @dataclass
@@ -65,20 +68,23 @@ class Monitor:
 
     async def _loop(self) -> None:
         while True:
-            started = time.monotonic()
+            next_round = time.monotonic() + 3.0
             try:
-                interval = await self.tick()
+                next_round = time.monotonic() + await self.tick()
+                while (left := next_round - time.monotonic()) > CONNECTING_PROBE / 2:
+                    await asyncio.sleep(min(CONNECTING_PROBE, left))
+                    await self.tick(only_connecting=True)
             except Exception:
                 log.exception("monitor round failed")
-                interval = 3.0
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+            await asyncio.sleep(max(0.0, next_round - time.monotonic()))
 
-    async def tick(self) -> float:
-        """One round; returns the heartbeat interval to keep."""
+    async def tick(self, only_connecting: bool = False) -> float:
+        """One round (or only the hosts now connecting); returns the heartbeat interval."""
         snapshot, config = await self.service._load_state()
         timeout = float(config["HostHeartbeatTimeoutInSec"])
         hosts = [h for h in snapshot.hosts if h.status not in UNMANAGED
-                 and not self.service.in_flow(h.id)]
+                 and not self.service.in_flow(h.id)
+                 and (not only_connecting or h.status is HostStatus.CONNECTING)]
         answers = await asyncio.gather(*(self._beat(h, timeout) for h in hosts))
         now = self.clock()
         for host, answer in zip(hosts, answers):

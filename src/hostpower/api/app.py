@@ -71,6 +71,14 @@ def create_app(ctx: EngineContext, runtime: EngineRuntime | None = None) -> Fast
         detail = "; ".join(f"{_loc(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errors)
         return _error(422, detail, field)
 
+    @app.middleware("http")
+    async def _fresh_inventory(request: Request, call_next):  # type: ignore[no-untyped-def]
+        """A write through the API is seen by the next proxy selection at once."""
+        response = await call_next(request)
+        if request.method not in ("GET", "HEAD", "OPTIONS") and runtime and runtime.service:
+            runtime.service.invalidate()
+        return response
+
     app.include_router(routes_system.router)
     app.include_router(routes_inventory.router)
     app.include_router(routes_hosts.router)

@@ -77,6 +77,13 @@ class ChainExecutor:
         self.host_agent_types = host_agent_types if host_agent_types is not None else {}
         self.sleep = sleep
         self.in_flight: Counter[int] = Counter()   # commands each proxy host runs now
+        self._locator: ProxyLocator | None = None
+
+    def locator(self, snapshot: InventorySnapshot) -> ProxyLocator:
+        """One index per snapshot: building it is the costly part of a selection."""
+        if self._locator is None or self._locator.snapshot is not snapshot:
+            self._locator = ProxyLocator(snapshot, self.engine_agent_types, self.host_agent_types)
+        return self._locator
 
     async def run(self, host_id: int, agent: FenceAgent, action: FenceAction,
                   operation_id: int | None = None) -> CommandResult:
@@ -94,8 +101,7 @@ class ChainExecutor:
         for entry in chain:
             plan = None
             for search in range(search_retries + 1):
-                locator = ProxyLocator(snapshot, self.engine_agent_types, self.host_agent_types)
-                plan = locator.source_plan(snapshot.host(host_id), agent.type, entry,
+                plan = self.locator(snapshot).source_plan(snapshot.host(host_id), agent.type, entry,
                                            dict(listed), self.in_flight)
                 if plan.candidates or search == search_retries:
                     break

@@ -29,6 +29,10 @@ from hostpower.store.journal import AlreadyRunning, Journal, Operation
 log = logging.getLogger("hostpower.fencing")
 T = TypeVar("T")
 FLOW_ACTIONS = ("start", "stop", "restart")
+# How long one inventory snapshot serves proxy selection. Status changes made
+# by this engine (flows, monitor) are applied to it at once; other writers
+# (an operator's edit through the API or CLI) are seen within this time.
+SNAPSHOT_TTL = 1.0
 
 
 class FencingService:
@@ -48,6 +52,8 @@ class FencingService:
         self._limit: asyncio.Semaphore | None = None
         self._on_finish: list[Callable[[Operation], None]] = []
         self._on_event: list[Callable[[Event], None]] = []
+        self._state: tuple[InventorySnapshot, Config] | None = None
+        self._state_at = 0.0
 
     # -- database access, off the event loop -------------------------------------------
 
@@ -58,10 +64,19 @@ class FencingService:
         return await asyncio.to_thread(work)
 
     async def _load_state(self) -> tuple[InventorySnapshot, Config]:
-        snapshot, config = await self._db(lambda s: (Inventory(s, self.ctx.box).snapshot(),
-                                                     ConfigStore(s).load()))
-        self._prefer_native = config["PreferNativeFenceDrivers"]
-        return snapshot, config
+        """The inventory and configuration, cached for SNAPSHOT_TTL seconds:
+        with thousands of hosts, reading them for every command would cost
+        more than the command itself."""
+        if self._state is None or time.monotonic() - self._state_at > SNAPSHOT_TTL:
+            self._state = await self._db(lambda s: (Inventory(s, self.ctx.box).snapshot(),
+                                                    ConfigStore(s).load()))
+            self._state_at = time.monotonic()
+            self._prefer_native = self._state[1]["PreferNativeFenceDrivers"]
+        return self._state
+
+    def invalidate(self) -> None:
+        """Forget the cached inventory (after a write this engine did not make itself)."""
+        self._state = None
 
     async def _load_agents(self, host_id: int) -> list[FenceAgent]:
         return await self._db(lambda s: Inventory(s, self.ctx.box).agents(host_id))
@@ -79,7 +94,11 @@ class FencingService:
         await self._db(lambda s: Journal(s).finish_step(step_id, outcome, proxies, message))
 
     async def set_host_status(self, host_id: int, status: HostStatus) -> None:
-        await self._db(lambda s: Inventory(s, self.ctx.box).set_status(host_id, status))
+        host = await self._db(lambda s: Inventory(s, self.ctx.box).set_status(host_id, status))
+        if self._state is not None:  # write-through, so the next selection sees it
+            snapshot, config = self._state
+            hosts = tuple(host if h.id == host_id else h for h in snapshot.hosts)
+            self._state = (InventorySnapshot(snapshot.data_centers, snapshot.clusters, hosts), config)
 
     async def emit(self, event: Event) -> None:
         level = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING,
