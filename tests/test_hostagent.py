@@ -566,7 +566,9 @@ def test_connections_are_reused(lab: Lab, agents: StartAgent) -> None:
             return times
 
     times = asyncio.run(scenario())
-    assert server.gate.accepted == 1  # one TLS handshake for 21 requests
+    # One TLS handshake for the 20 heartbeats (their own lean channel) and one
+    # for the fence command (httpx): 2 handshakes for 21 requests.
+    assert server.gate.accepted == 2
     assert sorted(times)[len(times) // 2] < 0.05
 
 

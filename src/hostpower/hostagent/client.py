@@ -24,51 +24,21 @@ import asyncio
 import os
 import ssl
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from hostpower.hostagent.errors import (
+    AgentError, AgentProtocolError, AgentTimeout, AgentTLSError, AgentUnreachable,
+    connect_reason as _connect_reason, describe_ssl_error as _describe_ssl_error,
+    endpoint as _endpoint, find_ssl_error as _find_ssl_error,
+)
+from hostpower.hostagent.heartbeat import HeartbeatChannel
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult
 
 HEARTBEAT_PATH = "/v1/heartbeat"
 FENCE_PATH = "/v1/fence"
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class AgentError(Exception):
-    """Any failure to get an answer from a host agent."""
-
-    def __init__(self, message: str, address: str, port: int) -> None:
-        super().__init__(f"agent {_endpoint(address, port)}: {message}")
-        self.address = address
-        self.port = port
-        self.reason = message
-
-
-class AgentUnreachable(AgentError):
-    """No connection could be made: refused, no route, or connect timed out. Nothing was sent."""
-
-
-class AgentTimeout(AgentError):
-    """Connected, but no complete answer in time. The command may have been delivered."""
-
-
-class AgentTLSError(AgentError):
-    """The TLS handshake failed: untrusted or mismatched agent certificate, or we were refused."""
-
-
-class AgentProtocolError(AgentError):
-    """The agent answered, but not as expected: an HTTP error, a refused request, bad JSON."""
-
-    def __init__(self, message: str, address: str, port: int, status: int | None = None,
-                 field: str | None = None) -> None:
-        super().__init__(message, address, port)
-        self.status = status
-        self.field = field
 
 
 # --------------------------------------------------------------------------- answers
@@ -98,10 +68,6 @@ class Heartbeat:
 # --------------------------------------------------------------------------- the client
 
 
-def _endpoint(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
 def client_ssl_context(ca_pem_path: str | os.PathLike[str],
                        engine_cert_path: str | os.PathLike[str],
                        engine_key_path: str | os.PathLike[str]) -> ssl.SSLContext:
@@ -112,36 +78,6 @@ def client_ssl_context(ca_pem_path: str | os.PathLike[str],
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_cert_chain(os.fspath(engine_cert_path), os.fspath(engine_key_path))
     return ctx
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """The exception and the ones it wraps, outermost first (httpx wraps two levels deep)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def _find_ssl_error(exc: BaseException) -> ssl.SSLError | None:
-    return next((e for e in _causes(exc) if isinstance(e, ssl.SSLError)), None)
-
-
-def _connect_reason(exc: BaseException) -> str:
-    """The system's word for a failed connect ("Connection refused"), not httpx's summary."""
-    errnos = [e.errno for e in _causes(exc) if isinstance(e, OSError) and e.errno]
-    return os.strerror(errnos[-1]) if errnos else (str(exc) or type(exc).__name__)
-
-
-def _describe_ssl_error(err: ssl.SSLError) -> str:
-    if isinstance(err, ssl.SSLCertVerificationError) and err.verify_message:
-        return f"agent certificate rejected: {err.verify_message}"
-    reason = err.reason or str(err)
-    if "alert" in str(reason).lower():
-        return f"the agent refused our TLS handshake ({reason}); is the engine certificate " \
-               f"issued by the agent's CA?"
-    return f"TLS error: {reason}"
 
 
 class AgentClient:
@@ -162,6 +98,7 @@ class AgentClient:
         """`fence_margin`: extra seconds granted past a fence command's own timeout for
         the agent to report (it allows its driver 5 s of grace itself)."""
         self._ssl = client_ssl_context(ca_pem_path, engine_cert_path, engine_key_path)
+        self._heartbeats = HeartbeatChannel(self._ssl, connect_timeout)
         self.connect_timeout = connect_timeout
         self.fence_margin = fence_margin
         self._limits = httpx.Limits(max_connections=max_connections_per_agent,
@@ -174,8 +111,10 @@ class AgentClient:
 
     async def heartbeat(self, address: str, port: int, timeout: float) -> Heartbeat:
         """Ask one agent whether it is alive; raises an AgentError subclass if not."""
+        if self._closed:
+            raise RuntimeError("AgentClient is closed")
         started = time.monotonic()
-        data = await self._call("GET", address, port, HEARTBEAT_PATH, timeout)
+        data = await self._heartbeats.get(address, port, HEARTBEAT_PATH, timeout)
         round_trip = time.monotonic() - started
         try:
             return Heartbeat.from_dict(data, round_trip)
@@ -217,12 +156,14 @@ class AgentClient:
 
     async def forget(self, address: str, port: int) -> None:
         """Close the pooled connections to one agent (e.g. its host was removed)."""
+        self._heartbeats.forget(address, port)
         client = self._clients.pop((address, port), None)
         if client is not None:
             await client.aclose()
 
     async def aclose(self) -> None:
         self._closed = True
+        self._heartbeats.close()
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
