@@ -4,7 +4,10 @@
 set -euo pipefail
 
 want_pkgs=(fence-agents ipmitool snmp iproute2)
-[ "${HOSTPOWER_WITH_BROWSER:-0}" = 1 ] && want_pkgs+=(chromium)
+# The web console's end-to-end tests (tests/test_web_console.py) drive Debian's
+# chromium with Playwright; Playwright never downloads a browser of its own.
+# On by default; HOSTPOWER_WITH_BROWSER=0 skips it (those tests then skip too).
+[ "${HOSTPOWER_WITH_BROWSER:-1}" = 1 ] && want_pkgs+=(chromium)
 
 missing=()
 for p in "${want_pkgs[@]}"; do

@@ -14,7 +14,9 @@ from hostpower import __version__
 from hostpower.context import EngineContext
 from hostpower.model.errors import ConflictError, NotFoundError, ValidationError
 from hostpower.api import routes_fence, routes_hosts, routes_inventory, routes_system
+from hostpower.api import routes_session  # web console login (cookie + CSRF)
 from hostpower.runtime import EngineRuntime
+from hostpower.web.routes import mount_console  # web console: / and /static
 
 log = logging.getLogger("hostpower.api")
 
@@ -83,4 +85,7 @@ def create_app(ctx: EngineContext, runtime: EngineRuntime | None = None) -> Fast
     app.include_router(routes_inventory.router)
     app.include_router(routes_hosts.router)
     app.include_router(routes_fence.router)
+    # Web console: session login under /api/session, the page under / and /static.
+    app.include_router(routes_session.router)
+    mount_console(app)
     return app

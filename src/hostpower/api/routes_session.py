@@ -1,0 +1,85 @@
+"""Web console sessions: log in (cookie + CSRF token), who am I, log out.
+
+See auth.py for how the cookie and the CSRF token are checked. The bearer
+token API (/api/auth/token) is unchanged; this is the browser's way in.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from pydantic import BaseModel
+
+from hostpower.api import schemas as S
+from hostpower.api.auth import (
+    SESSION_COOKIE, Principal, check_csrf, check_same_origin, csrf_token_for, current_user,
+    session_cookie,
+)
+from hostpower.store.users import Users
+
+router = APIRouter(prefix="/api", tags=["auth"])
+
+
+class SessionOut(BaseModel):
+    user: str
+    role: str
+    csrf_token: str
+    csrf_header: str = "X-CSRF-Token"
+
+
+def _secure(request: Request) -> bool:
+    """Secure cookie when the browser talks https (directly or via a proxy
+    that uvicorn trusts for X-Forwarded-Proto)."""
+    return request.url.scheme == "https"
+
+
+def _clear_cookie(response: Response, request: Request) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=_secure(request), httponly=True,
+                           samesite="strict")
+
+
+@router.post("/session", response_model=SessionOut)
+def log_in(body: S.TokenRequest, request: Request, response: Response) -> SessionOut:
+    """Log in: sets the HttpOnly session cookie and returns the CSRF token to
+    send in the X-CSRF-Token header with every state-changing request."""
+    check_same_origin(request)  # no login CSRF from another site
+    with request.app.state.ctx.db.session() as s:
+        users = Users(s)
+        user = users.authenticate(body.username, body.password)
+        if user is None:
+            raise HTTPException(401, "wrong user name or password")
+        token, _expires = users.issue_token(user)
+        name, role = user.name, user.role
+    # No Max-Age: the cookie ends with the browser session; the server side
+    # expires it after the token lifetime (12 hours) anyway.
+    response.set_cookie(SESSION_COOKIE, token, path="/", httponly=True, samesite="strict",
+                        secure=_secure(request))
+    response.headers["Cache-Control"] = "no-store"
+    return SessionOut(user=name, role=role, csrf_token=csrf_token_for(token))
+
+
+@router.get("/session", response_model=SessionOut)
+def who_am_i(request: Request, response: Response,
+             user: Principal = Depends(current_user),
+             cookie: str | None = Depends(session_cookie)) -> SessionOut:
+    """The current session (the console calls it on load to get its CSRF
+    token back after a page reload). Same-origin only: no CORS is granted, so
+    another site cannot read the token."""
+    if user.via != "session" or not cookie:
+        raise HTTPException(401, "no console session: log in with POST /api/session",
+                            headers={"WWW-Authenticate": "Bearer"})
+    response.headers["Cache-Control"] = "no-store"
+    return SessionOut(user=user.name, role=user.role.value, csrf_token=csrf_token_for(cookie))
+
+
+@router.delete("/session", status_code=204)
+def log_out(request: Request, cookie: str | None = Depends(session_cookie)) -> Response:
+    """Log out: revokes the session token (CSRF-checked) and clears the cookie."""
+    response = Response(status_code=204)
+    if cookie:
+        with request.app.state.ctx.db.session() as s:
+            users = Users(s)
+            if users.user_for_token(cookie) is not None:
+                check_csrf(request, cookie)
+                users.revoke(cookie)
+    _clear_cookie(response, request)
+    return response

@@ -1,0 +1,1 @@
+"""The web console: static ES modules and CSS served by the engine under `/`."""

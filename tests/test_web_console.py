@@ -1,0 +1,536 @@
+"""The web console in a real browser: Debian's chromium driven by Playwright.
+
+One engine for the module (uvicorn in a thread, SQLite under tmp), whose hosts
+are powered by the real fence_dummy agent of fence-agents, run by the engine
+itself (chain "engine"). The monitor does not run, so host statuses are what
+the tests set, and nothing is ever fenced automatically.
+
+Never `playwright install`: the browser is /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import os
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import IN_CI, require
+from hostpower.api.app import create_app
+from hostpower.context import EngineContext
+from hostpower.inventory_file import load_document
+from hostpower.model.inventory import HostStatus
+from hostpower.model.proxychain import complete_chain, format_chain, parse_chain
+from hostpower.runtime import EngineRuntime
+from hostpower.settings import Settings
+from hostpower.store.configstore import ConfigStore
+from hostpower.store.inventory import Inventory
+from hostpower.store.users import Users
+
+CHROMIUM = Path("/usr/bin/chromium")
+FENCE_DUMMY = Path("/usr/sbin/fence_dummy")
+# Screenshots go to test-artifacts/ on every run; HOSTPOWER_UPDATE_SCREENSHOTS=1
+# writes them to docs/screenshots/ (shown in the README) instead, so that a
+# plain `make test` leaves the work tree clean.
+SCREENSHOTS = Path(__file__).resolve().parent.parent / (
+    "docs/screenshots" if os.environ.get("HOSTPOWER_UPDATE_SCREENSHOTS") == "1"
+    else "test-artifacts/screenshots")
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--disable-extensions", "--disable-default-apps", "--mute-audio",
+    "--disable-features=Translate,MediaRouter,OptimizationHints",
+]
+ADMIN = ("admin", "admin-password")
+VIEWER = ("viewer", "viewer-password")
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # the `test` extra installs it; in CI nothing may be skipped
+    if IN_CI:
+        raise
+    pytest.skip("playwright is not installed (pip install -e '.[test]')", allow_module_level=True)
+
+
+def _dummy(status_file: Path, **extra: object) -> dict:
+    return {"type": "dummy", "address": "127.0.0.1",
+            "options": {"type": "file", "status_file": str(status_file)}, **extra}
+
+
+def inventory(power: Path) -> dict:
+    """Two data centers; every host's power is a fence_dummy status file."""
+    def host(name: str, addr: str, chain: str, status: str = "up", agents: int = 1,
+             **extra: object) -> dict:
+        return {"name": name, "address": addr, "status": status, **extra,
+                "power_management": {
+                    "enabled": True, "automatic_pm_enabled": False, "pm_proxies": chain,
+                    "agents": [_dummy(power / f"{name}.power", order=1) for _ in range(agents)]}}
+
+    return {
+        "config": {
+            "FenceStopStatusDelayBetweenRetriesInSec": "0",
+            "FenceStartStatusDelayBetweenRetriesInSec": "0",
+            "DisableFenceAtStartupInSec": "86400",
+            "FindFenceProxyRetries": "0",
+            "FenceCommandTimeoutInSec": "10",
+        },
+        "data_centers": [
+            {"name": "dc-east", "description": "Primary site", "clusters": [
+                {"name": "east-a", "description": "Compute, rack A", "hosts": [
+                    host("east-a-1", "127.0.2.11", "engine,cluster"),
+                    host("east-a-2", "127.0.2.12", "engine"),
+                    host("east-a-3", "127.0.2.13", "engine", agents=2),
+                ]},
+                {"name": "east-b", "description": "Compute, rack B", "hosts": [
+                    host("east-b-1", "127.0.2.21", "engine,dc"),
+                    host("east-b-2", "127.0.2.22", "engine", status="maintenance"),
+                ]},
+            ]},
+            {"name": "dc-west", "description": "Disaster-recovery site", "clusters": [
+                {"name": "west-a", "hosts": [
+                    host("west-a-1", "127.0.2.31", "engine,other_dc"),
+                    host("west-a-2", "127.0.2.32", "engine", status="non_operational",
+                         non_operational_reason="storage_unreachable"),
+                ]},
+            ]},
+        ],
+    }
+
+
+@dataclass
+class Engine:
+    url: str
+    ctx: EngineContext
+    power: Path
+
+    def host_id(self, name: str) -> int:
+        with self.ctx.db.session() as s:
+            return Inventory(s, self.ctx.box).find_host(name).id
+
+    def set_status(self, name: str, status: HostStatus) -> None:
+        with self.ctx.db.session() as s:
+            Inventory(s, self.ctx.box).set_status(self.host_id(name), status)
+
+    def api(self, user: tuple[str, str] = ADMIN) -> httpx.Client:
+        """A bearer-token client, to check what the console did."""
+        client = httpx.Client(base_url=self.url, timeout=10)
+        r = client.post("/api/auth/token", json={"username": user[0], "password": user[1]})
+        r.raise_for_status()
+        client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        return client
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    require(FENCE_DUMMY.exists(), "fence-agents (fence_dummy) is not installed")
+    import uvicorn
+
+    tmp = tmp_path_factory.mktemp("web")
+    power = tmp / "power"
+    power.mkdir()
+    ctx = EngineContext.open(Settings(home=tmp / "home", db_url=f"sqlite:///{tmp / 'engine.db'}"))
+    with ctx.db.session() as s:
+        load_document(Inventory(s, ctx.box, ctx.known_agent_types()), ConfigStore(s),
+                      inventory(power))
+        Users(s).add(ADMIN[0], "admin", ADMIN[1])
+        Users(s).add(VIEWER[0], "viewer", VIEWER[1])
+    for name in ("east-a-1", "east-a-2", "east-a-3", "east-b-2", "west-a-1", "west-a-2"):
+        (power / f"{name}.power").write_text("on")
+    (power / "east-b-1.power").write_text("off")
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = create_app(ctx, EngineRuntime(ctx, monitor=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "engine did not start"
+        time.sleep(0.05)
+    yield Engine(f"http://127.0.0.1:{port}", ctx, power)
+    server.should_exit = True
+    thread.join(15)
+    sock.close()
+    ctx.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    require(CHROMIUM.exists(), "chromium is not installed (apt-get install chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, engine):  # type: ignore[no-untyped-def]
+    context = browser.new_context(base_url=engine.url, viewport={"width": 1440, "height": 900},
+                                  locale="en-GB", timezone_id="UTC")
+    context.set_default_timeout(10_000)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    pg.on("console", lambda msg: errors.append(f"console: {msg.text}")
+          if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+    # 4xx answers are what some tests provoke (bad input, CSRF, viewer); 5xx never.
+    pg.on("response", lambda r: errors.append(f"{r.status} {r.request.method} {r.url}")
+          if r.status >= 500 else print("browser got", r.status, r.request.method, r.url)
+          if r.status >= 400 else None)
+    yield pg
+    context.close()
+    assert not errors, errors
+
+
+def login(page, user: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/")
+    page.get_by_label("User name").fill(user[0])
+    page.get_by_label("Password").fill(user[1])
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator(".user-chip .user-name")).to_have_text(user[0])
+
+
+def host_row(page, name: str):  # type: ignore[no-untyped-def]
+    return page.locator(f"tr[data-host='{name}']")
+
+
+# -- tests ------------------------------------------------------------------------------
+
+def test_login_inventory_and_live_refresh(page, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/")
+    page.get_by_label("User name").fill("admin")
+    page.get_by_label("Password").fill("wrong-password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator(".form-error")).to_contain_text("wrong user name or password")
+    login(page, ADMIN)
+
+    cookie = next(c for c in page.context.cookies() if c["name"] == "hostpower_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and not cookie["secure"]
+    assert "hostpower_session" not in page.evaluate("document.cookie")
+
+    expect(host_row(page, "east-a-1")).to_be_visible()
+    assert page.locator("tbody tr[data-host]").count() == 7
+    expect(host_row(page, "west-a-2").locator("[data-status]")).to_have_text("non operational")
+    # Data centers and clusters filter the hosts.
+    page.locator(".tree-item", has_text="west-a").click()
+    expect(page.locator("tbody tr[data-host]")).to_have_count(2)
+    page.locator(".tree-item", has_text="All data centers").click()
+    expect(page.locator("tbody tr[data-host]")).to_have_count(7)
+    # Power state: asked through the chain (automatically at first, and on demand).
+    expect(host_row(page, "east-b-1").locator("[data-power]")).to_have_text("off")
+    host_row(page, "east-a-1").locator("[data-action=check-power]").click()
+    expect(host_row(page, "east-a-1").locator("[data-power]")).to_have_text("on")
+    expect(host_row(page, "east-a-1").locator(".via")).to_have_text("engine")
+    # The inventory refreshes on its own.
+    engine.set_status("east-b-1", HostStatus.MAINTENANCE)
+    expect(host_row(page, "east-b-1").locator("[data-status]")).to_have_text("maintenance",
+                                                                           timeout=8000)
+    engine.set_status("east-b-1", HostStatus.UP)
+    page.get_by_role("tab", name="Clusters").click()
+    expect(page.locator("tr[data-cluster='east-a']")).to_contain_text("dc-east")
+    page.get_by_role("tab", name="Data centers").click()
+    expect(page.locator("tr[data-datacenter='dc-west']")).to_contain_text("Disaster-recovery site")
+    # Log out: the session is gone on the server too.
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    assert page.evaluate("fetch('/api/session').then(r => r.status)") == 401
+
+
+def test_proxy_preferences_reorder_and_add_host(page, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    hid = engine.host_id("east-a-1")
+    login(page, ADMIN)
+    page.goto(f"/#/hosts/{hid}/pm")
+    expect(page.locator(".pm-tab[data-loaded]")).to_have_count(1)
+    rows = page.locator(".proxy-list li")
+    expect(rows).to_have_count(2)
+    expect(rows.locator(".proxy-label")).to_have_text(["Engine", "Cluster"])
+    effective = page.locator(".effective-list li")
+    expect(effective).to_have_count(3)
+    expect(effective.nth(2)).to_have_attribute("data-implicit", "true")
+    expect(effective.nth(2)).to_have_attribute("data-entry", "dc")
+
+    # Down on "engine", then Up on "dc" after adding it: the list is the priority.
+    rows.nth(0).get_by_role("button", name="Move Engine down").click()
+    expect(rows.locator(".proxy-label")).to_have_text(["Cluster", "Engine"])
+    page.locator(".add-source").select_option("dc")
+    page.get_by_role("button", name="Add", exact=True).click()
+    expect(rows.locator(".proxy-label")).to_have_text(["Cluster", "Engine", "Data center"])
+    rows.nth(2).get_by_role("button", name="Move Data center up").click()
+    expect(rows.locator(".proxy-label")).to_have_text(["Cluster", "Data center", "Engine"])
+    expect(page.locator(".chain-effective .chip.preview")).to_be_visible()
+    expect(effective.locator("[data-implicit=true]")).to_have_count(0)
+    page.locator("[data-action=save]").click()
+    expect(page.locator(".dirty")).to_have_text("Saved")
+
+    api = engine.api()
+    pm = api.get(f"/api/hosts/{hid}").json()["power_management"]
+    assert [p["type"] for p in pm["pm_proxies"]] == ["cluster", "dc", "engine"]
+
+    # A specific host: picked from the defined hosts, the host itself excluded.
+    page.locator(".add-source").select_option("host")
+    options = page.locator(".add-host option").all_text_contents()
+    assert not any(o.startswith("east-a-1 ") for o in options), options
+    assert any(o.startswith("west-a-1 ") for o in options), options
+    page.locator(".add-host").select_option("east-b-1")
+    page.get_by_role("button", name="Add", exact=True).click()
+    rows.nth(3).get_by_role("button", name="Move east-b-1 up").click()
+    rows.nth(2).get_by_role("button", name="Move east-b-1 up").click()
+    expect(rows.locator(".proxy-label")).to_have_text(["Cluster", "east-b-1", "Data center", "Engine"])
+    page.locator("[data-action=save]").click()
+    expect(page.locator(".dirty")).to_have_text("Saved")
+    pm = api.get(f"/api/hosts/{hid}").json()["power_management"]
+    assert pm["pm_proxies"] == [{"type": "cluster", "host": None}, {"type": "host", "host": "east-b-1"},
+                                {"type": "dc", "host": None}, {"type": "engine", "host": None}]
+    # Remove it again.
+    rows.nth(1).get_by_role("button", name="Remove east-b-1").click()
+    page.locator("[data-action=save]").click()
+    expect(page.locator(".dirty")).to_have_text("Saved")
+    assert len(api.get(f"/api/hosts/{hid}").json()["power_management"]["pm_proxies"]) == 3
+
+    # The live preview completes a chain exactly as the engine does.
+    cases = ["", "engine,IP1,IP2", "IP1,dc,IP2", "other_dc", "cluster,dc,engine"]
+    for implicit in ("engine,cluster,dc", "", "dc"):
+        got = page.evaluate("""async ([cases, implicit]) => {
+            const c = await import('/static/js/chain.js');
+            return cases.map((s) => c.formatChain(c.effectiveChain(c.parseSources(s), 'cluster,dc', implicit))
+                + '|' + c.effectiveChain(c.parseSources(s), 'cluster,dc', implicit).map((e) => e.implicit ? 1 : 0).join(''));
+        }""", [cases, implicit])
+        want = []
+        for spec in cases:
+            own = parse_chain(spec)
+            full = complete_chain(own, parse_chain("cluster,dc"), parse_chain(implicit))
+            keys = {e.key for e in own}
+            want.append(format_chain(full).lower() + "|" + "".join("0" if e.key in keys else "1" for e in full))
+        assert got == want, (implicit, got, want)
+
+
+def test_restart_shows_steps_and_proxy(page, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    hid = engine.host_id("east-a-2")
+    login(page, ADMIN)
+    page.goto(f"/#/hosts/{hid}/pm")
+    # Test: a status through the chain, and who answered.
+    page.locator(".chain-card [data-action=test]").click()
+    expect(page.locator(".chain-card .status-result")).to_have_attribute("data-proxy", "engine")
+    expect(page.locator(".chain-card [data-answered-by]")).to_have_text("engine")
+
+    page.locator(".power-actions [data-action=restart]").click()
+    confirm = page.get_by_role("dialog", name="Restart host")
+    expect(confirm).to_contain_text("Restart east-a-2?")
+    confirm.locator("[data-role=confirm]").click()
+    op = page.locator(".operation")
+    expect(op).to_have_attribute("data-state", "succeeded", timeout=20_000)
+    steps = op.locator(".step")
+    expect(steps.locator(".step-name")).to_have_text(
+        ["Check power", "Stop", "Verify off", "Start", "Verify on"])
+    for i in range(5):
+        expect(steps.nth(i).locator(".proxy-chip")).to_have_text("engine")
+    assert (engine.power / "east-a-2.power").read_text() == "on"
+    page.get_by_role("button", name="Close", exact=True).last.click()
+    # The operation is listed with its proxies, and the event log tells the same.
+    page.get_by_role("tab", name="Operations").click()
+    expect(page.locator("tr[data-operation]").first).to_contain_text("restart")
+    expect(page.locator("tr[data-operation]").first.locator(".proxy-chip")).to_have_text("engine")
+    # A stop is confirmed too, and a cancelled dialog does nothing.
+    page.locator(".power-actions [data-action=stop]").click()
+    page.get_by_role("dialog", name="Stop host").get_by_role("button", name="Cancel").click()
+    assert (engine.power / "east-a-2.power").read_text() == "on"
+
+
+def test_viewer_sees_no_write_controls(page, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    hid = engine.host_id("east-a-3")
+    login(page, VIEWER)
+    expect(host_row(page, "east-a-3")).to_be_visible()
+    expect(page.locator("[data-action=power-menu]")).to_have_count(0)
+    expect(page.locator(".nav-link[data-section=config]")).to_have_count(0)
+    page.goto(f"/#/hosts/{hid}/pm")
+    expect(page.locator(".agents-table tbody tr")).to_have_count(2)
+    expect(page.locator(".concurrent-tag")).to_have_text("concurrent")
+    expect(page.locator(".proxy-list li")).to_have_count(1)
+    for selector in ("[data-action=save]", "[data-action=add-agent]", "[data-action=edit-agent]",
+                     "[data-action=remove-agent]", "[data-action=up]", "[data-action=down]",
+                     "[data-action=add-proxy]", "[data-action=test]", ".power-actions",
+                     ".savebar", ".add-proxy"):
+        expect(page.locator(selector)).to_have_count(0)
+    for box in page.locator(".pm-settings input[type=checkbox]").all():
+        expect(box).to_be_disabled()
+    page.goto("/#/config")
+    expect(page).to_have_url(re.compile(r"#/hosts$"))
+    # The API refuses the viewer's writes anyway, even with a valid CSRF token.
+    status = page.evaluate("""async (hid) => {
+        const s = await (await fetch('/api/session')).json();
+        const r = await fetch(`/api/hosts/${hid}/power_management`, {method: 'PUT',
+            headers: {'Content-Type': 'application/json', 'X-CSRF-Token': s.csrf_token},
+            body: JSON.stringify({enabled: false})});
+        return [r.status, (await r.json()).detail];
+    }""", hid)
+    assert status[0] == 403 and "admin role required" in status[1]
+    assert engine.api().get(f"/api/hosts/{hid}").json()["power_management"]["enabled"] is True
+
+
+def test_bad_values_are_shown_next_to_their_field(page, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    hid = engine.host_id("west-a-1")
+    login(page, ADMIN)
+    page.goto(f"/#/hosts/{hid}/pm")
+    expect(page.locator(".agents-table tbody tr")).to_have_count(1)
+    page.locator("[data-action=add-agent]").click()
+    dlg = page.get_by_role("dialog")
+    dlg.locator("select[name=type]").select_option("ipmilan")
+    dlg.get_by_label("Address").fill("10.9.0.1")
+    dlg.get_by_label("Port").fill("70000")
+    dlg.get_by_label("Password").fill("Secret-BMC-pw")
+    dlg.locator("[data-action=save-agent]").click()
+    port_error = dlg.locator(".field[data-field=port] .field-error")
+    expect(port_error).to_contain_text("70000 is out of range (1-65535)")
+    expect(dlg.locator(".field[data-field=address] .field-error")).to_be_hidden()
+    # Fixed, it saves; the password is never shown again, not even on edit.
+    dlg.get_by_label("Port").fill("623")
+    dlg.locator("[data-action=save-agent]").click()
+    expect(page.locator(".agents-table tbody tr")).to_have_count(2)
+    page.locator("tr", has_text="10.9.0.1").locator("[data-action=edit-agent]").click()
+    dlg = page.get_by_role("dialog")
+    expect(dlg.get_by_label("Password")).to_have_value("")
+    expect(dlg.get_by_label("Password")).to_have_attribute("placeholder", re.compile("leave empty"))
+    assert "Secret-BMC-pw" not in page.content()
+    dlg.get_by_role("button", name="Cancel").click()
+    api = engine.api()
+    agents = api.get(f"/api/hosts/{hid}/fenceagents").json()
+    assert [(a["port"], a["password_set"]) for a in agents if a["address"] == "10.9.0.1"] == [(623, True)]
+    # Reorder: the new agent's group first; then join it to the other group (concurrent).
+    page.get_by_role("button", name="Move group 2 up").click()
+    expect(page.locator("tbody.agent-group").first).to_contain_text("10.9.0.1")
+    assert [a["address"] for a in api.get(f"/api/hosts/{hid}/fenceagents").json()] == ["10.9.0.1", "127.0.0.1"]
+    page.locator("tr", has_text="127.0.0.1").locator("[data-action=edit-agent]").click()
+    dlg = page.get_by_role("dialog")
+    dlg.locator("select[name=order]").select_option(index=0)
+    dlg.locator("[data-action=save-agent]").click()
+    expect(page.locator(".concurrent-tag")).to_have_count(1)
+    assert all(a["concurrent"] for a in api.get(f"/api/hosts/{hid}/fenceagents").json())
+    page.locator("tr", has_text="10.9.0.1").locator("[data-action=remove-agent]").click()
+    page.get_by_role("dialog", name="Remove fence agent").locator("[data-role=confirm]").click()
+    expect(page.locator(".agents-table tbody tr")).to_have_count(1)
+
+    # A chain the server refuses (its host was deleted meanwhile): the message shows at the list.
+    c = api.get("/api/clusters").json()[0]
+    temp = api.post("/api/hosts", json={"name": "temp-1", "address": "127.0.2.99",
+                                        "cluster": {"id": c["id"]}, "status": "up"}).json()
+    page.reload()
+    expect(page.locator(".pm-tab[data-loaded]")).to_have_count(1)
+    page.locator(".add-source").select_option("host")
+    page.locator(".add-host").select_option("temp-1")
+    page.get_by_role("button", name="Add", exact=True).click()
+    assert api.delete(f"/api/hosts/{temp['id']}").status_code == 204
+    page.locator("[data-action=save]").click()
+    error = page.locator(".chain-card .field-error:visible")
+    expect(error).to_contain_text("'temp-1' is not a defined host")
+    expect(page.locator(".proxy-list li.has-error")).to_have_attribute("data-entry", "host:temp-1")
+    expect(page.locator(".dirty")).to_have_text("Unsaved changes")
+    page.locator("[data-action=reset]").click()
+
+    # A configuration value of the wrong kind.
+    page.goto("/#/config")
+    row = page.locator("tr[data-key=FenceStopStatusRetries]")
+    expect(row).to_contain_text("Status polls after a stop")
+    expect(row.locator(".default-cell")).to_have_text("18")
+    row.locator("input").fill("abc")
+    row.locator("[data-action=save]").click()
+    expect(row.locator(".field-error")).to_contain_text("'abc' is not a whole number")
+    row.locator("input").fill("12")
+    row.locator("[data-action=save]").click()
+    row = page.locator("tr[data-key=FenceStopStatusRetries]")
+    expect(row.locator(".chip.changed")).to_be_visible()
+    assert engine.api().get("/api/config/FenceStopStatusRetries").json()["value"] == "12"
+    row.locator("[data-action=reset]").click()
+    expect(page.locator("tr[data-key=FenceStopStatusRetries] .chip.changed")).to_have_count(0)
+
+
+def test_cookie_writes_need_the_csrf_header(page, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    login(page, ADMIN)
+    hid = engine.host_id("east-a-3")  # chain "engine": a status answers at once
+    result = page.evaluate("""async (hid) => {
+        const body = JSON.stringify({fence_type: 'status'});
+        const json = {'Content-Type': 'application/json'};
+        const s = await (await fetch('/api/session')).json();
+        const without = await fetch(`/api/hosts/${hid}/fence`, {method: 'POST', headers: json, body});
+        const wrong = await fetch(`/api/hosts/${hid}/fence`, {method: 'POST',
+            headers: {...json, 'X-CSRF-Token': 'forged'}, body});
+        const right = await fetch(`/api/hosts/${hid}/fence`, {method: 'POST',
+            headers: {...json, 'X-CSRF-Token': s.csrf_token}, body});
+        return [without.status, (await without.json()).detail, wrong.status, right.status];
+    }""", hid)
+    assert result[0] == 403 and "CSRF" in result[1], result
+    assert result[2] == 403 and result[3] == 200, result
+    # The same cookie from another client, without the header: refused too.
+    cookie = next(c for c in page.context.cookies() if c["name"] == "hostpower_session")
+    with httpx.Client(base_url=engine.url, cookies={"hostpower_session": cookie["value"]}) as c:
+        assert c.get("/api/hosts").status_code == 200
+        r = c.put("/api/config/FenceStopStatusRetries", json={"value": "3"})
+        assert r.status_code == 403
+        r = c.put("/api/config/FenceStopStatusRetries", json={"value": "3"},
+                  headers={"X-CSRF-Token": page.evaluate(
+                      "fetch('/api/session').then(r => r.json()).then(s => s.csrf_token)"),
+                      "Origin": "https://evil.example"})
+        assert r.status_code == 403 and "cross-site" in r.json()["detail"]
+    assert engine.api().get("/api/config/FenceStopStatusRetries").json()["value"] == "18"
+
+
+def test_event_log_filters_by_host_and_severity(page, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    login(page, ADMIN)
+    page.goto("/#/events")
+    expect(page.locator("tr[data-event-id]").first).to_be_visible()
+    page.get_by_label("Host").select_option(label="east-a-2")
+    hid = engine.host_id("east-a-2")
+    expect(page.locator(f".events-box[data-query='?host={hid}&limit=200']")).to_have_count(1)
+    expect(page.locator("tr[data-event-id]").first).to_be_visible()
+    hosts = set(page.locator("tr[data-event-id] td:nth-child(3)").all_text_contents())
+    assert hosts == {"east-a-2"}, hosts
+    page.get_by_label("Severity").select_option("error")
+    expect(page.locator(f".events-box[data-query='?host={hid}&severity=error&limit=200']")).to_have_count(1)
+    expect(page.locator("tr[data-event-id]")).to_have_count(0)
+    expect(page.locator(".empty")).to_contain_text("No event matches")
+
+
+def test_screenshots_of_the_main_pages(page, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    """The main pages as PNG (docs/screenshots/ with HOSTPOWER_UPDATE_SCREENSHOTS=1)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    login(page, ADMIN)
+    expect(host_row(page, "east-b-1").locator("[data-power]")).to_have_text("off")
+    expect(page.locator("tbody td.power-cell [data-power]")).to_have_count(7, timeout=30_000)
+    page.mouse.move(0, 0)
+    page.screenshot(path=SCREENSHOTS / "hosts.png")
+
+    hid = engine.host_id("east-a-3")
+    page.goto(f"/#/hosts/{hid}/pm")
+    expect(page.locator(".pm-tab[data-loaded]")).to_have_count(1)
+    expect(page.locator(".agents-table tbody tr")).to_have_count(2)
+    page.locator(".add-source").select_option("dc")
+    page.get_by_role("button", name="Add", exact=True).click()
+    page.locator(".chain-card [data-action=test]").click()
+    expect(page.locator(".chain-card .status-result")).to_be_visible()
+    # Tall enough for the whole tab (a full-page shot would cut through the sticky save bar).
+    page.set_viewport_size({"width": 1440, "height": 1300})
+    page.evaluate("window.scrollTo(0, 0)")
+    page.mouse.move(0, 0)
+    page.screenshot(path=SCREENSHOTS / "host-power-management.png")
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.locator("[data-action=reset]").click()
+
+    page.goto("/#/events")
+    expect(page.locator("tr[data-event-id]").first).to_be_visible()
+    page.screenshot(path=SCREENSHOTS / "events.png")
+
+    page.goto("/#/config")
+    expect(page.locator("tr[data-key]").first).to_be_visible()
+    page.screenshot(path=SCREENSHOTS / "config.png")
+    for name in ("hosts", "host-power-management", "events", "config"):
+        assert (SCREENSHOTS / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
