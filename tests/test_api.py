@@ -271,3 +271,21 @@ def test_host_agent_port_defaults_and_is_checked(api: TestClient, admin, world) 
     assert r.status_code == 400 and r.json()["field"] == "port"
     r = api.put(f"/api/hosts/{world['h1']['id']}", headers=admin, json={"port": 8443})
     assert r.json()["port"] == 8443
+
+
+def test_agent_update_without_options_keeps_the_stored_ones(api: TestClient, admin, world) -> None:  # type: ignore[no-untyped-def]
+    hid = world["h1"]["id"]
+    agent = api.post(f"/api/hosts/{hid}/fenceagents", headers=admin, json={
+        "type": "apc_snmp", "address": "10.1.0.5", "encrypt_options": True,
+        "options": [{"name": "community", "value": "kept-community"}]}).json()
+    r = api.put(f"/api/hosts/{hid}/fenceagents/{agent['id']}", headers=admin, json={
+        "type": "apc_snmp", "address": "10.1.0.6", "encrypt_options": True, "order": 2})
+    assert r.status_code == 200, r.text
+    assert (r.json()["order"], r.json()["options"]) == (2, [{"name": "community", "value": None}])
+    with api.app.state.ctx.db.session() as s:  # type: ignore[attr-defined]
+        from hostpower.store.inventory import Inventory
+        stored = Inventory(s, api.app.state.ctx.box).agent(hid, agent["id"])  # type: ignore[attr-defined]
+    assert stored.options == (("community", "kept-community"),)
+    r = api.put(f"/api/hosts/{hid}/fenceagents/{agent['id']}", headers=admin, json={
+        "type": "apc_snmp", "address": "10.1.0.6", "options": []})
+    assert r.json()["options"] == []

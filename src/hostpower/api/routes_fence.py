@@ -79,10 +79,14 @@ async def test_agent(host_id: int, body: S.FenceAgentTestIn, request: Request) -
     def build(s) -> FenceAgent:  # type: ignore[no-untyped-def]
         inv = Inventory(s, ctx.box, ctx.known_agent_types())
         inv.host(host_id)
+        saved = inv.agent(host_id, body.id) if body.id is not None else None
         password = body.password
-        if password is None and body.id is not None:
-            password = inv.agent(host_id, body.id).password.reveal()
-        opts = validate.options(tuple((o.name, o.value) for o in body.options))
+        if password is None and saved is not None:
+            password = saved.password.reveal()
+        if body.options is None:
+            opts = saved.options if saved is not None else ()
+        else:
+            opts = validate.options(tuple((o.name, o.value) for o in body.options))
         return FenceAgent(
             id=body.id or 0, host_id=host_id,
             type=validate.agent_type(body.type, ctx.known_agent_types()),

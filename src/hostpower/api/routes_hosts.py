@@ -98,7 +98,8 @@ def _agent_input(body: S.FenceAgentIn) -> AgentInput:
     return AgentInput(
         type=body.type, address=body.address, port=body.port, username=body.username,
         password=Secret(body.password) if body.password is not None else None,
-        options=tuple((o.name, o.value) for o in body.options), order=body.order,
+        options=None if body.options is None else tuple((o.name, o.value) for o in body.options),
+        order=body.order,
         encrypt_options=body.encrypt_options,
     )
 

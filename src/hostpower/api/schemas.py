@@ -163,7 +163,9 @@ class FenceAgentIn(Strict):
     port: int | None = None
     username: str = ""
     password: str | None = Field(None, description="write-only; omit on update to keep it")
-    options: list[Option] = Field(default_factory=list)
+    options: list[Option] | None = Field(
+        None, description="omit on update to keep the stored options (values of encrypted "
+                          "options are never returned, so this is how they are kept)")
     order: int | None = Field(None, description="agents of the same order run concurrently")
     encrypt_options: bool = False
 

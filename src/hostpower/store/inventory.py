@@ -39,7 +39,7 @@ class AgentInput:
     port: int | None = None
     username: str = ""
     password: Secret | None = None
-    options: tuple[tuple[str, str], ...] = ()
+    options: tuple[tuple[str, str], ...] | None = ()   # None on update: keep the stored ones
     order: int | None = None
     encrypt_options: bool = False
 
@@ -263,6 +263,8 @@ class Inventory:
 
     def update_agent(self, host_id: int, agent_id: int, data: AgentInput) -> FenceAgent:
         row = self._agent_row(host_id, agent_id)
+        if data.options is None:
+            data = replace(data, options=self._agent(row).options)
         checked = self._checked_agent(data)
         order = validate.order(data.order) if data.order is not None else row.order
         for k, v in checked.items():
@@ -329,7 +331,7 @@ class Inventory:
         return format_chain(entries)
 
     def _checked_agent(self, data: AgentInput) -> dict[str, object]:
-        opts = validate.options(data.options)
+        opts = validate.options(data.options or ())
         if data.password is not None:
             validate.single_line(data.password.reveal(), "password", secret=True)
         return {
