@@ -289,3 +289,19 @@ def test_agent_update_without_options_keeps_the_stored_ones(api: TestClient, adm
     r = api.put(f"/api/hosts/{hid}/fenceagents/{agent['id']}", headers=admin, json={
         "type": "apc_snmp", "address": "10.1.0.6", "options": []})
     assert r.json()["options"] == []
+
+
+def test_an_agent_types_parameters_come_from_its_metadata(api: TestClient, viewer) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from conftest import require
+    require(Path("/usr/sbin/fence_ipmilan").exists(), "fence-agents is not installed")
+    r = api.get("/api/capabilities/fenceagents/fence_ipmilan", headers=viewer)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["type"], body["installed"], body["native"]) == ("ipmilan", True, True)
+    params = {p["name"]: p for p in body["parameters"]}
+    assert {"ip", "username", "password", "lanplus"} <= set(params)
+    assert params["lanplus"]["type"] == "boolean"
+    r = api.get("/api/capabilities/fenceagents/nosuch", headers=viewer)
+    assert r.status_code == 400 and r.json()["field"] == "agent_type"

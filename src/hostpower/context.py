@@ -61,6 +61,12 @@ class EngineContext:
             return ConfigStore(s).load()
 
     @cached_property
+    def script_driver(self):  # type: ignore[no-untyped-def]
+        """One script driver per engine, so `-o metadata` is read once per type."""
+        from hostpower.fencing.drivers.script import ScriptDriver
+        return ScriptDriver(self.config()["FenceAgentsPath"])
+
+    @cached_property
     def native_types(self) -> frozenset[str]:
         return native_agent_types()
 

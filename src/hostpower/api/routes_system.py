@@ -68,6 +68,28 @@ def set_config(name: str, body: S.ConfigValueIn, request: Request) -> S.ConfigVa
         return _config_out(*ConfigStore(s).set(name, body.value))
 
 
+@router.get("/capabilities/fenceagents/{agent_type}", response_model=S.AgentTypeOut,
+            dependencies=[Depends(current_user)])
+def agent_type(agent_type: str, request: Request) -> S.AgentTypeOut:
+    """One fence agent type with its parameters (read once from the agent's metadata)."""
+    from hostpower.fencing.drivers.base import DriverError
+    from hostpower.model import validate
+
+    ctx = request.app.state.ctx
+    name = validate.agent_type(agent_type, ctx.known_agent_types(), "agent_type")
+    installed = name in ctx.installed_types()
+    params = []
+    if installed:
+        try:
+            params = ctx.script_driver.metadata(name)
+        except DriverError as exc:
+            raise HTTPException(502, f"fence_{name} -o metadata failed: {exc}") from None
+    return S.AgentTypeOut(type=name, installed=installed, native=name in ctx.native_types,
+                          parameters=[S.AgentParameter(**{k: p.get(k) for k in (
+                              "name", "required", "shortdesc", "type", "default", "deprecated")},
+                              choices=list(p.get("choices") or [])) for p in params])
+
+
 @router.get("/capabilities", response_model=S.CapabilitiesOut, dependencies=[Depends(current_user)])
 def capabilities(request: Request) -> S.CapabilitiesOut:
     ctx = request.app.state.ctx

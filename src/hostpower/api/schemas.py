@@ -220,6 +220,24 @@ class FenceAgentTypes(BaseModel):
     engine: list[str]
 
 
+class AgentParameter(BaseModel):
+    name: str
+    required: bool
+    shortdesc: str
+    type: str
+    default: str | None
+    deprecated: bool
+    choices: list[str] = Field(default_factory=list)
+
+
+class AgentTypeOut(BaseModel):
+    type: str
+    installed: bool
+    native: bool
+    parameters: list[AgentParameter] = Field(
+        description="from `fence_<type> -o metadata` on the engine; empty when not installed")
+
+
 class CapabilitiesOut(BaseModel):
     proxy_types: list[str]
     fence_agent_types: FenceAgentTypes
