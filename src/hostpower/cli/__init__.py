@@ -11,12 +11,14 @@ import sys
 
 from hostpower import __version__
 from hostpower.cli import (
-    agent_cmd, config_cmd, db_cmd, inventory_cmd, lab_cmd, proxies_cmd, serve_cmd, users_cmd,
+    agent_cmd, config_cmd, db_cmd, fence_cmd, inventory_cmd, lab_cmd, proxies_cmd, serve_cmd,
+    users_cmd,
 )
 from hostpower.cli.common import CliError
 from hostpower.model.errors import ConflictError, NotFoundError, ValidationError
 
-MODULES = (serve_cmd, agent_cmd, db_cmd, config_cmd, proxies_cmd, users_cmd, inventory_cmd, lab_cmd)
+MODULES = (serve_cmd, agent_cmd, db_cmd, config_cmd, proxies_cmd, users_cmd, inventory_cmd, lab_cmd,
+           fence_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["agent"]:
+        # The agent daemon has its own options (--bind, --host-name, ...);
+        # argparse cannot pass options through a subcommand, so hand over here.
+        return agent_cmd.run_agent_argv(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -9,11 +9,10 @@ from hostpower.cli.common import open_context
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    a = sub.add_parser("agent", help="run the host agent daemon (see docs/host-agent.md)",
-                       add_help=False)
-    a.add_argument("agent_args", nargs=argparse.REMAINDER,
-                   help="options of the agent: --bind, --host-name, --cert-dir, ... (--help)")
-    a.set_defaults(func=run_agent)
+    # Listed for `hostpower --help`; `hostpower agent ...` is handed to the
+    # daemon's own parser before this one runs (see cli.main).
+    sub.add_parser("agent", help="run the host agent daemon: hostpower agent --help "
+                                 "(see docs/host-agent.md)")
     h = sub.add_parser("host", help="host enrolment")
     hsub = h.add_subparsers(dest="host_command", required=True, metavar="ACTION")
     e = hsub.add_parser("enroll", help="issue a host agent's certificate bundle")
@@ -23,9 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=enroll)
 
 
-def run_agent(args: argparse.Namespace) -> int:
+def run_agent_argv(argv: list[str]) -> int:
     from hostpower.hostagent.server import run_agent as agent_main
-    return agent_main(args.agent_args)
+    return agent_main(argv)
 
 
 def enroll(args: argparse.Namespace) -> int:

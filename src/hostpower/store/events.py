@@ -38,7 +38,8 @@ class Events:
             levels = [s.value for s in Severity][list(Severity).index(severity):]
             q = q.where(EventRow.severity.in_(levels))
         if since is not None:
-            q = q.where(EventRow.created_at >= since)
+            # Stored in UTC; SQLite compares the text, so the bound must be UTC too.
+            q = q.where(EventRow.created_at >= since.astimezone(UTC))
         if operation_id is not None:
             q = q.where(EventRow.operation_id == operation_id)
         if kind is not None:

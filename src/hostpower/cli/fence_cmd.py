@@ -1,0 +1,415 @@
+"""`hostpower fence HOST ACTION` and `hostpower events`.
+
+`fence` is a client of a running engine: it goes through the REST API so the
+engine's one-flow-per-host rule, its journal and its proxy chain apply, and it
+shows the flow's steps live by polling the operation. `events` reads the
+database directly, like `hostpower config`, so it works while the engine is
+down (which is when an operator most wants to know what happened).
+
+Exit codes: 0 the operation succeeded, 1 it failed or the engine is
+unreachable, 2 bad input (unknown host, refused request): nothing was done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from hostpower.cli.common import CliError, open_context
+from hostpower.context import EngineContext
+from hostpower.model.errors import NotFoundError
+from hostpower.model.events import Event, Severity
+from hostpower.settings import Settings
+from hostpower.store.events import Events
+from hostpower.store.inventory import Inventory
+
+ACTIONS = ("status", "start", "stop", "restart", "manual")
+DEFAULT_URL = "http://127.0.0.1:8080"
+POLL_SECONDS = 0.25           # operation polling: steps appear within a quarter second
+CONNECT_SECONDS = 10.0
+MIN_REQUEST_SECONDS = 30.0
+FOLLOW_WINDOW = timedelta(seconds=60)  # events may commit a little out of time order
+MAX_EVENTS = 5000
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    f = sub.add_parser(
+        "fence", help="run a power operation through a running engine (REST API)",
+        description="Ask a running engine for a power operation on HOST and show its steps "
+                    "as they happen. The password comes from HOSTPOWER_PASSWORD, else a "
+                    "prompt (terminal) or one line of stdin; never from the command line.")
+    f.add_argument("host", help="host name, address or id")
+    f.add_argument("action", choices=ACTIONS, metavar="ACTION", help="|".join(ACTIONS))
+    f.add_argument("--url", default=os.environ.get("HOSTPOWER_URL") or DEFAULT_URL,
+                   type=_url, help="engine URL (env HOSTPOWER_URL, default %(default)s)")
+    f.add_argument("--user", default=os.environ.get("HOSTPOWER_USER") or "admin",
+                   help="engine user (env HOSTPOWER_USER, default %(default)s)")
+    f.add_argument("--timeout", type=_seconds, default=600.0,
+                   help="give up watching after this many seconds (default %(default)g)")
+    f.add_argument("--yes", action="store_true", help="manual: do not ask for confirmation")
+    f.set_defaults(func=fence)
+
+    e = sub.add_parser("events", help="what the engine did and why (reads the database)")
+    e.add_argument("--host", help="only this host (name, address or id)")
+    e.add_argument("--severity", choices=[s.value for s in Severity],
+                   help="at least this severe")
+    when = e.add_mutually_exclusive_group()
+    when.add_argument("--since", type=_aware_time,
+                      help="ISO time with a zone, e.g. 2026-01-01T00:00:00Z")
+    when.add_argument("--last", type=_duration, help="a recent span: 30s, 10m, 2h, 1d")
+    e.add_argument("--limit", type=_limit, default=100,
+                   help=f"at most this many, the newest (1-{MAX_EVENTS}, default %(default)s)")
+    e.add_argument("--follow", action="store_true", help="keep printing new events until Ctrl-C")
+    e.add_argument("--interval", type=_interval, default=1.0,
+                   help="--follow: seconds between polls (0.2-60, default %(default)g)")
+    e.set_defaults(func=events)
+
+
+# -- argument types: argparse names the option and exits 2 --------------------------------
+
+def _url(text: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s):// URL")
+    return text.rstrip("/")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range (0-86400 s)")
+    return value
+
+
+def _interval(text: str) -> float:
+    value = _seconds(text)
+    if not 0.2 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range (0.2-60 s)")
+    return value
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_EVENTS:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (1-{MAX_EVENTS})")
+    return value
+
+
+def _aware_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO time, e.g. 2026-01-01T00:00:00Z") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} needs a time zone, e.g. 2026-01-01T00:00:00Z")
+    # Compared in UTC: the SQLite store compares stored UTC wall-clock text.
+    return value.astimezone(UTC)
+
+
+def _duration(text: str) -> timedelta:
+    m = _DURATION_RE.match(text)
+    if not m or int(m.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30s, 10m, 2h or 1d")
+    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+
+
+# -- the engine's REST API ---------------------------------------------------------------
+
+class EngineApi:
+    """A logged-in session with a running engine; every failure becomes a CliError
+    an operator can act on (which URL, what the engine said)."""
+
+    def __init__(self, url: str, read_timeout: float) -> None:
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=httpx.Timeout(read_timeout,
+                                                                     connect=CONNECT_SECONDS))
+
+    def login(self, user: str, password: str) -> None:
+        body = self.call("POST", "/api/auth/token", {"username": user, "password": password})
+        self.http.headers["Authorization"] = f"Bearer {body['access_token']}"
+
+    def close(self) -> None:
+        """Revoke the token (it would otherwise stay valid until it expires)."""
+        try:
+            if "Authorization" in self.http.headers:
+                self.http.delete("/api/auth/token")
+        except httpx.HTTPError:
+            pass
+        self.http.close()
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            r = self.http.request(method, path, json=body)
+        except httpx.TimeoutException:
+            raise CliError(f"the engine at {self.url} did not answer {method} {path} in time",
+                           1) from None
+        except httpx.TransportError as exc:
+            raise CliError(f"cannot reach the engine at {self.url}: {exc or type(exc).__name__} "
+                           f"(is `hostpower serve` running there? see --url / HOSTPOWER_URL)",
+                           1) from None
+        if r.status_code >= 400:
+            detail = _detail(r)
+            # 4xx: the request was refused, nothing was done; 5xx: the engine failed.
+            raise CliError(f"{detail} (HTTP {r.status_code})", 2 if r.status_code < 500 else 1)
+        try:
+            return r.json()
+        except ValueError:
+            raise CliError(f"{self.url} answered {method} {path} with something else than "
+                           f"JSON: is it a hostpower engine?", 1) from None
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):  # FastAPI's own format, should a route ever use it
+        detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+    return str(detail or r.reason_phrase or "request failed")
+
+
+def read_password(user: str, url: str) -> str:
+    """HOSTPOWER_PASSWORD, else a prompt without echo, else one line of stdin."""
+    password = os.environ.get("HOSTPOWER_PASSWORD")
+    if password is None:
+        if sys.stdin.isatty():
+            password = getpass.getpass(f"password of {user} at {url}: ")
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise CliError("no password: set HOSTPOWER_PASSWORD, or type it or pipe it on stdin", 2)
+    return password
+
+
+def find_host(api: EngineApi, wanted: str) -> dict[str, Any]:
+    """By name or address (case-insensitive), else by id, as the engine resolves it."""
+    hosts = api.call("GET", "/api/hosts")
+    key = wanted.strip().lower()
+    for host in hosts:
+        if key in (host["name"].lower(), host["address"].lower()):
+            return host
+    for host in hosts:
+        if key.isdigit() and host["id"] == int(key):
+            return host
+    raise CliError(f"host {wanted!r} not found at {api.url}", 2)
+
+
+# -- hostpower fence ---------------------------------------------------------------------
+
+def fence(args: argparse.Namespace) -> int:
+    password = read_password(args.user, args.url)
+    # A short --timeout bounds the watching; one request still gets a fair chance.
+    api = EngineApi(args.url, max(args.timeout, MIN_REQUEST_SECONDS))
+    try:
+        api.login(args.user, password)
+        host = find_host(api, args.host)
+        if args.action == "status":
+            return show_status(api, host)
+        if args.action == "manual":
+            return manual(api, host, args.yes)
+        return run_flow(api, host, args.action, args.timeout)
+    finally:
+        api.close()
+
+
+def _post_fence(api: EngineApi, host: dict[str, Any], fence_type: str) -> Any:
+    return api.call("POST", f"/api/hosts/{host['id']}/fence", {"fence_type": fence_type})
+
+
+def show_status(api: EngineApi, host: dict[str, Any]) -> int:
+    """Power state, the proxy that answered, and each agent's own answer."""
+    result = _post_fence(api, host, "status")
+    proxy = f"proxy {result['proxy']}" if result["proxy"] else "no proxy answered"
+    print(f"{host['name']}: power {result['power_state']} ({proxy})")
+    for c in result["commands"]:
+        print(f"  {c['agent']}: {c['outcome']}" + (f" via {c['proxy']}" if c["proxy"] else "")
+              + (f" - {c['message']}" if c["message"] else ""))
+        for line in _failovers(c):
+            print(line)
+    if result["power_state"] in ("on", "off"):
+        return 0
+    raise CliError(f"status of {host['name']} is {result['power_state']}"
+                   + (f": {result['message']}" if result["message"] else ""), 1)
+
+
+def manual(api: EngineApi, host: dict[str, Any], yes: bool) -> int:
+    """Clearing a host's state tells the engine it was rebooted by hand: confirm first."""
+    if not yes and not confirm(f"{host['name']} is {host['status']}. Confirm it was rebooted "
+                               f"by hand and clear its state? [y/N] "):
+        raise CliError("not confirmed: nothing was changed (use --yes to skip the question)", 1)
+    body = _post_fence(api, host, "manual")
+    print(f"{host['name']}: {body.get('detail', 'host state cleared')}")
+    return 0
+
+
+def confirm(question: str) -> bool:
+    print(question, end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()
+    if not sys.stdin.isatty():
+        print(file=sys.stderr)
+    return answer.strip().lower() in ("y", "yes")
+
+
+def run_flow(api: EngineApi, host: dict[str, Any], action: str, timeout: float) -> int:
+    op = _post_fence(api, host, action)
+    if op["joined"]:
+        print(f"{action} of {host['name']}: operation {op['id']} ({op['action']}, "
+              f"{op['origin']}) is already running: joined it", flush=True)
+    else:
+        print(f"{action} of {host['name']}: operation {op['id']} started", flush=True)
+    try:
+        final = watch(api, op, timeout)
+    except KeyboardInterrupt:
+        print(f"\nstopped watching: operation {op['id']} goes on in the engine", file=sys.stderr)
+        raise
+    if final["state"] == "succeeded":
+        print(f"{final['action']} of {host['name']} succeeded: {final['message']}")
+        return 0
+    raise CliError(f"{final['action']} of {host['name']} failed (operation {final['id']}): "
+                   f"{final['message']}", 1)
+
+
+def watch(api: EngineApi, op: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Print each step once it is done, until the operation ends or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    shown = 0
+    while True:
+        for step in _done_steps(op["steps"])[shown:]:
+            print(step_line(step), flush=True)
+            for line in (f for c in step["proxies"] for f in _failovers(c)):
+                print(line, flush=True)
+            shown += 1
+        if op["state"] != "running":
+            return op
+        if time.monotonic() >= deadline:
+            raise CliError(f"gave up watching after {timeout:g} s: operation {op['id']} still "
+                           f"runs (phase {op['phase']}); see {api.url}/api/operations/{op['id']}",
+                           1)
+        time.sleep(POLL_SECONDS)
+        op = api.call("GET", f"/api/operations/{op['id']}")
+
+
+def _done_steps(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The finished steps before the first one still running (steps run one at a time)."""
+    done = []
+    for step in steps:
+        if step["state"] == "running":
+            break
+        done.append(step)
+    return done
+
+
+def step_line(step: dict[str, Any]) -> str:
+    """`  10:00:01  verify_off  off    dummy@10.1.0.1 via engine  poll 1/18`"""
+    at = datetime.fromisoformat(step["finished_at"] or step["started_at"]).astimezone()
+    agents = "; ".join(_via(c) for c in step["proxies"]) or "no agent"
+    line = f"  {at:%H:%M:%S}  {step['name']:<11} {step['outcome'] or '-':<7} {agents}"
+    return line + (f"  {step['message']}" if step["message"] else "")
+
+
+def _via(command: dict[str, Any]) -> str:
+    """`agent via proxy`, or which proxies were tried when none executed the command."""
+    if command.get("proxy"):
+        return f"{command['agent']} via {command['proxy']}"
+    tried = ", ".join(a["proxy"] for a in command.get("attempts", []))
+    return f"{command['agent']} " + (f"failed on {tried}" if tried else "found no eligible proxy")
+
+
+def _failovers(command: dict[str, Any]) -> Iterator[str]:
+    """Proxies that failed before one answered (when none did, the message says it all)."""
+    if command.get("proxy") is None:
+        return
+    for a in command.get("attempts", []):
+        if a["outcome"] == "error":
+            yield f"      {a['proxy']} ({a['source']}) failed first: {a['message']}"
+
+
+# -- hostpower events --------------------------------------------------------------------
+
+def events(args: argparse.Namespace) -> int:
+    ctx = _open_existing()
+    try:
+        host_id = _host_filter(ctx, args.host)
+        severity = Severity(args.severity) if args.severity else None
+        since = args.since or (datetime.now(UTC) - args.last if args.last else None)
+        with ctx.db.session() as s:
+            shown = Events(s).query(host_id, severity, since, limit=args.limit)
+        print(f"{'TIME':<20}  {'SEVERITY':<8}  {'HOST':<15}  MESSAGE")
+        for e in shown:
+            print(event_line(e), flush=True)
+        if args.follow:
+            try:
+                follow(ctx, host_id, severity, since, shown, args.interval)
+            except KeyboardInterrupt:
+                return 0
+        return 0
+    finally:
+        ctx.close()
+
+
+def _open_existing() -> EngineContext:
+    """The engine's database; a missing SQLite file is an error, not a new database."""
+    settings = Settings.from_env()
+    if settings.db_url.startswith("sqlite:///"):
+        path = settings.db_url[len("sqlite:///"):]
+        if not os.path.exists(path):
+            raise CliError(f"no database at {path}: is HOSTPOWER_HOME or HOSTPOWER_DB_URL "
+                           f"right?", 1)
+    return open_context()
+
+
+def _host_filter(ctx: EngineContext, host: str | None) -> int | None:
+    if host is None:
+        return None
+    with ctx.db.session() as s:
+        try:
+            return Inventory(s, ctx.box).find_host(host).id
+        except NotFoundError:
+            raise CliError(f"--host: host {host!r} not found", 2) from None
+
+
+def event_line(e: Event) -> str:
+    at = (e.created_at or datetime.now(UTC)).astimezone(UTC)
+    return (f"{at:%Y-%m-%dT%H:%M:%SZ}  {e.severity.value:<8}  {e.host_name or '-':<15}  "
+            f"{e.message}")
+
+
+def follow(ctx: EngineContext, host_id: int | None, severity: Severity | None,
+           since: datetime | None, shown: list[Event], interval: float) -> None:
+    """Poll for events not printed yet. Each poll looks back FOLLOW_WINDOW before the
+    newest event seen, and remembers ids, so a late commit is not missed nor repeated."""
+    seen: dict[int, datetime] = {e.id: e.created_at for e in shown
+                                 if e.id is not None and e.created_at is not None}
+    newest = max(seen.values(), default=datetime.now(UTC))
+    while True:
+        time.sleep(interval)
+        start = newest - FOLLOW_WINDOW
+        if since is not None:
+            start = max(start, since)
+        with ctx.db.session() as s:
+            found = Events(s).query(host_id, severity, start, limit=MAX_EVENTS)
+        for e in sorted((e for e in found if e.id not in seen), key=lambda e: e.id or 0):
+            print(event_line(e), flush=True)
+            if e.id is not None and e.created_at is not None:
+                seen[e.id] = e.created_at
+                newest = max(newest, e.created_at)
+        seen = {i: t for i, t in seen.items() if t >= newest - FOLLOW_WINDOW}
