@@ -7,7 +7,6 @@ round durations (a round on time completes within the interval)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile

@@ -10,9 +10,9 @@ import time
 
 from bench.labsetup import lab_and_engine
 from bench.stats import summary
-from enginekit import reset, set_config, status_of
+from enginekit import set_config, status_of
 from hostpower.model.inventory import HostStatus
-from labkit import fence_via, wait_all_agents, wait_until
+from labkit import wait_all_agents, wait_until
 
 GRACE, INTERVAL = 5, 3
 

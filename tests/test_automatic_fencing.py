@@ -14,7 +14,6 @@ from enginekit import (
 )
 from hostpower.lab.runner import RunningLab
 from hostpower.model.inventory import HostStatus
-from hostpower.model.power import Outcome
 from hostpower.store.journal import Journal
 from labkit import (
     counts, fence_via, load_yaml, require_lab_tools, start, wait_all_agents, wait_counts, wait_until,

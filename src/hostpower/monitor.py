@@ -24,7 +24,6 @@ from hostpower.hostagent.client import AgentClient, AgentError
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import Host, HostStatus
 from hostpower.model.treatment import Facts, decide
-from hostpower.store.configstore import ConfigStore
 from hostpower.store.inventory import Inventory
 from hostpower.store.journal import Journal
 

@@ -1,10 +1,8 @@
-"""`hostpower fence HOST ACTION` and `hostpower events`.
+"""`hostpower fence HOST ACTION`: a client of a running engine.
 
-`fence` is a client of a running engine: it goes through the REST API so the
-engine's one-flow-per-host rule, its journal and its proxy chain apply, and it
-shows the flow's steps live by polling the operation. `events` reads the
-database directly, like `hostpower config`, so it works while the engine is
-down (which is when an operator most wants to know what happened).
+It goes through the REST API so the engine's one-flow-per-host rule, its
+journal and its proxy chain apply, and it shows the flow's steps live by
+polling the operation.
 
 Exit codes: 0 the operation succeeded, 1 it failed or the engine is
 unreachable, 2 bad input (unknown host, refused request): nothing was done.
@@ -19,28 +17,18 @@ import re
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import httpx
 
-from hostpower.cli.common import CliError, open_context
-from hostpower.context import EngineContext
-from hostpower.model.errors import NotFoundError
-from hostpower.model.events import Event, Severity
-from hostpower.settings import Settings
-from hostpower.store.events import Events
-from hostpower.store.inventory import Inventory
+from hostpower.cli.common import CliError
 
 ACTIONS = ("status", "start", "stop", "restart", "manual")
 DEFAULT_URL = "http://127.0.0.1:8080"
 POLL_SECONDS = 0.25           # operation polling: steps appear within a quarter second
 CONNECT_SECONDS = 10.0
 MIN_REQUEST_SECONDS = 30.0
-FOLLOW_WINDOW = timedelta(seconds=60)  # events may commit a little out of time order
-MAX_EVENTS = 5000
-_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,21 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--yes", action="store_true", help="manual: do not ask for confirmation")
     f.set_defaults(func=fence)
 
-    e = sub.add_parser("events", help="what the engine did and why (reads the database)")
-    e.add_argument("--host", help="only this host (name, address or id)")
-    e.add_argument("--severity", choices=[s.value for s in Severity],
-                   help="at least this severe")
-    when = e.add_mutually_exclusive_group()
-    when.add_argument("--since", type=_aware_time,
-                      help="ISO time with a zone, e.g. 2026-01-01T00:00:00Z")
-    when.add_argument("--last", type=_duration, help="a recent span: 30s, 10m, 2h, 1d")
-    e.add_argument("--limit", type=_limit, default=100,
-                   help=f"at most this many, the newest (1-{MAX_EVENTS}, default %(default)s)")
-    e.add_argument("--follow", action="store_true", help="keep printing new events until Ctrl-C")
-    e.add_argument("--interval", type=_interval, default=1.0,
-                   help="--follow: seconds between polls (0.2-60, default %(default)g)")
-    e.set_defaults(func=events)
-
 
 # -- argument types: argparse names the option and exits 2 --------------------------------
 
@@ -92,43 +65,6 @@ def _seconds(text: str) -> float:
     if not 0 < value <= 86400:
         raise argparse.ArgumentTypeError(f"{text!r} is out of range (0-86400 s)")
     return value
-
-
-def _interval(text: str) -> float:
-    value = _seconds(text)
-    if not 0.2 <= value <= 60:
-        raise argparse.ArgumentTypeError(f"{text!r} is out of range (0.2-60 s)")
-    return value
-
-
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= MAX_EVENTS:
-        raise argparse.ArgumentTypeError(f"{value} is out of range (1-{MAX_EVENTS})")
-    return value
-
-
-def _aware_time(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO time, e.g. 2026-01-01T00:00:00Z") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} needs a time zone, e.g. 2026-01-01T00:00:00Z")
-    # Compared in UTC: the SQLite store compares stored UTC wall-clock text.
-    return value.astimezone(UTC)
-
-
-def _duration(text: str) -> timedelta:
-    m = _DURATION_RE.match(text)
-    if not m or int(m.group(1)) == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30s, 10m, 2h or 1d")
-    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
 
 
 # -- the engine's REST API ---------------------------------------------------------------
@@ -341,75 +277,3 @@ def _failovers(command: dict[str, Any]) -> Iterator[str]:
     for a in command.get("attempts", []):
         if a["outcome"] == "error":
             yield f"      {a['proxy']} ({a['source']}) failed first: {a['message']}"
-
-
-# -- hostpower events --------------------------------------------------------------------
-
-def events(args: argparse.Namespace) -> int:
-    ctx = _open_existing()
-    try:
-        host_id = _host_filter(ctx, args.host)
-        severity = Severity(args.severity) if args.severity else None
-        since = args.since or (datetime.now(UTC) - args.last if args.last else None)
-        with ctx.db.session() as s:
-            shown = Events(s).query(host_id, severity, since, limit=args.limit)
-        print(f"{'TIME':<20}  {'SEVERITY':<8}  {'HOST':<15}  MESSAGE")
-        for e in shown:
-            print(event_line(e), flush=True)
-        if args.follow:
-            try:
-                follow(ctx, host_id, severity, since, shown, args.interval)
-            except KeyboardInterrupt:
-                return 0
-        return 0
-    finally:
-        ctx.close()
-
-
-def _open_existing() -> EngineContext:
-    """The engine's database; a missing SQLite file is an error, not a new database."""
-    settings = Settings.from_env()
-    if settings.db_url.startswith("sqlite:///"):
-        path = settings.db_url[len("sqlite:///"):]
-        if not os.path.exists(path):
-            raise CliError(f"no database at {path}: is HOSTPOWER_HOME or HOSTPOWER_DB_URL "
-                           f"right?", 1)
-    return open_context()
-
-
-def _host_filter(ctx: EngineContext, host: str | None) -> int | None:
-    if host is None:
-        return None
-    with ctx.db.session() as s:
-        try:
-            return Inventory(s, ctx.box).find_host(host).id
-        except NotFoundError:
-            raise CliError(f"--host: host {host!r} not found", 2) from None
-
-
-def event_line(e: Event) -> str:
-    at = (e.created_at or datetime.now(UTC)).astimezone(UTC)
-    return (f"{at:%Y-%m-%dT%H:%M:%SZ}  {e.severity.value:<8}  {e.host_name or '-':<15}  "
-            f"{e.message}")
-
-
-def follow(ctx: EngineContext, host_id: int | None, severity: Severity | None,
-           since: datetime | None, shown: list[Event], interval: float) -> None:
-    """Poll for events not printed yet. Each poll looks back FOLLOW_WINDOW before the
-    newest event seen, and remembers ids, so a late commit is not missed nor repeated."""
-    seen: dict[int, datetime] = {e.id: e.created_at for e in shown
-                                 if e.id is not None and e.created_at is not None}
-    newest = max(seen.values(), default=datetime.now(UTC))
-    while True:
-        time.sleep(interval)
-        start = newest - FOLLOW_WINDOW
-        if since is not None:
-            start = max(start, since)
-        with ctx.db.session() as s:
-            found = Events(s).query(host_id, severity, start, limit=MAX_EVENTS)
-        for e in sorted((e for e in found if e.id not in seen), key=lambda e: e.id or 0):
-            print(event_line(e), flush=True)
-            if e.id is not None and e.created_at is not None:
-                seen[e.id] = e.created_at
-                newest = max(newest, e.created_at)
-        seen = {i: t for i, t in seen.items() if t >= newest - FOLLOW_WINDOW}

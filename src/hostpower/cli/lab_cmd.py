@@ -6,7 +6,6 @@ import argparse
 import json
 import signal
 import threading
-from pathlib import Path
 
 import httpx
 

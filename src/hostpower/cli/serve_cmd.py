@@ -97,7 +97,7 @@ def demo(args: argparse.Namespace) -> int:
         home = os.environ["HOSTPOWER_HOME"]
         print(f"demo: engine home {home}")
         print(f"demo: open http://{host}:{port}/ and log in as admin / {password}")
-        print(f"demo: kill a host's agent and watch it be fenced through its proxy chain:")
+        print("demo: kill a host's agent and watch it be fenced through its proxy chain:")
         print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} lab fault c1-h2 agent_crash")
         print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} events --follow")
         print("demo: Ctrl-C stops the engine and the lab", flush=True)

@@ -129,7 +129,8 @@ class FencingService:
         try:
             op = await self._db(lambda s: Journal(s).begin(host.id, host.name, action, origin))
         except AlreadyRunning as running:
-            op = await self._db(lambda s: Journal(s).get(running.operation_id))
+            existing = running.operation_id
+            op = await self._db(lambda s: Journal(s).get(existing))
             await self.emit(Event(Severity.INFO, "fence.joined",
                                   f"{action} of {host.name} requested ({origin}) while "
                                   f"operation {op.id} ({op.action}) runs: joined it",

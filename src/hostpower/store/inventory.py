@@ -300,13 +300,13 @@ class Inventory:
     def _host_identity_free(self, name: str, address: str, own_id: int | None) -> None:
         """A chain entry must name exactly one host: names and addresses are
         unique across both columns, case-insensitively."""
-        for field, value in (("name", name), ("address", address)):
+        for column, value in (("name", name), ("address", address)):
             v = value.lower()
             clash = self.s.scalar(select(HostRow).where(
                 ((func.lower(HostRow.name) == v) | (func.lower(HostRow.address) == v))
                 & (HostRow.id != (own_id or -1))))
             if clash is not None:
-                raise ConflictError(field, f"{value!r} is already used by host {clash.name!r}")
+                raise ConflictError(column, f"{value!r} is already used by host {clash.name!r}")
 
     def _not_named_in_chains(self, row: HostRow, names: set[str]) -> None:
         if not names:
