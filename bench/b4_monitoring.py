@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.heartbeat_farm import PORT, address
+from bench.heartbeat_farm import PER_PROCESS, PORT, address
 from bench.stats import pct
 from hostpower.context import EngineContext
 from hostpower.settings import Settings
@@ -43,18 +43,25 @@ def measure(count: int, seconds: float = 15) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="hostpower-bench-") as t:
         tmp = Path(t)
         home, db = _prepare(tmp, count)
-        farm = subprocess.Popen([sys.executable, "-m", "bench.heartbeat_farm", "--count", str(count),
-                                 "--pki", str(home / "pki")], stdout=subprocess.PIPE, text=True)
+        farm_log = (tmp / "farm.log").open("w")
+        farms = [subprocess.Popen([sys.executable, "-m", "bench.heartbeat_farm", "--first", str(first),
+                                   "--count", str(min(PER_PROCESS, count - first)),
+                                   "--pki", str(home / "pki")],
+                                  stdout=subprocess.PIPE, stderr=farm_log, text=True)
+                 for first in range(0, count, PER_PROCESS)]
         try:
-            assert farm.stdout is not None and farm.stdout.readline().strip() == "ready"
+            for farm in farms:
+                assert farm.stdout is not None and farm.stdout.readline().strip() == "ready"
             probe = subprocess.run([sys.executable, "-m", "bench.monitor_probe", "--home", str(home),
                                     "--db", db, "--seconds", str(seconds), "--interval", str(INTERVAL)],
                                    capture_output=True, text=True, timeout=seconds * 10 + 120)
             assert probe.returncode == 0, probe.stderr[-2000:]
             result = json.loads(probe.stdout.strip().splitlines()[-1])
         finally:
-            farm.terminate()
-            farm.wait(20)
+            for farm in farms:
+                farm.terminate()
+                farm.wait(20)
+            farm_log.close()
     rounds = result["rounds"]
     share = result["cpu"] / result["wall"]
     return {"count": count, "share": share, "per_1000": share / count * 1000,

@@ -7,6 +7,7 @@ power operations answer 503), which keeps inventory-only tests light.
 from __future__ import annotations
 
 import logging
+import resource
 import time
 
 from hostpower.context import EngineContext
@@ -19,6 +20,21 @@ from hostpower.monitor import Monitor
 log = logging.getLogger("hostpower.engine")
 
 
+def raise_open_file_limit() -> int:
+    """The engine keeps a connection open to every host agent: with thousands
+    of hosts the usual soft limit of 1,024 files is far too low. Raise it to
+    the hard limit; returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            log.warning("could not raise the open file limit above %d", soft)
+    return soft
+
+
 class EngineRuntime:
     def __init__(self, ctx: EngineContext, monitor: bool = True) -> None:
         self.ctx = ctx
@@ -28,6 +44,7 @@ class EngineRuntime:
         self.monitor: Monitor | None = None
 
     async def start(self) -> None:
+        raise_open_file_limit()
         config = self.ctx.config()
         ca = CertificateAuthority.load_or_create(self.ctx.settings.pki_dir)
         paths = ensure_engine_certificate(ca, self.ctx.settings.pki_dir / "engine")

@@ -28,8 +28,7 @@ log = logging.getLogger("hostpower.flows")
 
 
 class FlowStore(Protocol):
-    async def set_phase(self, op_id: int, phase: str) -> None: ...
-    async def start_step(self, op_id: int, name: str) -> int: ...
+    async def start_step(self, op_id: int, name: str, phase: str | None = None) -> int: ...
     async def finish_step(self, step_id: int, outcome: str, proxies: list[dict[str, object]],
                           message: str) -> None: ...
     async def set_host_status(self, host_id: int, status: HostStatus) -> None: ...
@@ -63,8 +62,7 @@ class Flows:
         phase = op.phase
         await self.store.set_host_status(op.host_id, HostStatus.REBOOT)
         if phase in ("begin", "check"):
-            await self.store.set_phase(op.id, "check")
-            status = await self._step(op, "check", FenceAction.STATUS)
+            status = await self._step(op, "check", FenceAction.STATUS, phase="check")
             failpoint("restart.after_check")
             if status.outcome is Outcome.OFF:
                 await self._note(op, "the host is already verified off: it counts as fenced")
@@ -75,17 +73,15 @@ class Flows:
             await self._stop_once(op, resumed=op.phase == "stop")
             phase = "stop_verify"
         if phase == "stop_verify":
-            await self.store.set_phase(op.id, "stop_verify")
             await self._poll(op, Outcome.OFF, config["FenceStopStatusRetries"],
-                             config["FenceStopStatusDelayBetweenRetriesInSec"])
+                             config["FenceStopStatusDelayBetweenRetriesInSec"], "stop_verify")
             failpoint("restart.after_verify_off")
             phase = "start"
         if phase == "start":
             await self._start_once(op, resumed=op.phase == "start")
             phase = "start_verify"
-        await self.store.set_phase(op.id, "start_verify")
         await self._poll(op, Outcome.ON, config["FenceStartStatusRetries"],
-                         config["FenceStartStatusDelayBetweenRetriesInSec"])
+                         config["FenceStartStatusDelayBetweenRetriesInSec"], "start_verify")
         failpoint("restart.after_verify_on")
         await self.store.set_host_status(op.host_id, HostStatus.CONNECTING)
         return f"{op.host_name} was restarted"
@@ -94,9 +90,8 @@ class Flows:
         config = await self.store.config()
         if op.phase in ("begin", "stop"):
             await self._stop_once(op, resumed=op.phase == "stop")
-        await self.store.set_phase(op.id, "stop_verify")
         await self._poll(op, Outcome.OFF, config["FenceStopStatusRetries"],
-                         config["FenceStopStatusDelayBetweenRetriesInSec"])
+                         config["FenceStopStatusDelayBetweenRetriesInSec"], "stop_verify")
         await self.store.set_host_status(op.host_id, HostStatus.DOWN)
         return f"{op.host_name} was stopped"
 
@@ -104,9 +99,8 @@ class Flows:
         config = await self.store.config()
         if op.phase in ("begin", "start"):
             await self._start_once(op, resumed=op.phase == "start")
-        await self.store.set_phase(op.id, "start_verify")
         await self._poll(op, Outcome.ON, config["FenceStartStatusRetries"],
-                         config["FenceStartStatusDelayBetweenRetriesInSec"])
+                         config["FenceStartStatusDelayBetweenRetriesInSec"], "start_verify")
         await self.store.set_host_status(op.host_id, HostStatus.CONNECTING)
         return f"{op.host_name} was started"
 
@@ -128,20 +122,20 @@ class Flows:
                 await self._note(op, f"resumed: the host is already {want.value}, "
                                      f"the {phase} is not repeated")
                 return
-        await self.store.set_phase(op.id, phase)
-        failpoint(f"{op.action}.before_{action.value}")
-        result = await self._step(op, phase, action)
+        result = await self._step(op, phase, action, phase=phase,
+                                  before=f"{op.action}.before_{action.value}")
         failpoint(f"{op.action}.after_{action.value}")
         if result.outcome is not want:
             raise FlowFailed(f"{phase} of {op.host_name} failed: "
                              f"{result.message or result.outcome.value}")
 
-    async def _poll(self, op: Operation, want: Outcome, retries: int, delay: float) -> None:
+    async def _poll(self, op: Operation, want: Outcome, retries: int, delay: float,
+                    phase: str) -> None:
         polls = max(1, retries)
         verb = "stop" if want is Outcome.OFF else "start"
         for n in range(1, polls + 1):
             result = await self._step(op, f"verify_{want.value}", FenceAction.STATUS,
-                                      note=f"poll {n}/{polls}")
+                                      note=f"poll {n}/{polls}", phase=phase if n == 1 else None)
             if result.outcome is want:
                 return
             if n < polls:
@@ -149,9 +143,13 @@ class Flows:
         raise FlowFailed(f"{verb} of {op.host_name} not verified: status was not {want.value} "
                          f"after {polls} poll(s) {delay:g} s apart")
 
-    async def _step(self, op: Operation, name: str, action: FenceAction,
-                    note: str = "") -> PowerResult:
-        step_id = await self.store.start_step(op.id, name)
+    async def _step(self, op: Operation, name: str, action: FenceAction, note: str = "",
+                    phase: str | None = None, before: str | None = None) -> PowerResult:
+        """One journaled step. `phase`, when given, is written in the same
+        transaction as the step's start: before the external action."""
+        step_id = await self.store.start_step(op.id, name, phase)
+        if before:
+            failpoint(before)
         result = await self.power.run(op.host_id, action, op.id)
         message = " ".join(filter(None, [note, result.message]))
         await self.store.finish_step(step_id, result.outcome.value, result.proxies, message)

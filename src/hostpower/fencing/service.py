@@ -53,6 +53,7 @@ class FencingService:
         self._on_finish: list[Callable[[Operation], None]] = []
         self._on_event: list[Callable[[Event], None]] = []
         self._state: tuple[InventorySnapshot, Config] | None = None
+        self._agents: dict[int, tuple[float, list[FenceAgent]]] = {}
         self._state_at = 0.0
 
     # -- database access, off the event loop -------------------------------------------
@@ -77,17 +78,22 @@ class FencingService:
     def invalidate(self) -> None:
         """Forget the cached inventory (after a write this engine did not make itself)."""
         self._state = None
+        self._agents = {}
 
     async def _load_agents(self, host_id: int) -> list[FenceAgent]:
-        return await self._db(lambda s: Inventory(s, self.ctx.box).agents(host_id))
+        """A host's agents (passwords decrypted), kept as long as the snapshot:
+        a flow asks for them at every step."""
+        cached = self._agents.get(host_id)
+        if cached is not None and time.monotonic() - cached[0] <= SNAPSHOT_TTL:
+            return cached[1]
+        agents = await self._db(lambda s: Inventory(s, self.ctx.box).agents(host_id))
+        self._agents[host_id] = (time.monotonic(), agents)
+        return agents
 
     # -- FlowStore ------------------------------------------------------------------------
 
-    async def set_phase(self, op_id: int, phase: str) -> None:
-        await self._db(lambda s: Journal(s).set_phase(op_id, phase))
-
-    async def start_step(self, op_id: int, name: str) -> int:
-        return await self._db(lambda s: Journal(s).start_step(op_id, name))
+    async def start_step(self, op_id: int, name: str, phase: str | None = None) -> int:
+        return await self._db(lambda s: Journal(s).start_step(op_id, name, phase))
 
     async def finish_step(self, step_id: int, outcome: str, proxies: list[dict[str, object]],
                           message: str) -> None:

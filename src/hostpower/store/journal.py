@@ -99,16 +99,14 @@ class Journal:
                               .order_by(OperationRow.id))
         return [_operation(r) for r in rows]
 
-    def set_phase(self, op_id: int, phase: str) -> None:
-        row = self._row(op_id)
-        row.phase = phase
-        row.updated_at = _now()
-        self.s.flush()
-
-    def start_step(self, op_id: int, name: str) -> int:
+    def start_step(self, op_id: int, name: str, phase: str | None = None) -> int:
+        """A step begins; with `phase`, the operation enters it in the same commit."""
         row = OperationStepRow(operation_id=op_id, name=name, state="running", proxies="[]",
                                message="", started_at=_now())
         self.s.add(row)
+        if phase is not None:
+            op = self._row(op_id)
+            op.phase, op.updated_at = phase, _now()
         self.s.flush()
         return row.id
 
