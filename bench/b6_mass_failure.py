@@ -44,7 +44,7 @@ def _timed_restarts(engine: EngineThread, ids: list[int]) -> float:
 
 
 def run(limits: tuple[int, ...] = (10, 50)) -> dict[str, object]:
-    lines, met = [], True
+    lines, met, per_flow = [], True, []
     bmcs = [VirtualBmc(f"127.19.{200 + i // 200}.{i % 200 + 1}", 0, "admin", "bench-password",
                        state="on", command_delay=COMMAND_DELAY).start() for i in range(HOSTS)]
     try:
@@ -68,6 +68,7 @@ def run(limits: tuple[int, ...] = (10, 50)) -> dict[str, object]:
                     ops = Journal(s).list(limit=1000)
                 ctx.close()
             ideal = HOSTS / limit * single
+            per_flow.append(total / HOSTS)
             lines.append(f"C={limit}: {HOSTS} restarts in {total:.2f} s; one restart alone "
                          f"{single * 1000:.0f} ms; (200/C) x single = {ideal:.2f} s; "
                          f"ratio {total / ideal:.2f}; {len(ops)} operations journaled")
@@ -78,7 +79,19 @@ def run(limits: tuple[int, ...] = (10, 50)) -> dict[str, object]:
     finally:
         for b in bmcs:
             b.stop()
+    engine_bound = min(per_flow) * 1000 if per_flow else float("nan")
+    analysis = (
+        f"What bounds it: with enough concurrency the engine itself is the bottleneck, at about "
+        f"{engine_bound:.0f} ms of engine time per restart flow (200 flows / total time at the "
+        f"largest C). A flow is five agent commands and about 24 database commits (journal "
+        f"phases and steps, events, host status), all in one Python process: the same cost as "
+        f"benchmark 2's overhead. Below that bound the flows overlap as intended (the 50 ms BMC "
+        f"commands and status polls of different hosts run at once, never two on one BMC). "
+        f"Cutting further means batching event writes or moving the journal to PostgreSQL's "
+        f"group commit; a real BMC takes seconds per command, so with real hardware the "
+        f"(200 / C) x single term dominates and the ratio approaches 1.")
     return {
+        "analysis": analysis,
         "name": "Mass failure",
         "goal": "total close to (200 / C) x single-flow time; no BMC with more than one command at a time",
         "met": met,
