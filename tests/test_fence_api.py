@@ -159,6 +159,18 @@ def test_status_answers_at_once_through_the_engine(engine: Engine) -> None:
     assert engine.api.get("/api/operations", headers=engine.admin).json() == []
 
 
+def test_a_chain_saved_through_the_api_applies_to_the_next_command(engine: Engine) -> None:
+    """The engine caches the inventory for proxy selection; an API write is seen at once."""
+    assert engine.fence("h1", "status").json()["proxy"] == "engine"
+    r = engine.api.put(f"/api/hosts/{engine.hosts['h1']}/power_management", headers=engine.admin,
+                       json={"enabled": True, "pm_proxies": [{"type": "cluster"}]})
+    assert r.status_code == 200, r.text
+    body = engine.fence("h1", "status").json()
+    # h2, the only other host of the cluster, is in maintenance: no proxy is eligible.
+    assert (body["power_state"], body["proxy"]) == ("error", None)
+    assert "no eligible proxy" in body["commands"][0]["message"]
+
+
 def test_restart_runs_every_step_through_the_engine_and_the_events_tell_the_story(
         engine: Engine) -> None:
     r = engine.fence("h1", "restart")

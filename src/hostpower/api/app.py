@@ -25,6 +25,16 @@ def _error(status: int, detail: str, field: str | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail, "field": field}, status_code=status)
 
 
+INVENTORY_PATHS = ("/api/datacenters", "/api/clusters", "/api/hosts", "/api/config")
+POWER_OPERATION_PATHS = ("/fence", "/fenceagents/test")
+
+
+def _changes_inventory(request: Request) -> bool:
+    path = request.url.path.rstrip("/")
+    return (request.method not in ("GET", "HEAD", "OPTIONS")
+            and path.startswith(INVENTORY_PATHS) and not path.endswith(POWER_OPERATION_PATHS))
+
+
 def _loc(loc: tuple) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     return ".".join(parts) or "body"
@@ -75,9 +85,12 @@ def create_app(ctx: EngineContext, runtime: EngineRuntime | None = None) -> Fast
 
     @app.middleware("http")
     async def _fresh_inventory(request: Request, call_next):  # type: ignore[no-untyped-def]
-        """A write through the API is seen by the next proxy selection at once."""
+        """An inventory or configuration write through the API is seen by the
+        next proxy selection at once; power operations and logins keep the
+        cache (a status is a POST, and reloading 10,000 hosts for it would
+        cost more than the status)."""
         response = await call_next(request)
-        if request.method not in ("GET", "HEAD", "OPTIONS") and runtime and runtime.service:
+        if runtime and runtime.service and _changes_inventory(request):
             runtime.service.invalidate()
         return response
 
