@@ -24,6 +24,15 @@ class Settings:
         return self.home
 
     @property
+    def missing_sqlite_file(self) -> Path | None:
+        """The SQLite file the URL names, when it does not exist yet; otherwise
+        None (it exists, or the database is not SQLite)."""
+        if not self.db_url.startswith("sqlite:///"):
+            return None
+        path = Path(self.db_url[len("sqlite:///"):])
+        return None if path.exists() else path
+
+    @property
     def key_file(self) -> Path:
         return self.home / "secret.key"
 

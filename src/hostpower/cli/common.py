@@ -25,11 +25,8 @@ def read_config() -> Config:
     """The stored configuration, or the defaults when no database exists yet
     (so read-only commands do not create one)."""
     settings = Settings.from_env()
-    if settings.db_url.startswith("sqlite:///"):
-        path = settings.db_url[len("sqlite:///"):]
-        import os
-        if not os.path.exists(path):
-            return Config()
+    if settings.missing_sqlite_file is not None:
+        return Config()
     ctx = EngineContext.open(settings)
     try:
         return ctx.config()

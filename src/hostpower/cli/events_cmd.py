@@ -7,7 +7,6 @@ engine is down (which is when an operator most wants to know what happened).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -109,12 +108,10 @@ def events(args: argparse.Namespace) -> int:
 
 def _open_existing() -> EngineContext:
     """The engine's database; a missing SQLite file is an error, not a new database."""
-    settings = Settings.from_env()
-    if settings.db_url.startswith("sqlite:///"):
-        path = settings.db_url[len("sqlite:///"):]
-        if not os.path.exists(path):
-            raise CliError(f"no database at {path}: is HOSTPOWER_HOME or HOSTPOWER_DB_URL "
-                           f"right?", 1)
+    missing = Settings.from_env().missing_sqlite_file
+    if missing is not None:
+        raise CliError(f"no database at {missing}: is HOSTPOWER_HOME or HOSTPOWER_DB_URL "
+                       f"right?", 1)
     return open_context()
 
 
