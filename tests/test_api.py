@@ -211,8 +211,10 @@ def test_bad_proxy_chains_are_refused(api: TestClient, admin, world, proxies, st
 BAD_AGENTS = [
     ({"type": "nosuch", "address": "10.1.0.1"}, 400, "type", "unknown fence agent type"),
     ({"type": "ipmilan", "address": ""}, 400, "address", "must not be empty"),
-    ({"type": "ipmilan", "address": "10.1.0.1", "port": 65536}, 400, "port", "out of range"),
-    ({"type": "ipmilan", "address": "10.1.0.1", "port": -1}, 400, "port", "out of range"),
+    ({"type": "ipmilan", "address": "10.1.0.1", "port": 65536}, 422, "port",
+     "65536 is out of range (at most 65535)"),
+    ({"type": "ipmilan", "address": "10.1.0.1", "port": -1}, 422, "port",
+     "-1 is out of range (at least 1)"),
     ({"type": "ipmilan", "address": "10.1.0.1",
       "options": [{"name": "lanplus", "value": "1\naction=off"}]}, 400, "options", "newline"),
     ({"type": "ipmilan", "address": "10.1.0.1",
@@ -268,7 +270,8 @@ def test_unknown_cluster_is_refused(api: TestClient, admin, world) -> None:  # t
 def test_host_agent_port_defaults_and_is_checked(api: TestClient, admin, world) -> None:  # type: ignore[no-untyped-def]
     assert world["h1"]["port"] == 54321
     r = api.put(f"/api/hosts/{world['h1']['id']}", headers=admin, json={"port": 70000})
-    assert r.status_code == 400 and r.json()["field"] == "port"
+    assert r.status_code == 422 and r.json()["field"] == "port"
+    assert "70000 is out of range" in r.json()["detail"]
     r = api.put(f"/api/hosts/{world['h1']['id']}", headers=admin, json={"port": 8443})
     assert r.json()["port"] == 8443
 

@@ -391,7 +391,7 @@ def test_bad_values_are_shown_next_to_their_field(page, engine: Engine) -> None:
     dlg.get_by_label("Password").fill("Secret-BMC-pw")
     dlg.locator("[data-action=save-agent]").click()
     port_error = dlg.locator(".field[data-field=port] .field-error")
-    expect(port_error).to_contain_text("70000 is out of range (1-65535)")
+    expect(port_error).to_contain_text("70000 is out of range (at most 65535)")
     expect(dlg.locator(".field[data-field=address] .field-error")).to_be_hidden()
     # Fixed, it saves; the password is never shown again, not even on edit.
     dlg.get_by_label("Port").fill("623")

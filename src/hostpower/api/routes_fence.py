@@ -7,6 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
+from hostpower.api import errors as E
 from hostpower.api import schemas as S
 from hostpower.api.auth import Principal, admin_user, current_user
 from hostpower.model import validate
@@ -49,8 +50,13 @@ def _status_out(result) -> S.PowerStatusOut:  # type: ignore[no-untyped-def]
                             commands=[S.AgentCommandOut(**c.summary()) for c in result.commands])
 
 
-@router.post("/hosts/{host_id}/fence", responses={202: {"model": S.OperationOut}})
-async def fence(host_id: int, body: S.FenceRequest, request: Request,
+@router.post("/hosts/{host_id}/fence", response_model=None, responses={
+    200: {"model": S.PowerStatusOut | S.OperationOut | S.ManualOut,
+          "description": "status: the power state; start/stop/restart: the running operation "
+                         "joined; manual: done"},
+    202: {"model": S.OperationOut, "description": "start/stop/restart: the operation started"},
+    **E.responses(401, 403, 404, 409, 422, 503)})
+async def fence(host_id: S.PathId, body: S.FenceRequest, request: Request,
                 user: Principal = Depends(current_user)) -> JSONResponse:
     """status answers at once; start, stop and restart return an operation (202);
     manual clears the host's state."""
@@ -63,14 +69,14 @@ async def fence(host_id: int, body: S.FenceRequest, request: Request,
         return JSONResponse(_status_out(result).model_dump())
     if body.fence_type == "manual":
         await service.manual(host_id)
-        return JSONResponse({"detail": "host state cleared"})
+        return JSONResponse(S.ManualOut(detail="host state cleared").model_dump())
     op, joined = await service.request(host_id, body.fence_type, f"api:{user.name}")
     return JSONResponse(operation_out(op, joined).model_dump(), status_code=200 if joined else 202)
 
 
 @router.post("/hosts/{host_id}/fenceagents/test", response_model=S.PowerStatusOut,
-             dependencies=[Depends(admin_user)])
-async def test_agent(host_id: int, body: S.FenceAgentTestIn, request: Request) -> S.PowerStatusOut:
+             dependencies=[Depends(admin_user)], responses=E.responses(*E.WRITE_ONE))
+async def test_agent(host_id: S.PathId, body: S.FenceAgentTestIn, request: Request) -> S.PowerStatusOut:
     """oVirt's Test button: a status through the host's chain with this (maybe
     unsaved) agent definition; nothing is stored."""
     service = _service(request)
@@ -99,14 +105,16 @@ async def test_agent(host_id: int, body: S.FenceAgentTestIn, request: Request) -
     return _status_out(await service.test_agent(host_id, agent))
 
 
-@router.get("/operations/{op_id}", response_model=S.OperationOut, dependencies=[Depends(current_user)])
-def get_operation(op_id: int, request: Request) -> S.OperationOut:
+@router.get("/operations/{op_id}", response_model=S.OperationOut, dependencies=[Depends(current_user)],
+            responses=E.responses(*E.READ_ONE))
+def get_operation(op_id: S.PathId, request: Request) -> S.OperationOut:
     with request.app.state.ctx.db.session() as s:
         return operation_out(Journal(s).get(op_id))
 
 
-@router.get("/operations", response_model=list[S.OperationOut], dependencies=[Depends(current_user)])
-def list_operations(request: Request, host: int | None = None,
+@router.get("/operations", response_model=list[S.OperationOut], dependencies=[Depends(current_user)],
+            responses=E.responses(401, 422, 503))
+def list_operations(request: Request, host: S.QueryId = None,
                     limit: int = Query(100, ge=1, le=1000)) -> list[S.OperationOut]:
     with request.app.state.ctx.db.session() as s:
         return [operation_out(op) for op in Journal(s).list(host, limit)]
@@ -119,9 +127,10 @@ def event_out(e: Event) -> S.EventOut:
                       details=e.details)
 
 
-@router.get("/events", response_model=list[S.EventOut], dependencies=[Depends(current_user)])
+@router.get("/events", response_model=list[S.EventOut], dependencies=[Depends(current_user)],
+            responses=E.responses(400, 401, 404, 422, 503))
 def list_events(request: Request, host: str | None = None, severity: Severity | None = None,
-                since: datetime | None = None, operation: int | None = None,
+                since: datetime | None = None, operation: S.QueryId = None,
                 limit: int = Query(500, ge=1, le=5000)) -> list[S.EventOut]:
     """Filters: host (name, address or id), severity (at least), since (ISO time)."""
     with request.app.state.ctx.db.session() as s:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 
 from hostpower.api import convert as C
+from hostpower.api import errors as E
 from hostpower.api import schemas as S
 from hostpower.api.auth import admin_user, current_user
 from hostpower.model.secret import Secret
@@ -23,7 +24,8 @@ def _host_out(inv: Inventory, s, host) -> S.HostOut:  # type: ignore[no-untyped-
     return C.host_out(host, inv.cluster(host.cluster_id), ConfigStore(s).load())
 
 
-@router.get("/hosts", response_model=list[S.HostOut], dependencies=[Depends(current_user)])
+@router.get("/hosts", response_model=list[S.HostOut], dependencies=[Depends(current_user)],
+            responses=E.responses(*E.READ))
 def list_hosts(request: Request) -> list[S.HostOut]:
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
@@ -32,7 +34,8 @@ def list_hosts(request: Request) -> list[S.HostOut]:
         return [C.host_out(h, clusters[h.cluster_id], config) for h in inv.hosts()]
 
 
-@router.post("/hosts", status_code=201, response_model=S.HostOut, dependencies=[Depends(admin_user)])
+@router.post("/hosts", status_code=201, response_model=S.HostOut, dependencies=[Depends(admin_user)],
+             responses=E.responses(*E.WRITE))
 def add_host(body: S.HostIn, request: Request) -> S.HostOut:
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
@@ -44,15 +47,17 @@ def add_host(body: S.HostIn, request: Request) -> S.HostOut:
         return _host_out(inv, s, host)
 
 
-@router.get("/hosts/{host_id}", response_model=S.HostOut, dependencies=[Depends(current_user)])
-def get_host(host_id: int, request: Request) -> S.HostOut:
+@router.get("/hosts/{host_id}", response_model=S.HostOut, dependencies=[Depends(current_user)],
+            responses=E.responses(*E.READ_ONE))
+def get_host(host_id: S.PathId, request: Request) -> S.HostOut:
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
         return _host_out(inv, s, inv.host(host_id))
 
 
-@router.put("/hosts/{host_id}", response_model=S.HostOut, dependencies=[Depends(admin_user)])
-def update_host(host_id: int, body: S.HostPatch, request: Request) -> S.HostOut:
+@router.put("/hosts/{host_id}", response_model=S.HostOut, dependencies=[Depends(admin_user)],
+            responses=E.responses(*E.WRITE_ONE))
+def update_host(host_id: S.PathId, body: S.HostPatch, request: Request) -> S.HostOut:
     fields = body.model_fields_set
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
@@ -68,24 +73,27 @@ def update_host(host_id: int, body: S.HostPatch, request: Request) -> S.HostOut:
         return _host_out(inv, s, host)
 
 
-@router.delete("/hosts/{host_id}", status_code=204, dependencies=[Depends(admin_user)])
-def delete_host(host_id: int, request: Request) -> Response:
+@router.delete("/hosts/{host_id}", status_code=204, dependencies=[Depends(admin_user)],
+               responses=E.responses(*E.DELETE))
+def delete_host(host_id: S.PathId, request: Request) -> Response:
     with request.app.state.ctx.db.session() as s:
         _inv(request, s).delete_host(host_id)
     return Response(status_code=204)
 
 
 @router.get("/hosts/{host_id}/power_management", response_model=S.PowerManagementOut,
-            dependencies=[Depends(current_user)])
-def get_power_management(host_id: int, request: Request) -> S.PowerManagementOut:
+            dependencies=[Depends(current_user)],
+            responses=E.responses(*E.READ_ONE))
+def get_power_management(host_id: S.PathId, request: Request) -> S.PowerManagementOut:
     with request.app.state.ctx.db.session() as s:
         host = _inv(request, s).host(host_id)
         return C.pm_out(host.power_management, ConfigStore(s).load())
 
 
 @router.put("/hosts/{host_id}/power_management", response_model=S.PowerManagementOut,
-            dependencies=[Depends(admin_user)])
-def set_power_management(host_id: int, body: S.PowerManagementIn,
+            dependencies=[Depends(admin_user)],
+            responses=E.responses(*E.WRITE_ONE))
+def set_power_management(host_id: S.PathId, body: S.PowerManagementIn,
                          request: Request) -> S.PowerManagementOut:
     with request.app.state.ctx.db.session() as s:
         host = _inv(request, s).update_host(host_id, power_management=C.pm_in(body))
@@ -105,16 +113,18 @@ def _agent_input(body: S.FenceAgentIn) -> AgentInput:
 
 
 @router.get("/hosts/{host_id}/fenceagents", response_model=list[S.FenceAgentOut],
-            dependencies=[Depends(current_user)])
-def list_agents(host_id: int, request: Request) -> list[S.FenceAgentOut]:
+            dependencies=[Depends(current_user)],
+            responses=E.responses(*E.READ_ONE))
+def list_agents(host_id: S.PathId, request: Request) -> list[S.FenceAgentOut]:
     with request.app.state.ctx.db.session() as s:
         agents = _inv(request, s).agents(host_id)
         return [C.agent_out(a, agents) for a in agents]
 
 
 @router.post("/hosts/{host_id}/fenceagents", status_code=201, response_model=S.FenceAgentOut,
-             dependencies=[Depends(admin_user)])
-def add_agent(host_id: int, body: S.FenceAgentIn, request: Request) -> S.FenceAgentOut:
+             dependencies=[Depends(admin_user)],
+             responses=E.responses(*E.WRITE_ONE))
+def add_agent(host_id: S.PathId, body: S.FenceAgentIn, request: Request) -> S.FenceAgentOut:
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
         agent = inv.add_agent(host_id, _agent_input(body))
@@ -122,16 +132,18 @@ def add_agent(host_id: int, body: S.FenceAgentIn, request: Request) -> S.FenceAg
 
 
 @router.get("/hosts/{host_id}/fenceagents/{agent_id}", response_model=S.FenceAgentOut,
-            dependencies=[Depends(current_user)])
-def get_agent(host_id: int, agent_id: int, request: Request) -> S.FenceAgentOut:
+            dependencies=[Depends(current_user)],
+            responses=E.responses(*E.READ_ONE))
+def get_agent(host_id: S.PathId, agent_id: S.PathId, request: Request) -> S.FenceAgentOut:
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
         return C.agent_out(inv.agent(host_id, agent_id), inv.agents(host_id))
 
 
 @router.put("/hosts/{host_id}/fenceagents/{agent_id}", response_model=S.FenceAgentOut,
-            dependencies=[Depends(admin_user)])
-def update_agent(host_id: int, agent_id: int, body: S.FenceAgentIn,
+            dependencies=[Depends(admin_user)],
+            responses=E.responses(*E.WRITE_ONE))
+def update_agent(host_id: S.PathId, agent_id: S.PathId, body: S.FenceAgentIn,
                  request: Request) -> S.FenceAgentOut:
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
@@ -140,8 +152,9 @@ def update_agent(host_id: int, agent_id: int, body: S.FenceAgentIn,
 
 
 @router.delete("/hosts/{host_id}/fenceagents/{agent_id}", status_code=204,
-               dependencies=[Depends(admin_user)])
-def delete_agent(host_id: int, agent_id: int, request: Request) -> Response:
+               dependencies=[Depends(admin_user)],
+               responses=E.responses(*E.DELETE))
+def delete_agent(host_id: S.PathId, agent_id: S.PathId, request: Request) -> Response:
     with request.app.state.ctx.db.session() as s:
         _inv(request, s).delete_agent(host_id, agent_id)
     return Response(status_code=204)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 
 from hostpower.api import convert as C
+from hostpower.api import errors as E
 from hostpower.api import schemas as S
 from hostpower.api.auth import admin_user, current_user
 from hostpower.store.inventory import Inventory
@@ -16,39 +17,45 @@ def _inv(request: Request, s) -> Inventory:  # type: ignore[no-untyped-def]
     return Inventory(s, request.app.state.ctx.box)
 
 
-@router.get("/datacenters", response_model=list[S.DataCenterOut], dependencies=[Depends(current_user)])
+@router.get("/datacenters", response_model=list[S.DataCenterOut], dependencies=[Depends(current_user)],
+            responses=E.responses(*E.READ))
 def list_datacenters(request: Request) -> list[S.DataCenterOut]:
     with request.app.state.ctx.db.session() as s:
         return [C.dc_out(dc) for dc in _inv(request, s).data_centers()]
 
 
 @router.post("/datacenters", status_code=201, response_model=S.DataCenterOut,
-             dependencies=[Depends(admin_user)])
+             dependencies=[Depends(admin_user)],
+             responses=E.responses(*E.WRITE))
 def add_datacenter(body: S.DataCenterIn, request: Request) -> S.DataCenterOut:
     with request.app.state.ctx.db.session() as s:
         return C.dc_out(_inv(request, s).add_data_center(body.name, body.description))
 
 
-@router.get("/datacenters/{dc_id}", response_model=S.DataCenterOut, dependencies=[Depends(current_user)])
-def get_datacenter(dc_id: int, request: Request) -> S.DataCenterOut:
+@router.get("/datacenters/{dc_id}", response_model=S.DataCenterOut, dependencies=[Depends(current_user)],
+            responses=E.responses(*E.READ_ONE))
+def get_datacenter(dc_id: S.PathId, request: Request) -> S.DataCenterOut:
     with request.app.state.ctx.db.session() as s:
         return C.dc_out(_inv(request, s).data_center(dc_id))
 
 
-@router.put("/datacenters/{dc_id}", response_model=S.DataCenterOut, dependencies=[Depends(admin_user)])
-def update_datacenter(dc_id: int, body: S.DataCenterPatch, request: Request) -> S.DataCenterOut:
+@router.put("/datacenters/{dc_id}", response_model=S.DataCenterOut, dependencies=[Depends(admin_user)],
+            responses=E.responses(*E.WRITE_ONE))
+def update_datacenter(dc_id: S.PathId, body: S.DataCenterPatch, request: Request) -> S.DataCenterOut:
     with request.app.state.ctx.db.session() as s:
         return C.dc_out(_inv(request, s).update_data_center(dc_id, body.name, body.description))
 
 
-@router.delete("/datacenters/{dc_id}", status_code=204, dependencies=[Depends(admin_user)])
-def delete_datacenter(dc_id: int, request: Request) -> Response:
+@router.delete("/datacenters/{dc_id}", status_code=204, dependencies=[Depends(admin_user)],
+               responses=E.responses(*E.DELETE))
+def delete_datacenter(dc_id: S.PathId, request: Request) -> Response:
     with request.app.state.ctx.db.session() as s:
         _inv(request, s).delete_data_center(dc_id)
     return Response(status_code=204)
 
 
-@router.get("/clusters", response_model=list[S.ClusterOut], dependencies=[Depends(current_user)])
+@router.get("/clusters", response_model=list[S.ClusterOut], dependencies=[Depends(current_user)],
+            responses=E.responses(*E.READ))
 def list_clusters(request: Request) -> list[S.ClusterOut]:
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
@@ -56,7 +63,8 @@ def list_clusters(request: Request) -> list[S.ClusterOut]:
         return [C.cluster_out(c, dcs[c.data_center_id]) for c in inv.clusters()]
 
 
-@router.post("/clusters", status_code=201, response_model=S.ClusterOut, dependencies=[Depends(admin_user)])
+@router.post("/clusters", status_code=201, response_model=S.ClusterOut, dependencies=[Depends(admin_user)],
+             responses=E.responses(*E.WRITE))
 def add_cluster(body: S.ClusterIn, request: Request) -> S.ClusterOut:
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
@@ -65,16 +73,18 @@ def add_cluster(body: S.ClusterIn, request: Request) -> S.ClusterOut:
         return C.cluster_out(c, inv.data_center(c.data_center_id))
 
 
-@router.get("/clusters/{cluster_id}", response_model=S.ClusterOut, dependencies=[Depends(current_user)])
-def get_cluster(cluster_id: int, request: Request) -> S.ClusterOut:
+@router.get("/clusters/{cluster_id}", response_model=S.ClusterOut, dependencies=[Depends(current_user)],
+            responses=E.responses(*E.READ_ONE))
+def get_cluster(cluster_id: S.PathId, request: Request) -> S.ClusterOut:
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
         c = inv.cluster(cluster_id)
         return C.cluster_out(c, inv.data_center(c.data_center_id))
 
 
-@router.put("/clusters/{cluster_id}", response_model=S.ClusterOut, dependencies=[Depends(admin_user)])
-def update_cluster(cluster_id: int, body: S.ClusterPatch, request: Request) -> S.ClusterOut:
+@router.put("/clusters/{cluster_id}", response_model=S.ClusterOut, dependencies=[Depends(admin_user)],
+            responses=E.responses(*E.WRITE_ONE))
+def update_cluster(cluster_id: S.PathId, body: S.ClusterPatch, request: Request) -> S.ClusterOut:
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
         c = inv.update_cluster(
@@ -84,8 +94,9 @@ def update_cluster(cluster_id: int, body: S.ClusterPatch, request: Request) -> S
         return C.cluster_out(c, inv.data_center(c.data_center_id))
 
 
-@router.delete("/clusters/{cluster_id}", status_code=204, dependencies=[Depends(admin_user)])
-def delete_cluster(cluster_id: int, request: Request) -> Response:
+@router.delete("/clusters/{cluster_id}", status_code=204, dependencies=[Depends(admin_user)],
+               responses=E.responses(*E.DELETE))
+def delete_cluster(cluster_id: S.PathId, request: Request) -> Response:
     with request.app.state.ctx.db.session() as s:
         _inv(request, s).delete_cluster(cluster_id)
     return Response(status_code=204)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel
 
+from hostpower.api import errors as E
 from hostpower.api import schemas as S
 from hostpower.api.auth import (
     SESSION_COOKIE, Principal, check_csrf, check_same_origin, csrf_token_for, current_user,
@@ -37,7 +38,7 @@ def _clear_cookie(response: Response, request: Request) -> None:
                            samesite="strict")
 
 
-@router.post("/session", response_model=SessionOut)
+@router.post("/session", response_model=SessionOut, responses=E.responses(401, 403, 422, 503))
 def log_in(body: S.TokenRequest, request: Request, response: Response) -> SessionOut:
     """Log in: sets the HttpOnly session cookie and returns the CSRF token to
     send in the X-CSRF-Token header with every state-changing request."""
@@ -57,7 +58,7 @@ def log_in(body: S.TokenRequest, request: Request, response: Response) -> Sessio
     return SessionOut(user=name, role=role, csrf_token=csrf_token_for(token))
 
 
-@router.get("/session", response_model=SessionOut)
+@router.get("/session", response_model=SessionOut, responses=E.responses(401, 503))
 def who_am_i(request: Request, response: Response,
              user: Principal = Depends(current_user),
              cookie: str | None = Depends(session_cookie)) -> SessionOut:
@@ -71,7 +72,7 @@ def who_am_i(request: Request, response: Response,
     return SessionOut(user=user.name, role=user.role.value, csrf_token=csrf_token_for(cookie))
 
 
-@router.delete("/session", status_code=204)
+@router.delete("/session", status_code=204, responses=E.responses(401, 403, 503))
 def log_out(request: Request, cookie: str | None = Depends(session_cookie)) -> Response:
     """Log out: revokes the session token (CSRF-checked) and clears the cookie."""
     response = Response(status_code=204)

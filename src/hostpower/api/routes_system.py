@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
 from hostpower import __version__
+from hostpower.api import errors as E
 from hostpower.api import schemas as S
 from hostpower.api.auth import admin_user, bearer, current_user
 from hostpower.config import ConfigKey
@@ -24,7 +25,8 @@ def health(request: Request) -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.post("/auth/token", response_model=S.TokenOut, tags=["auth"])
+@router.post("/auth/token", response_model=S.TokenOut, tags=["auth"],
+             responses=E.responses(401, 422, 503))
 def issue_token(body: S.TokenRequest, request: Request) -> S.TokenOut:
     with request.app.state.ctx.db.session() as s:
         users = Users(s)
@@ -35,7 +37,8 @@ def issue_token(body: S.TokenRequest, request: Request) -> S.TokenOut:
         return S.TokenOut(access_token=token, expires_at=expires.isoformat(), role=user.role)
 
 
-@router.delete("/auth/token", status_code=204, tags=["auth"])
+@router.delete("/auth/token", status_code=204, tags=["auth"],
+               responses=E.responses(401, 503))
 def revoke_token(request: Request,
                  creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Response:
     if creds is not None:
@@ -50,26 +53,29 @@ def _config_out(key: ConfigKey, value: str) -> S.ConfigValueOut:
         description=key.description, unit=key.unit, minimum=key.minimum, maximum=key.maximum)
 
 
-@router.get("/config", response_model=list[S.ConfigValueOut], dependencies=[Depends(current_user)])
+@router.get("/config", response_model=list[S.ConfigValueOut], dependencies=[Depends(current_user)],
+            responses=E.responses(*E.READ))
 def list_config(request: Request) -> list[S.ConfigValueOut]:
     with request.app.state.ctx.db.session() as s:
         return [_config_out(k, v) for k, v in ConfigStore(s).listing()]
 
 
-@router.get("/config/{name}", response_model=S.ConfigValueOut, dependencies=[Depends(current_user)])
+@router.get("/config/{name}", response_model=S.ConfigValueOut, dependencies=[Depends(current_user)],
+            responses=E.responses(*E.READ_ONE))
 def get_config(name: str, request: Request) -> S.ConfigValueOut:
     with request.app.state.ctx.db.session() as s:
         return _config_out(*ConfigStore(s).get(name))
 
 
-@router.put("/config/{name}", response_model=S.ConfigValueOut, dependencies=[Depends(admin_user)])
+@router.put("/config/{name}", response_model=S.ConfigValueOut, dependencies=[Depends(admin_user)],
+            responses=E.responses(*E.WRITE_ONE))
 def set_config(name: str, body: S.ConfigValueIn, request: Request) -> S.ConfigValueOut:
     with request.app.state.ctx.db.session() as s:
         return _config_out(*ConfigStore(s).set(name, body.value))
 
 
 @router.get("/capabilities/fenceagents/{agent_type}", response_model=S.AgentTypeOut,
-            dependencies=[Depends(current_user)])
+            dependencies=[Depends(current_user)], responses=E.responses(400, 401, 502, 503))
 def agent_type(agent_type: str, request: Request) -> S.AgentTypeOut:
     """One fence agent type with its parameters (read once from the agent's metadata)."""
     from hostpower.fencing.drivers.base import DriverError
@@ -90,7 +96,8 @@ def agent_type(agent_type: str, request: Request) -> S.AgentTypeOut:
                               choices=list(p.get("choices") or [])) for p in params])
 
 
-@router.get("/capabilities", response_model=S.CapabilitiesOut, dependencies=[Depends(current_user)])
+@router.get("/capabilities", response_model=S.CapabilitiesOut, dependencies=[Depends(current_user)],
+            responses=E.responses(*E.READ))
 def capabilities(request: Request) -> S.CapabilitiesOut:
     ctx = request.app.state.ctx
     installed = ctx.installed_types()

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from hostpower.model.inventory import HostStatus, NonOperationalReason
+
+# Integer columns are 32-bit on PostgreSQL: an id beyond that cannot exist,
+# and must be refused by the schema (422) before it reaches the database.
+MAX_ID = 2**31 - 1
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+AgentOrder = Annotated[int, Field(ge=1, le=1000)]
+Percent = Annotated[int, Field(ge=0, le=100)]
+# Text a user gives: anything but a NUL byte, which PostgreSQL cannot store.
+Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
 
 
 class Strict(BaseModel):
@@ -16,7 +29,7 @@ class Strict(BaseModel):
 
 
 class Ref(Strict):
-    id: int
+    id: Id
 
 
 class RefOut(BaseModel):
@@ -28,13 +41,13 @@ class RefOut(BaseModel):
 # -- data centers / clusters ----------------------------------------------------
 
 class DataCenterIn(Strict):
-    name: str
-    description: str = ""
+    name: Text
+    description: Text = ""
 
 
 class DataCenterPatch(Strict):
-    name: str | None = None
-    description: str | None = None
+    name: Text | None = None
+    description: Text | None = None
 
 
 class DataCenterOut(BaseModel):
@@ -46,7 +59,7 @@ class DataCenterOut(BaseModel):
 
 class ConnectivityPolicyBody(Strict):
     enabled: bool = True
-    threshold: int = 50
+    threshold: Percent = 50
 
 
 class SdActivePolicyBody(Strict):
@@ -60,16 +73,16 @@ class FencingPolicyBody(Strict):
 
 
 class ClusterIn(Strict):
-    name: str
+    name: Text
     data_center: Ref
-    description: str = ""
+    description: Text = ""
     fencing_policy: FencingPolicyBody = Field(default_factory=FencingPolicyBody)
 
 
 class ClusterPatch(Strict):
-    name: str | None = None
+    name: Text | None = None
     data_center: Ref | None = None
-    description: str | None = None
+    description: Text | None = None
     fencing_policy: FencingPolicyBody | None = None
 
 
@@ -89,7 +102,7 @@ ProxyType = Literal["cluster", "dc", "other_dc", "engine", "host"]
 
 class PmProxy(Strict):
     type: ProxyType
-    host: str | None = Field(None, description="host name or address, for type host")
+    host: Text | None = Field(None, description="host name or address, for type host")
 
 
 class PmProxyEffective(BaseModel):
@@ -114,9 +127,9 @@ class PowerManagementOut(BaseModel):
 
 
 class HostIn(Strict):
-    name: str
-    address: str
-    port: int = Field(54321, description="TCP port of the host agent")
+    name: Text
+    address: Text
+    port: Port = Field(54321, description="TCP port of the host agent")
     cluster: Ref
     status: HostStatus = HostStatus.INSTALLING
     non_operational_reason: NonOperationalReason | None = None
@@ -124,9 +137,9 @@ class HostIn(Strict):
 
 
 class HostPatch(Strict):
-    name: str | None = None
-    address: str | None = None
-    port: int | None = None
+    name: Text | None = None
+    address: Text | None = None
+    port: Port | None = None
     cluster: Ref | None = None
     status: HostStatus | None = None
     non_operational_reason: NonOperationalReason | None = None
@@ -148,8 +161,8 @@ class HostOut(BaseModel):
 # -- fence agents -------------------------------------------------------------------
 
 class Option(Strict):
-    name: str
-    value: str
+    name: Text
+    value: Text
 
 
 class OptionOut(BaseModel):
@@ -158,15 +171,16 @@ class OptionOut(BaseModel):
 
 
 class FenceAgentIn(Strict):
-    type: str
-    address: str
-    port: int | None = None
-    username: str = ""
-    password: str | None = Field(None, description="write-only; omit on update to keep it")
+    type: Text
+    address: Text
+    port: Port | None = None
+    username: Text = ""
+    password: Text | None = Field(None, description="write-only; omit on update to keep it")
     options: list[Option] | None = Field(
         None, description="omit on update to keep the stored options (values of encrypted "
                           "options are never returned, so this is how they are kept)")
-    order: int | None = Field(None, description="agents of the same order run concurrently")
+    order: AgentOrder | None = Field(None, description="agents of the same order run "
+                                                       "concurrently")
     encrypt_options: bool = False
 
 
@@ -198,12 +212,12 @@ class ConfigValueOut(BaseModel):
 
 
 class ConfigValueIn(Strict):
-    value: str
+    value: Text
 
 
 class TokenRequest(Strict):
-    username: str
-    password: str
+    username: Text
+    password: Text
 
 
 class TokenOut(BaseModel):
@@ -245,14 +259,13 @@ class CapabilitiesOut(BaseModel):
     non_operational_reasons: list[str]
 
 
-class ErrorOut(BaseModel):
-    detail: str
-    field: str | None = None
-
-
 # -- power operations, events ---------------------------------------------------------
 
 FenceType = Literal["status", "start", "stop", "restart", "manual"]
+
+
+class ManualOut(BaseModel):
+    detail: str
 
 
 class FenceRequest(Strict):
@@ -260,7 +273,8 @@ class FenceRequest(Strict):
 
 
 class FenceAgentTestIn(FenceAgentIn):
-    id: int | None = Field(None, description="a saved agent whose password to use when none is given")
+    id: Id | None = Field(None, description="a saved agent whose password to use when none "
+                                            "is given")
 
 
 class AgentCommandOut(BaseModel):

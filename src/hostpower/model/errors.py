@@ -32,3 +32,12 @@ class ConflictError(HostpowerError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class StorageUnavailable(HostpowerError):
+    """The database cannot be written (disk full, read-only) or reached.
+    Nothing of the request was stored; the same request may succeed later."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(f"the engine's database is unavailable: {cause}")
+        self.cause = cause

@@ -11,7 +11,10 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from hostpower.store.dberrors import conflict_from, unavailable_from
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -62,7 +65,11 @@ def head_revision() -> str:
 
 
 class Database:
-    """An engine plus sessions that commit on success and roll back on error."""
+    """An engine plus sessions that commit on success and roll back on error.
+
+    A unique constraint that a concurrent writer won leaves as ConflictError,
+    a database that cannot be written or reached as StorageUnavailable: the
+    caller never sees a driver's exception."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -78,9 +85,23 @@ class Database:
             try:
                 yield session
                 session.commit()
+            except IntegrityError as exc:
+                _rollback(session)
+                raise conflict_from(exc) from exc
+            except OperationalError as exc:
+                _rollback(session)
+                raise unavailable_from(exc) from exc
             except BaseException:
-                session.rollback()
+                _rollback(session)
                 raise
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _rollback(session: Session) -> None:
+    """Roll back, even when the database is the thing that failed."""
+    try:
+        session.rollback()
+    except OperationalError:
+        pass
