@@ -10,6 +10,7 @@ and nothing of the exception.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -80,6 +81,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+_NUMBER = re.compile(r"-?\d{1,400}(\.\d{1,400})?")
 _BOUNDS = {"greater_than_equal": ("ge", "at least"), "less_than_equal": ("le", "at most"),
            "greater_than": ("gt", "more than"), "less_than": ("lt", "less than")}
 
@@ -89,9 +91,22 @@ def _message(e: dict[str, Any]) -> str:
     the bound (a number is never a secret; other input is never echoed)."""
     bound = _BOUNDS.get(str(e.get("type")))
     value = e.get("input")
+    if isinstance(value, str) and _NUMBER.fullmatch(value):  # from a path or query
+        value = int(value) if value.lstrip("-").isdigit() else float(value)
     if bound and isinstance(value, int | float) and not isinstance(value, bool):
         return f"{value} is out of range ({bound[1]} {e.get('ctx', {}).get(bound[0])})"
     return str(e.get("msg"))
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route serves at `path`. Starlette's own 405 names
+    only the first route that matched the path, not its siblings."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def install(app: FastAPI) -> None:
@@ -115,8 +130,11 @@ def install(app: FastAPI) -> None:
         return error(503, str(exc), headers={"Retry-After": "10"})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
+        return error(exc.status_code, str(exc.detail), headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -101,6 +101,9 @@ def set_power_management(host_id: S.PathId, body: S.PowerManagementIn,
 
 
 # -- fence agents ----------------------------------------------------------------
+# {agent_id:int}: only digits match, so another method on /fenceagents/test
+# (a POST-only route, routes_fence.py) answers 405, not 422 for an agent id
+# "test".
 
 def _agent_input(body: S.FenceAgentIn) -> AgentInput:
     return AgentInput(
@@ -131,7 +134,7 @@ def add_agent(host_id: S.PathId, body: S.FenceAgentIn, request: Request) -> S.Fe
         return C.agent_out(agent, inv.agents(host_id))
 
 
-@router.get("/hosts/{host_id}/fenceagents/{agent_id}", response_model=S.FenceAgentOut,
+@router.get("/hosts/{host_id}/fenceagents/{agent_id:int}", response_model=S.FenceAgentOut,
             dependencies=[Depends(current_user)],
             responses=E.responses(*E.READ_ONE))
 def get_agent(host_id: S.PathId, agent_id: S.PathId, request: Request) -> S.FenceAgentOut:
@@ -140,7 +143,7 @@ def get_agent(host_id: S.PathId, agent_id: S.PathId, request: Request) -> S.Fenc
         return C.agent_out(inv.agent(host_id, agent_id), inv.agents(host_id))
 
 
-@router.put("/hosts/{host_id}/fenceagents/{agent_id}", response_model=S.FenceAgentOut,
+@router.put("/hosts/{host_id}/fenceagents/{agent_id:int}", response_model=S.FenceAgentOut,
             dependencies=[Depends(admin_user)],
             responses=E.responses(*E.WRITE_ONE))
 def update_agent(host_id: S.PathId, agent_id: S.PathId, body: S.FenceAgentIn,
@@ -151,7 +154,7 @@ def update_agent(host_id: S.PathId, agent_id: S.PathId, body: S.FenceAgentIn,
         return C.agent_out(agent, inv.agents(host_id))
 
 
-@router.delete("/hosts/{host_id}/fenceagents/{agent_id}", status_code=204,
+@router.delete("/hosts/{host_id}/fenceagents/{agent_id:int}", status_code=204,
                dependencies=[Depends(admin_user)],
                responses=E.responses(*E.DELETE))
 def delete_agent(host_id: S.PathId, agent_id: S.PathId, request: Request) -> Response:

@@ -38,7 +38,8 @@ def _clear_cookie(response: Response, request: Request) -> None:
                            samesite="strict")
 
 
-@router.post("/session", response_model=SessionOut, responses=E.responses(401, 403, 422, 503))
+@router.post("/session", response_model=SessionOut,
+             responses=E.responses(400, 401, 403, 422, 503))
 def log_in(body: S.TokenRequest, request: Request, response: Response) -> SessionOut:
     """Log in: sets the HttpOnly session cookie and returns the CSRF token to
     send in the X-CSRF-Token header with every state-changing request."""

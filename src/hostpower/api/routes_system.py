@@ -26,7 +26,7 @@ def health(request: Request) -> dict[str, str]:
 
 
 @router.post("/auth/token", response_model=S.TokenOut, tags=["auth"],
-             responses=E.responses(401, 422, 503))
+             responses=E.responses(400, 401, 422, 503))
 def issue_token(body: S.TokenRequest, request: Request) -> S.TokenOut:
     with request.app.state.ctx.db.session() as s:
         users = Users(s)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from hostpower.model.inventory import HostStatus, NonOperationalReason
 
@@ -20,6 +21,23 @@ AgentOrder = Annotated[int, Field(ge=1, le=1000)]
 Percent = Annotated[int, Field(ge=0, le=100)]
 # Text a user gives: anything but a NUL byte, which PostgreSQL cannot store.
 Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+
+
+
+
+def _iso_time(value: object) -> datetime:
+    """An ISO 8601 time with its zone; not a bare number (pydantic would take
+    one as seconds since 1970, which nobody means in a query)."""
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("is not an ISO 8601 time, e.g. 2026-01-01T00:00:00Z") from None
+    if parsed.tzinfo is None:
+        raise ValueError("needs a time zone, e.g. 2026-01-01T00:00:00Z")
+    return parsed
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_time)]
 
 
 class Strict(BaseModel):

@@ -1,0 +1,62 @@
+"""The engine's API served for real (uvicorn on a loopback port, in a thread
+of the test process), for tests that need concurrency or a real client such
+as schemathesis. Stopped by the test that starts it."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import httpx
+import uvicorn
+
+from hostpower.api.app import create_app
+from hostpower.context import EngineContext
+from hostpower.runtime import EngineRuntime
+from hostpower.store.users import Users
+from labkit import free_port, wait_until
+
+ADMIN, ADMIN_PASSWORD = "root", "admin-password"
+
+
+class ServedApp:
+    """`with ServedApp(ctx) as app:` serves `create_app(ctx)` at `app.url`."""
+
+    def __init__(self, ctx: EngineContext, runtime: EngineRuntime | None = None) -> None:
+        self.ctx = ctx
+        self.url = ""
+        self._app = create_app(ctx, runtime)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "ServedApp":
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self._server = uvicorn.Server(uvicorn.Config(
+            self._app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        server = self._server
+        wait_until(lambda: server.started or not self._thread.is_alive(), 30, "uvicorn to start")
+        assert server.started, "the API server did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.should_exit = True
+        self._thread.join(30)
+
+    def admin_headers(self) -> dict[str, str]:
+        """A bearer token of an admin (created on first use)."""
+        with self.ctx.db.session() as s:
+            users = Users(s)
+            if not any(u.name == ADMIN for u in users.list()):
+                users.add(ADMIN, "admin", ADMIN_PASSWORD)
+        r = httpx.post(f"{self.url}/api/auth/token",
+                       json={"username": ADMIN, "password": ADMIN_PASSWORD}, timeout=30)
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    def request(self, method: str, path: str, headers: dict[str, str],
+                **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
