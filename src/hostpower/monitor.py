@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from hostpower.fencing.service import FencingService
 from hostpower.hostagent.client import AgentClient, AgentError
+from hostpower.model.errors import StorageUnavailable
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import Host, HostStatus
 from hostpower.model.treatment import Facts, decide
@@ -73,6 +74,10 @@ class Monitor:
                 while (left := next_round - time.monotonic()) > CONNECTING_PROBE / 2:
                     await asyncio.sleep(min(CONNECTING_PROBE, left))
                     await self.tick(only_connecting=True)
+            except StorageUnavailable as exc:
+                # Heartbeats go on; what they found is written once the
+                # database takes writes again (the next round sees it anew).
+                log.warning("monitor round could not record its findings: %s", exc)
             except Exception:
                 log.exception("monitor round failed")
             await asyncio.sleep(max(0.0, next_round - time.monotonic()))

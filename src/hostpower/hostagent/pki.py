@@ -197,6 +197,8 @@ class CertificateAuthority:
         once cannot end up with two different CAs.
         """
         path = Path(directory)
+        if (path / CA_KEY_FILE).exists() and (path / CA_CERT_FILE).exists():
+            return cls.load(path)  # the usual case, which writes nothing (a read-only home)
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         with _locked(path / ".ca.lock"):
             key_path, cert_path = path / CA_KEY_FILE, path / CA_CERT_FILE

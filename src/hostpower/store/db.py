@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,17 +19,39 @@ from sqlalchemy.orm import Session, sessionmaker
 from hostpower.store.dberrors import conflict_from, unavailable_from
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+log = logging.getLogger("hostpower.store")
+
+
+def read_only_sqlite_file(url: str) -> Path | None:
+    """The SQLite file of `url` when it exists on a file system this process
+    cannot write (a read-only mount); None otherwise."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url[len("sqlite:///"):].split("?", 1)[0])
+    if path.exists() and not os.access(path.parent, os.W_OK):
+        return path
+    return None
 
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        read_only = read_only_sqlite_file(url)
+        if read_only is not None:
+            # SQLite in WAL mode cannot even read a database whose directory
+            # it cannot write, unless told the file will not change: then
+            # reads work, and every write fails (503 through the API).
+            log.warning("%s is on a read-only file system: the engine reads its database "
+                        "but every write fails until it is writable and the engine restarts",
+                        read_only)
+            url = f"sqlite:///file:{read_only}?immutable=1&uri=true"
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA journal_mode=WAL")
+            if read_only is None:
+                cur.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a commit survives the engine process dying
             # (the journal's promise); only an OS crash or power cut may roll
             # back the last commits, and a resumed flow checks the device
