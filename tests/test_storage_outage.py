@@ -141,7 +141,7 @@ def test_storage_read_only_home_answers_503_for_writes_and_serves_reads(small_ho
             assert [d["name"] for d in app.request("GET", "/api/datacenters", admin).json()] \
                 == ["dc1"]
             assert runtime.monitor is not None
-            wait_until(lambda: runtime.monitor is not None and runtime.monitor.tracking, 10,
+            wait_until(lambda: runtime.monitor is not None and runtime.monitor.liveness, 10,
                        "the monitor to heartbeat h1")
             assert not runtime.monitor._task.done()
     finally:

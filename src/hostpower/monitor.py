@@ -1,11 +1,8 @@
 """Heartbeats and host status transitions; automatic fencing treatment.
 
 Every HostHeartbeatIntervalInSec the engine heartbeats every host agent at
-once (bounded concurrency, each call bounded by HostHeartbeatTimeoutInSec):
-
-    up --miss--> connecting --(TimeoutToResetHostInSeconds and
-                               HostAttemptsToResetCount misses)--> non_responsive
-    connecting / non_responsive / down --answer--> up
+once (bounded concurrency, each call bounded by HostHeartbeatTimeoutInSec);
+what each answer means for the host's status is model/liveness.py.
 
 A non_responsive host goes through the treatment gates (model/treatment.py)
 each round; a skip is an event when its reason changes, a pass starts the
@@ -17,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 
 from hostpower.fencing.service import FencingService
 from hostpower.hostagent.client import AgentClient, AgentError
 from hostpower.model.errors import StorageUnavailable
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import Host, HostStatus
+from hostpower.model.liveness import Heartbeat, Liveness, next_liveness
 from hostpower.model.treatment import Facts, decide
 from hostpower.store.inventory import Inventory
 from hostpower.store.journal import Journal
@@ -38,15 +35,6 @@ HEARTBEAT_CONCURRENCY = 512
 CONNECTING_PROBE = 1.0
 
 
-@dataclass
-class Tracking:
-    status: HostStatus | None = None     # what the monitor last saw or set
-    misses: int = 0
-    first_miss_at: float | None = None
-    boot_id: str | None = None
-    skipped_gate: str | None = None
-
-
 class Monitor:
     def __init__(self, service: FencingService, client: AgentClient,
                  clock=time.time) -> None:  # type: ignore[no-untyped-def]
@@ -54,7 +42,8 @@ class Monitor:
         self.ctx = service.ctx
         self.client = client
         self.clock = clock
-        self.tracking: dict[int, Tracking] = {}
+        self.liveness: dict[int, Liveness] = {}
+        self.skipped_gate: dict[int, str] = {}   # the gate that last held each host back
         self._sem = asyncio.Semaphore(HEARTBEAT_CONCURRENCY)
         self._task: asyncio.Task[None] | None = None
 
@@ -108,35 +97,25 @@ class Monitor:
                 return exc
 
     async def _transition(self, host: Host, answer: object, now: float, config) -> None:  # type: ignore[no-untyped-def]
-        t = self.tracking.setdefault(host.id, Tracking())
-        if t.status is not host.status:        # changed by someone else (flow, operator)
-            t.misses, t.first_miss_at, t.status = 0, None, host.status
-        if not isinstance(answer, AgentError):
-            types = set(getattr(answer, "fence_agent_types", []) or [])
-            self.service.host_agent_types[host.id] = types
-            boot_id = getattr(answer, "boot_id", None)
-            if t.boot_id and boot_id != t.boot_id:
-                await self._event(Severity.INFO, "host.rebooted", host,
-                                  f"{host.name} reports a new boot id")
-            t.boot_id, t.misses, t.first_miss_at = boot_id, 0, None
-            if host.status in (HostStatus.CONNECTING, HostStatus.NON_RESPONSIVE, HostStatus.DOWN):
-                await self._set(host, t, HostStatus.UP, Severity.INFO,
-                                f"{host.name} answers again: up")
-            return
-        t.misses += 1
-        t.first_miss_at = t.first_miss_at or now
-        if host.status is HostStatus.UP:
-            await self._set(host, t, HostStatus.CONNECTING, Severity.WARNING,
-                            f"{host.name} missed a heartbeat: connecting ({answer})")
-        elif host.status is HostStatus.CONNECTING:
-            grace = config["TimeoutToResetHostInSeconds"]
-            if now - t.first_miss_at >= grace and t.misses >= config["HostAttemptsToResetCount"]:
-                await self._set(host, t, HostStatus.NON_RESPONSIVE, Severity.ERROR,
-                                f"{host.name} is non_responsive: no answer for "
-                                f"{now - t.first_miss_at:.1f} s and {t.misses} heartbeats")
+        if isinstance(answer, AgentError):
+            beat = Heartbeat(answered=False, failure=str(answer))
+        else:
+            self.service.host_agent_types[host.id] = set(
+                getattr(answer, "fence_agent_types", []) or [])
+            beat = Heartbeat(answered=True, boot_id=getattr(answer, "boot_id", None))
+        step = next_liveness(host.name, host.status, self.liveness.get(host.id, Liveness()), beat,
+                             now, config["TimeoutToResetHostInSeconds"],
+                             config["HostAttemptsToResetCount"])
+        self.liveness[host.id] = step.liveness
+        if step.rebooted:
+            await self._event(Severity.INFO, "host.rebooted", host,
+                              f"{host.name} reports a new boot id")
+        if step.change is not None:
+            await self.service.set_host_status(host.id, step.change.status)
+            await self._event(step.change.severity, "host.status", host, step.change.message,
+                              {"status": step.change.status.value})
 
     async def treat(self, host: Host, snapshot, config) -> None:  # type: ignore[no-untyped-def]
-        t = self.tracking.setdefault(host.id, Tracking())
         last = await self.service._db(lambda s: Journal(s).last_finished_at(host.id))
         agents = await self.service._load_agents(host.id)
         cluster = snapshot.cluster(host.cluster_id)
@@ -150,21 +129,15 @@ class Monitor:
             in_flow=self.service.in_flow(host.id), agent_count=len(agents))
         decision = decide(facts)
         if not decision.fence:
-            if t.skipped_gate != decision.gate:
-                t.skipped_gate = decision.gate
+            if self.skipped_gate.get(host.id) != decision.gate:
+                self.skipped_gate[host.id] = decision.gate
                 await self._event(Severity.WARNING if decision.gate != "connectivity_broken"
                                   else Severity.ERROR, "treatment.skipped", host,
                                   f"automatic fencing of {host.name} skipped: {decision.reason}",
                                   {"gate": decision.gate})
             return
-        t.skipped_gate = None
+        self.skipped_gate.pop(host.id, None)
         await self.service.request(host.id, "restart", "automatic")
-
-    async def _set(self, host: Host, t: Tracking, status: HostStatus, severity: Severity,
-                   message: str) -> None:
-        await self.service.set_host_status(host.id, status)
-        t.status = status
-        await self._event(severity, "host.status", host, message, {"status": status.value})
 
     async def _event(self, severity: Severity, kind: str, host: Host, message: str,
                      details: dict | None = None) -> None:  # type: ignore[type-arg]
