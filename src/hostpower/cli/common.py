@@ -8,10 +8,11 @@ from collections.abc import Sequence
 
 from hostpower.config import Config
 from hostpower.context import EngineContext
+from hostpower.model.errors import HostpowerError
 from hostpower.settings import Settings
 
 
-class CliError(Exception):
+class CliError(HostpowerError):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code

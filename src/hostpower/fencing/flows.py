@@ -19,6 +19,7 @@ from typing import Protocol
 from hostpower.config import Config
 from hostpower.fencing.failpoints import failpoint
 from hostpower.fencing.power import HostPower, PowerResult
+from hostpower.model.errors import HostpowerError
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import HostStatus
 from hostpower.model.power import FenceAction, Outcome
@@ -36,7 +37,7 @@ class FlowStore(Protocol):
     async def config(self) -> Config: ...
 
 
-class FlowFailed(Exception):
+class FlowFailed(HostpowerError):
     pass
 
 

@@ -24,7 +24,7 @@ from hostpower.fencing.drivers.base import DriverError, FenceDriver
 from hostpower.hostagent import pki
 from hostpower.model import validate
 from hostpower.model.agenttypes import TYPE_RE
-from hostpower.model.errors import ValidationError
+from hostpower.model.errors import HostpowerError, ValidationError
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
 from hostpower.model.secret import Secret
 
@@ -44,7 +44,7 @@ AGENT_TYPES_TTL = 60.0
 _AGENT_FIELDS = frozenset({"type", "address", "port", "username", "password", "plug", "options"})
 
 
-class AgentStartError(Exception):
+class AgentStartError(HostpowerError):
     """The agent could not start serving (bad certificates, address in use, ...)."""
 
 

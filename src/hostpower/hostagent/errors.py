@@ -7,12 +7,14 @@ import os
 import ssl
 from collections.abc import Iterator
 
+from hostpower.model.errors import HostpowerError
+
 
 def endpoint(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-class AgentError(Exception):
+class AgentError(HostpowerError):
     """Any failure to get an answer from a host agent."""
 
     def __init__(self, message: str, address: str, port: int) -> None:

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hostpower.model.errors import ValidationError
+from hostpower.model.errors import HostpowerError, ValidationError
 from hostpower.model.proxychain import is_host_name_or_ip
 
 Role = Literal["agent", "engine"]
@@ -58,7 +58,7 @@ CA_KEY_FILE = "ca.key"
 CA_CERT_FILE = "ca.crt"
 
 
-class PKIError(Exception):
+class PKIError(HostpowerError):
     """The CA directory or a certificate file is unusable."""
 
 

@@ -4,7 +4,24 @@ from __future__ import annotations
 
 
 class HostpowerError(Exception):
-    """Base of every error hostpower raises on purpose."""
+    """Base of every error hostpower raises on purpose. The tree:
+
+    HostpowerError
+    ├── ValidationError          bad input, names the field (API 400/422, CLI exit 2)
+    ├── NotFoundError            a named object does not exist (404)
+    ├── ConflictError            clashes with stored state, also a lost race (409)
+    ├── StorageUnavailable       the database cannot be written or reached (503)
+    ├── SecretKeyError           store/crypto.py: the secret key file is unusable
+    ├── AlreadyRunning           store/journal.py: a flow holds the host; join it
+    ├── FlowFailed               fencing/flows.py: a step of a flow failed
+    ├── DriverError              fencing/drivers: a fence driver could not run
+    ├── AgentError               hostagent/errors.py: talking to a host agent failed
+    │   ├── AgentUnreachable, AgentTimeout, AgentTLSError, AgentProtocolError
+    ├── AgentStartError          hostagent/agent.py: the agent cannot serve
+    ├── PKIError                 hostagent/pki.py: a CA or certificate problem
+    ├── LabError, NetnsError     lab/: the lab could not be built or driven
+    └── CliError                 cli/common.py: a command's error with its exit code
+    """
 
 
 class ValidationError(HostpowerError):

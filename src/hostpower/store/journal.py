@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hostpower.model.errors import NotFoundError
+from hostpower.model.errors import HostpowerError, NotFoundError
 from hostpower.store.tables import OperationRow, OperationStepRow
 
 
@@ -48,7 +48,7 @@ class Operation:
         return self.state == "running"
 
 
-class AlreadyRunning(Exception):
+class AlreadyRunning(HostpowerError):
     """A flow for this host is running; `operation_id` is the one to join."""
 
     def __init__(self, operation_id: int) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from hostpower.model.errors import HostpowerError
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult
 
 
-class DriverError(Exception):
+class DriverError(HostpowerError):
     """A driver could not be used at all (not installed, bad options)."""
 
 

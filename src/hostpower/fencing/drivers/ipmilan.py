@@ -46,6 +46,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from hostpower.fencing.drivers.base import DriverError, FenceDriver
+from hostpower.model.errors import HostpowerError
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
 
 try:
@@ -130,7 +131,7 @@ def _seconds(key: str, raw: str) -> float:
     return seconds
 
 
-class _Failure(Exception):
+class _Failure(HostpowerError):
     """The BMC refused or failed a command; the message is for the operator."""
 
 
