@@ -61,16 +61,6 @@ def engine_context(lab: RunningLab, settings: Settings) -> EngineContext:
     return ctx
 
 
-LIVE: list["EngineThread"] = []
-
-
-def _written() -> None:
-    """Tests edit the database directly, so running engines must forget their cache."""
-    for engine in LIVE:
-        if engine.runtime.service is not None:
-            engine.runtime.service.invalidate()
-
-
 class EngineThread:
     """Runs an EngineRuntime on an event loop of its own thread, as `serve` would."""
 
@@ -83,11 +73,9 @@ class EngineThread:
     def __enter__(self) -> "EngineThread":
         self.thread.start()
         self.call(self.runtime.start())
-        LIVE.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        LIVE.remove(self)
         self.call(self.runtime.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
@@ -110,7 +98,6 @@ def host_id(ctx: EngineContext, name: str) -> int:
 def set_status(ctx: EngineContext, name: str, status: HostStatus) -> None:
     with ctx.db.session() as s:
         Inventory(s, ctx.box).set_status(host_id(ctx, name), status)
-    _written()
 
 
 def set_chain(ctx: EngineContext, name: str, chain: str) -> None:
@@ -120,14 +107,12 @@ def set_chain(ctx: EngineContext, name: str, chain: str) -> None:
         pm = h.power_management
         inv.update_host(h.id, power_management=PowerManagement(
             pm.enabled, pm.automatic_pm_enabled, pm.kdump_detection, chain))
-    _written()
 
 
 def set_config(ctx: EngineContext, **values: str) -> None:
     with ctx.db.session() as s:
         for k, v in values.items():
             ConfigStore(s).set(k, v)
-    _written()
 
 
 def events(ctx: EngineContext, name: str | None = None, kind: str | None = None,
@@ -165,7 +150,6 @@ def reset(ctx: EngineContext, lab: RunningLab) -> None:
             store.reset(key)
         for key, value in FAST.items():
             store.set(key, value)
-    _written()
 
 
 Listener = Callable[[dict[str, Any]], None]

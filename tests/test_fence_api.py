@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from hostpower.store.users import Users
 FENCE_DUMMY = Path("/usr/sbin/fence_dummy")
 SECRET = "Dummy-BMC-Secret-pw"
 TEST_SECRET = "Unsaved-Agent-Secret-pw"
+HOSTPOWER = str(Path(sys.executable).with_name("hostpower"))
 RESTART_STEPS = ["check", "stop", "verify_off", "start", "verify_on"]
 
 
@@ -169,6 +172,24 @@ def test_a_chain_saved_through_the_api_applies_to_the_next_command(engine: Engin
     # h2, the only other host of the cluster, is in maintenance: no proxy is eligible.
     assert (body["power_state"], body["proxy"]) == ("error", None)
     assert "no eligible proxy" in body["commands"][0]["message"]
+
+
+def test_a_cli_write_while_the_engine_runs_applies_to_its_next_command(engine: Engine) -> None:
+    """Another writer of the database (here the `hostpower` command, as an
+    operator or a second engine would) moves the store's revision; the
+    engine's next command sees the change, with no restart and no TTL."""
+    r = engine.api.put(f"/api/hosts/{engine.hosts['h1']}/power_management", headers=engine.admin,
+                       json={"enabled": True, "pm_proxies": []})  # the default chain applies
+    assert r.status_code == 200, r.text
+    assert engine.fence("h1", "status").json()["power_state"] == "error"  # default: cluster,dc
+    settings = engine.ctx.settings
+    env = {**os.environ, "HOSTPOWER_HOME": str(settings.home),
+           "HOSTPOWER_DB_URL": settings.db_url}
+    done = subprocess.run([HOSTPOWER, "config", "set", "FenceProxyDefaultPreferences", "engine"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    body = engine.fence("h1", "status").json()
+    assert (body["power_state"], body["proxy"]) == ("on", "engine")
 
 
 def test_restart_runs_every_step_through_the_engine_and_the_events_tell_the_story(

@@ -220,3 +220,42 @@ def test_key_file_is_created_private_and_a_wrong_key_is_detected(tmp_path) -> No
     os.chmod(path, 0o644)
     with pytest.raises(SecretKeyError, match="readable by others"):
         SecretBox.load_or_create(path)
+
+
+def test_revisions_move_with_every_inventory_configuration_or_status_write(ctx, world) -> None:  # type: ignore[no-untyped-def]
+    """What tells every engine's cache it is stale: inventory and configuration
+    writes move "inventory", a status-only write moves "status", reads and
+    other tables move nothing; a failed write moves nothing either."""
+    from hostpower.model.events import Event, Severity
+    from hostpower.store import revisions
+    from hostpower.store.configstore import ConfigStore
+    from hostpower.store.events import Events
+
+    def now() -> tuple[int, int]:
+        with ctx.db.session() as s:
+            r = revisions.current(s)
+        return r.inventory, r.status
+
+    inventory, status = now()
+    with ctx.db.session() as s:
+        Inventory(s, ctx.box).hosts()
+        Events(s).add(Event(Severity.INFO, "test", "nothing to do with the inventory"))
+    assert now() == (inventory, status)
+    with ctx.db.session() as s:
+        Inventory(s, ctx.box).set_status(world["h1"], HostStatus.CONNECTING)
+        Inventory(s, ctx.box).set_status(world["h2"], HostStatus.CONNECTING)
+        assert revisions.moved_by(s) == {"status": status + 1}  # once per transaction
+    assert now() == (inventory, status + 1)
+    with ctx.db.session() as s:
+        Inventory(s, ctx.box).set_status(world["h1"], HostStatus.CONNECTING)  # no change
+    assert now() == (inventory, status + 1)
+    with ctx.db.session() as s:
+        ConfigStore(s).set("FenceProxyDefaultPreferences", "cluster")
+    assert now() == (inventory + 1, status + 1)
+    with ctx.db.session() as s:
+        Inventory(s, ctx.box).update_host(world["h3"], agent_port=5555)
+    assert now() == (inventory + 2, status + 1)
+    with pytest.raises(ConflictError):
+        with ctx.db.session() as s:
+            Inventory(s, ctx.box).add_data_center("dc1")
+    assert now() == (inventory + 2, status + 1)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from hostpower import __version__
 from hostpower.context import EngineContext
@@ -17,16 +17,6 @@ from hostpower.runtime import EngineRuntime
 from hostpower.web.routes import mount_console  # web console: / and /static
 
 log = logging.getLogger("hostpower.api")
-
-
-INVENTORY_PATHS = ("/api/datacenters", "/api/clusters", "/api/hosts", "/api/config")
-POWER_OPERATION_PATHS = ("/fence", "/fenceagents/test")
-
-
-def _changes_inventory(request: Request) -> bool:
-    path = request.url.path.rstrip("/")
-    return (request.method not in ("GET", "HEAD", "OPTIONS")
-            and path.startswith(INVENTORY_PATHS) and not path.endswith(POWER_OPERATION_PATHS))
 
 
 def create_app(ctx: EngineContext, runtime: EngineRuntime | None = None) -> FastAPI:
@@ -52,17 +42,6 @@ def create_app(ctx: EngineContext, runtime: EngineRuntime | None = None) -> Fast
     app.state.runtime = runtime
 
     errors.install(app)
-
-    @app.middleware("http")
-    async def _fresh_inventory(request: Request, call_next):  # type: ignore[no-untyped-def]
-        """An inventory or configuration write through the API is seen by the
-        next proxy selection at once; power operations and logins keep the
-        cache (a status is a POST, and reloading 10,000 hosts for it would
-        cost more than the status)."""
-        response = await call_next(request)
-        if runtime and runtime.service and _changes_inventory(request):
-            runtime.service.invalidate()
-        return response
 
     app.include_router(routes_system.router)
     app.include_router(routes_inventory.router)

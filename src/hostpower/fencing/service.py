@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from hostpower.config import Config
@@ -19,8 +20,9 @@ from hostpower.fencing.power import HostPower, PowerResult
 from hostpower.hostagent.client import AgentClient
 from hostpower.model.errors import ConflictError
 from hostpower.model.events import Event, Severity
-from hostpower.model.inventory import FenceAgent, HostStatus, InventorySnapshot
+from hostpower.model.inventory import FenceAgent, Host, HostStatus, InventorySnapshot
 from hostpower.model.power import FenceAction
+from hostpower.store import revisions
 from hostpower.store.configstore import ConfigStore
 from hostpower.store.events import Events
 from hostpower.store.inventory import Inventory
@@ -29,10 +31,6 @@ from hostpower.store.journal import AlreadyRunning, Journal, Operation
 log = logging.getLogger("hostpower.fencing")
 T = TypeVar("T")
 FLOW_ACTIONS = ("start", "stop", "restart")
-# How long one inventory snapshot serves proxy selection. Status changes made
-# by this engine (flows, monitor) are applied to it at once; other writers
-# (an operator's edit through the API or CLI) are seen within this time.
-SNAPSHOT_TTL = 1.0
 
 
 class FencingService:
@@ -53,8 +51,9 @@ class FencingService:
         self._on_finish: list[Callable[[Operation], None]] = []
         self._on_event: list[Callable[[Event], None]] = []
         self._state: tuple[InventorySnapshot, Config] | None = None
-        self._agents: dict[int, tuple[float, list[FenceAgent]]] = {}
-        self._state_at = 0.0
+        self._revisions = revisions.Revisions(-1, -1)
+        self._agents: dict[int, list[FenceAgent]] = {}
+        self._agents_revision = -1
 
     # -- database access, off the event loop -------------------------------------------
 
@@ -65,30 +64,37 @@ class FencingService:
         return await asyncio.to_thread(work)
 
     async def _load_state(self) -> tuple[InventorySnapshot, Config]:
-        """The inventory and configuration, cached for SNAPSHOT_TTL seconds:
-        with thousands of hosts, reading them for every command would cost
-        more than the command itself."""
-        if self._state is None or time.monotonic() - self._state_at > SNAPSHOT_TTL:
-            self._state = await self._db(lambda s: (Inventory(s, self.ctx.box).snapshot(),
-                                                    ConfigStore(s).load()))
-            self._state_at = time.monotonic()
-            self._prefer_native = self._state[1]["PreferNativeFenceDrivers"]
+        """The inventory and configuration as of now. The cache is checked
+        against the store's revisions on every call (one small query) and
+        reloads what another writer moved: everything when the inventory or
+        configuration changed, only the host statuses when only they did."""
+        self._state, self._revisions = await self._db(
+            lambda s: self._fresh_state(s, self._state, self._revisions))
+        if self._revisions.inventory != self._agents_revision:
+            self._agents, self._agents_revision = {}, self._revisions.inventory
+        self._prefer_native = self._state[1]["PreferNativeFenceDrivers"]
         return self._state
 
-    def invalidate(self) -> None:
-        """Forget the cached inventory (after a write this engine did not make itself)."""
-        self._state = None
-        self._agents = {}
+    def _fresh_state(self, s: Any, state: tuple[InventorySnapshot, Config] | None,
+                     seen: revisions.Revisions) -> tuple[tuple[InventorySnapshot, Config],
+                                                         revisions.Revisions]:
+        now = revisions.current(s)
+        if state is None or now.inventory != seen.inventory:
+            return (Inventory(s, self.ctx.box).snapshot(), ConfigStore(s).load()), now
+        if now.status != seen.status:
+            snapshot, config = state
+            return (Inventory(s, self.ctx.box).with_current_statuses(snapshot), config), now
+        return state, now
 
     async def _load_agents(self, host_id: int) -> list[FenceAgent]:
-        """A host's agents (passwords decrypted), kept as long as the snapshot:
-        a flow asks for them at every step."""
+        """A host's agents, passwords decrypted: read when a command needs
+        them, kept until the inventory revision moves (a flow asks at every step)."""
+        await self._load_state()
         cached = self._agents.get(host_id)
-        if cached is not None and time.monotonic() - cached[0] <= SNAPSHOT_TTL:
-            return cached[1]
-        agents = await self._db(lambda s: Inventory(s, self.ctx.box).agents(host_id))
-        self._agents[host_id] = (time.monotonic(), agents)
-        return agents
+        if cached is None:
+            cached = await self._db(lambda s: Inventory(s, self.ctx.box).agents(host_id))
+            self._agents[host_id] = cached
+        return cached
 
     # -- FlowStore ------------------------------------------------------------------------
 
@@ -100,11 +106,16 @@ class FencingService:
         await self._db(lambda s: Journal(s).finish_step(step_id, outcome, proxies, message))
 
     async def set_host_status(self, host_id: int, status: HostStatus) -> None:
-        host = await self._db(lambda s: Inventory(s, self.ctx.box).set_status(host_id, status))
-        if self._state is not None:  # write-through, so the next selection sees it
+        def write(s: Any) -> tuple[Host, dict[str, int]]:
+            return Inventory(s, self.ctx.box).set_status(host_id, status), revisions.moved_by(s)
+        host, moved = await self._db(write)
+        # Write-through: when this write is the only one since the cache was
+        # read, apply it to the cache instead of reloading every status.
+        if self._state is not None and moved.get(revisions.STATUS) == self._revisions.status + 1:
             snapshot, config = self._state
             hosts = tuple(host if h.id == host_id else h for h in snapshot.hosts)
             self._state = (InventorySnapshot(snapshot.data_centers, snapshot.clusters, hosts), config)
+            self._revisions = replace(self._revisions, status=moved[revisions.STATUS])
 
     async def emit(self, event: Event) -> None:
         level = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING,

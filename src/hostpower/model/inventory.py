@@ -103,7 +103,6 @@ class Host:
     agent_port: int = 54321
     non_operational_reason: NonOperationalReason | None = None
     power_management: PowerManagement = field(default_factory=PowerManagement)
-    agents: tuple[FenceAgent, ...] = ()
 
     def matches(self, name_or_address: str) -> bool:
         """Whether a chain entry such as `host7` or `10.0.0.7` names this host."""

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hostpower.store import revisions
 from hostpower.store.dberrors import conflict_from, unavailable_from
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -99,6 +100,7 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        revisions.track(self._sessions)
 
     def upgrade(self) -> None:
         upgrade(self.engine)

@@ -281,13 +281,20 @@ class Inventory:
 
     # -- snapshot -------------------------------------------------------------
 
-    def snapshot(self, with_agents: bool = False) -> InventorySnapshot:
-        """The whole inventory at once; agents (and their decryption) only on request."""
+    def snapshot(self) -> InventorySnapshot:
+        """The whole inventory at once (fence agents are read per host, when needed)."""
         dcs = tuple(_dc(r) for r in self.s.scalars(select(DataCenterRow)))
         clusters = tuple(_cluster(r) for r in self.s.scalars(select(ClusterRow)))
-        rows = self.s.scalars(select(HostRow)).all()
-        hosts = tuple(self._host(r, with_agents) for r in rows)
+        hosts = tuple(self._host(r) for r in self.s.scalars(select(HostRow)))
         return InventorySnapshot(dcs, clusters, hosts)
+
+    def with_current_statuses(self, snapshot: InventorySnapshot) -> InventorySnapshot:
+        """`snapshot` with every host's status as stored now (one narrow query)."""
+        rows = self.s.execute(select(HostRow.id, HostRow.status, HostRow.non_operational_reason))
+        now = {i: (HostStatus(st), _reason(r)) for i, st, r in rows}
+        hosts = tuple(replace(h, status=now[h.id][0], non_operational_reason=now[h.id][1])
+                      for h in snapshot.hosts if h.id in now)
+        return InventorySnapshot(snapshot.data_centers, snapshot.clusters, hosts)
 
     # -- internals ------------------------------------------------------------
 
@@ -325,7 +332,7 @@ class Inventory:
     def _checked_chain(self, spec: str, target: Host) -> str:
         entries = parse_chain(spec)
         if any(e.source is ProxySource.HOST for e in entries):
-            hosts = [self._host(r, False) for r in self.s.scalars(select(HostRow))]
+            hosts = [self._host(r) for r in self.s.scalars(select(HostRow))]
             hosts = [h for h in hosts if h.id != target.id] + [target]
             check_chain_hosts(entries, target, hosts)
         return format_chain(entries)
@@ -389,7 +396,7 @@ class Inventory:
             raise NotFoundError("fence agent", agent_id)
         return row
 
-    def _host(self, row: HostRow, with_agents: bool = True) -> Host:
+    def _host(self, row: HostRow) -> Host:
         return Host(
             id=row.id, name=row.name, address=row.address, cluster_id=row.cluster_id,
             status=HostStatus(row.status), agent_port=row.agent_port,
@@ -399,7 +406,6 @@ class Inventory:
                 kdump_detection=row.pm_kdump_detection,
                 pm_proxies=row.pm_proxy_preferences,
             ),
-            agents=tuple(self._agent(a) for a in row.agents) if with_agents else (),
         )
 
     def _agent(self, row: FenceAgentRow) -> FenceAgent:

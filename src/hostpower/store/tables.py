@@ -76,6 +76,18 @@ class FenceAgentRow(Base):
     host: Mapped[HostRow] = relationship(back_populates="agents")
 
 
+class RevisionRow(Base):
+    """Counters that every write of what they name moves, in the same
+    transaction (store/revisions.py): "inventory" (data centers, clusters,
+    hosts, agents, configuration) and "status" (host statuses only). A cache
+    compares them to know it is stale, whoever wrote: this engine, another
+    engine, the CLI."""
+
+    __tablename__ = "revisions"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class ConfigRow(Base):
     __tablename__ = "config"
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
