@@ -44,7 +44,8 @@ def run_schemathesis(app: ServedApp, seed: int, report: Path) -> subprocess.Comp
            "--seed", str(seed), "--workers", "1", "--generation-database", "none",
            "--request-timeout", "30", "--report", "ndjson",
            "--report-ndjson-path", str(report)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True,
+    # In the test's own folder: schemathesis keeps a cache of crashes in its cwd.
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=report.parent,
                           timeout=MAX_SECONDS * 4 + 120)
 
 

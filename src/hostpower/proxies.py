@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
+from hostpower.config import Config
 from hostpower.model.inventory import (
     Host, HostStatus, InventorySnapshot, NonOperationalReason,
 )
-from hostpower.model.proxychain import ProxyEntry, ProxySource, complete_chain, parse_chain
+from hostpower.model.proxychain import ProxyEntry, ProxySource, complete_chain
 
 ENGINE = "engine"
 
@@ -184,7 +185,9 @@ class ProxyLocator:
         return rank
 
 
-def effective_chain(own: str, default: Sequence[ProxyEntry],
-                    implicit: Sequence[ProxyEntry]) -> tuple[ProxyEntry, ...]:
-    """A host's stored chain text, completed by the configuration."""
-    return complete_chain(parse_chain(own), default, implicit)
+def effective_chain(own: Sequence[ProxyEntry], config: Config) -> tuple[ProxyEntry, ...]:
+    """The chain a host's proxies are chosen by: its own entries (or
+    FenceProxyDefaultPreferences when it has none) completed with
+    FenceProxyImplicitPreferences. The one place that reads those keys."""
+    return complete_chain(own, config["FenceProxyDefaultPreferences"],
+                          config["FenceProxyImplicitPreferences"])

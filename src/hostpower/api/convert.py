@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from hostpower.api import schemas as S
 from hostpower.config import Config
 from hostpower.model.errors import ValidationError
 from hostpower.model.inventory import (
     Cluster, ConnectivityPolicy, DataCenter, FenceAgent, FencingPolicy, Host, PowerManagement,
 )
 from hostpower.model.proxychain import (
-    ProxyEntry, ProxySource, check_entries, complete_chain, format_chain, parse_chain, parse_entry,
+    ProxyEntry, ProxySource, check_entries, format_chain, parse_chain, parse_entry,
 )
-from hostpower.api import schemas as S
+from hostpower.proxies import effective_chain
 
 
 def dc_out(dc: DataCenter) -> S.DataCenterOut:
@@ -72,8 +73,7 @@ def _proxy(e: ProxyEntry) -> S.PmProxy:
 
 def pm_out(pm: PowerManagement, config: Config) -> S.PowerManagementOut:
     own = parse_chain(pm.pm_proxies)
-    effective = complete_chain(own, config["FenceProxyDefaultPreferences"],
-                               config["FenceProxyImplicitPreferences"])
+    effective = effective_chain(own, config)
     own_keys = {e.key for e in own}
     return S.PowerManagementOut(
         enabled=pm.enabled, automatic_pm_enabled=pm.automatic_pm_enabled,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hostpower.cli.common import open_context, read_config
-from hostpower.model.proxychain import complete_chain, format_chain, parse_chain
+from hostpower.model.proxychain import format_chain, parse_chain
 from hostpower.proxies import ProxyLocator, effective_chain
 from hostpower.store.configstore import ConfigStore
 from hostpower.store.inventory import Inventory
@@ -29,8 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def normalize(args: argparse.Namespace) -> int:
     config = read_config()
-    chain = complete_chain(parse_chain(args.spec), config["FenceProxyDefaultPreferences"],
-                           config["FenceProxyImplicitPreferences"])
+    chain = effective_chain(parse_chain(args.spec), config)
     print(format_chain(chain))
     return 0
 
@@ -40,9 +39,7 @@ def resolve(args: argparse.Namespace) -> int:
     with ctx.db.session() as s:
         config = ConfigStore(s).load()
         host = Inventory(s, ctx.box).find_host(args.host)
-    print(format_chain(effective_chain(host.power_management.pm_proxies,
-                                       config["FenceProxyDefaultPreferences"],
-                                       config["FenceProxyImplicitPreferences"])))
+    print(format_chain(effective_chain(parse_chain(host.power_management.pm_proxies), config)))
     return 0
 
 
@@ -56,9 +53,7 @@ def explain(args: argparse.Namespace) -> int:
         agents = inv.agents(host.id)
     agent_type = args.agent_type or (agents[0].type if agents else "ipmilan")
     own = parse_chain(host.power_management.pm_proxies)
-    chain = effective_chain(host.power_management.pm_proxies,
-                            config["FenceProxyDefaultPreferences"],
-                            config["FenceProxyImplicitPreferences"])
+    chain = effective_chain(own, config)
     cluster = snapshot.cluster(host.cluster_id)
     dc = next(d for d in snapshot.data_centers if d.id == cluster.data_center_id)
     print(f"host {host.name} ({host.address}), cluster {cluster.name}, data center {dc.name}")

@@ -19,6 +19,7 @@ from hostpower.config import Config
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import FenceAgent, Host, InventorySnapshot
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
+from hostpower.model.proxychain import parse_chain
 from hostpower.proxies import Candidate, ProxyLocator, effective_chain
 
 
@@ -89,9 +90,7 @@ class ChainExecutor:
                   operation_id: int | None = None) -> CommandResult:
         snapshot, config = await self.load_state()
         target = snapshot.host(host_id)
-        chain = effective_chain(target.power_management.pm_proxies,
-                                config["FenceProxyDefaultPreferences"],
-                                config["FenceProxyImplicitPreferences"])
+        chain = effective_chain(parse_chain(target.power_management.pm_proxies), config)
         timeout = float(config["FenceCommandTimeoutInSec"])
         search_retries = config["FindFenceProxyRetries"] if action in (FenceAction.ON, FenceAction.OFF) else 0
         search_delay = float(config["FindFenceProxyDelayBetweenRetriesInSec"])
