@@ -9,6 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hostpower.api.app import create_app
+from hostpower.context import EngineContext
+from hostpower.store.configstore import ConfigStore
+from hostpower.store.events import Events
 from hostpower.store.users import Users
 
 SECRET = "Very-Secret-BMC-pw"
@@ -21,6 +24,16 @@ def api(ctx):  # type: ignore[no-untyped-def]
         Users(s).add("watcher", "viewer", "viewer-password")
     with TestClient(create_app(ctx)) as client:
         yield client
+
+
+def configure(ctx: EngineContext, **values: object) -> None:
+    """Store configuration values (e.g. small login thresholds) as an operator would."""
+    with ctx.db.session() as s:
+        for name, value in values.items():
+            ConfigStore(s).set(name, str(value))
+
+
+NO_BACKOFF = {"LoginFailureBackoffInMs": 0}
 
 
 def token(api: TestClient, user: str, password: str) -> dict[str, str]:
@@ -67,6 +80,7 @@ def test_only_health_answers_without_a_token(api: TestClient) -> None:
 
 
 def test_wrong_password_gets_no_token(api: TestClient) -> None:
+    configure(api.app.state.ctx, **NO_BACKOFF)  # type: ignore[attr-defined]
     r = api.post("/api/auth/token", json={"username": "root", "password": "wrong"})
     assert r.status_code == 401
     assert r.json()["detail"] == "wrong user name or password"

@@ -194,7 +194,7 @@ def test_restart_runs_every_step_through_the_engine_and_the_events_tell_the_stor
     assert [(a["details"]["action"], a["details"]["proxy"]) for a in attempts] == [
         ("status", "engine"), ("off", "engine"), ("status", "engine"), ("on", "engine"),
         ("status", "engine")]
-    assert "restart of h1 started (api:root)" in story[0]["message"]
+    assert "restart of h1 started by root (api)" in story[0]["message"]
     assert {e["severity"] for e in story} == {"info"}
 
 

@@ -15,6 +15,7 @@ from hostpower.context import EngineContext
 from hostpower.model.errors import ConflictError, NotFoundError, ValidationError
 from hostpower.api import routes_fence, routes_hosts, routes_inventory, routes_system
 from hostpower.api import routes_session  # web console login (cookie + CSRF)
+from hostpower.api.login import TooManyLoginAttempts
 from hostpower.runtime import EngineRuntime
 from hostpower.web.routes import mount_console  # web console: / and /static
 
@@ -73,6 +74,12 @@ def create_app(ctx: EngineContext, runtime: EngineRuntime | None = None) -> Fast
     @app.exception_handler(NotFoundError)
     async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
         return _error(404, str(exc))
+
+    @app.exception_handler(TooManyLoginAttempts)
+    async def _throttled(_: Request, exc: TooManyLoginAttempts) -> JSONResponse:
+        response = _error(429, str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -10,10 +10,14 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel
 
 from hostpower.api import schemas as S
+from hostpower.api.audit import auth_event, client_address, log_events
 from hostpower.api.auth import (
     SESSION_COOKIE, Principal, check_csrf, check_same_origin, csrf_token_for, current_user,
     session_cookie,
 )
+from hostpower.api.login import log_in
+from hostpower.model.events import Severity
+from hostpower.store.events import Events
 from hostpower.store.users import Users
 
 router = APIRouter(prefix="/api", tags=["auth"])
@@ -37,24 +41,20 @@ def _clear_cookie(response: Response, request: Request) -> None:
                            samesite="strict")
 
 
-@router.post("/session", response_model=SessionOut)
-def log_in(body: S.TokenRequest, request: Request, response: Response) -> SessionOut:
+@router.post("/session", response_model=SessionOut,
+             responses={429: {"description": "too many failed logins: see Retry-After"}})
+def start_session(body: S.TokenRequest, request: Request, response: Response) -> SessionOut:
     """Log in: sets the HttpOnly session cookie and returns the CSRF token to
-    send in the X-CSRF-Token header with every state-changing request."""
+    send in the X-CSRF-Token header with every state-changing request.
+    Throttled like POST /api/auth/token (see api/login.py)."""
     check_same_origin(request)  # no login CSRF from another site
-    with request.app.state.ctx.db.session() as s:
-        users = Users(s)
-        user = users.authenticate(body.username, body.password)
-        if user is None:
-            raise HTTPException(401, "wrong user name or password")
-        token, _expires = users.issue_token(user)
-        name, role = user.name, user.role
+    user = log_in(request, body.username, body.password, via="session")
     # No Max-Age: the cookie ends with the browser session; the server side
     # expires it after the token lifetime (12 hours) anyway.
-    response.set_cookie(SESSION_COOKIE, token, path="/", httponly=True, samesite="strict",
-                        secure=_secure(request))
+    response.set_cookie(SESSION_COOKIE, user.token, path="/", httponly=True,
+                        samesite="strict", secure=_secure(request))
     response.headers["Cache-Control"] = "no-store"
-    return SessionOut(user=name, role=role, csrf_token=csrf_token_for(token))
+    return SessionOut(user=user.name, role=user.role, csrf_token=csrf_token_for(user.token))
 
 
 @router.get("/session", response_model=SessionOut)
@@ -75,11 +75,19 @@ def who_am_i(request: Request, response: Response,
 def log_out(request: Request, cookie: str | None = Depends(session_cookie)) -> Response:
     """Log out: revokes the session token (CSRF-checked) and clears the cookie."""
     response = Response(status_code=204)
+    events = []
     if cookie:
         with request.app.state.ctx.db.session() as s:
             users = Users(s)
-            if users.user_for_token(cookie) is not None:
+            user = users.user_for_token(cookie)
+            if user is not None:
                 check_csrf(request, cookie)
                 users.revoke(cookie)
+                events.append(auth_event(
+                    request, Severity.INFO, "auth.logout",
+                    f"{user.name} logged out (session) from {client_address(request)}",
+                    user.name, "session"))
+                Events(s).add(events[0])
+    log_events(events)
     _clear_cookie(response, request)
     return response
