@@ -316,15 +316,15 @@ def two_engines(pg_url: str, tmp_path: Path) -> Iterator[list[TestClient]]:
             c.close()
 
 
-def storm(engines: list[TestClient], attempts: int) -> list[int]:
-    """`attempts` wrong-password logins for root at the same moment, spread over the
-    engines; their status codes."""
+def storm(engines: list[TestClient], attempts: int, password: str = WRONG) -> list[int]:
+    """`attempts` logins for root at the same moment, spread over the engines;
+    their status codes."""
     start = threading.Barrier(attempts)
     codes: list[int] = [0] * attempts
 
     def attempt(n: int) -> None:
         start.wait(timeout=30)
-        codes[n] = login(engines[n % len(engines)]).status_code
+        codes[n] = login(engines[n % len(engines)], password=password).status_code
 
     threads = [threading.Thread(target=attempt, args=(n,)) for n in range(attempts)]
     for t in threads:
@@ -358,3 +358,12 @@ def test_concurrent_attempts_on_two_engines_never_check_more_than_the_threshold(
     # Both engines see the lockout.
     for engine in two_engines:
         assert_throttled(login(engine, password=PASSWORD), 900)
+
+
+def test_simultaneous_right_logins_of_one_user_all_succeed(two_engines: list[TestClient]) -> None:
+    """An attempt is counted before its password is checked, but the back-off only
+    follows a failure: the console and a few scripts logging in at once as one
+    user never stop each other."""
+    ctx = ctx_of(two_engines[0])
+    assert storm(two_engines, 8, PASSWORD) == [200] * 8
+    assert failures(ctx, Subject.USER, "root") == 0

@@ -6,12 +6,15 @@ Both ways in (POST /api/auth/token and the console's POST /api/session) call
 1. refuses the attempt if the client address must still wait;
 2. claims the attempt for the user name: counted, in one atomic statement,
    before the password is checked, and refused while the name must still
-   wait. So however many attempts arrive at once, on however many engines,
-   no more are checked than the policy allows;
+   wait; the attempt that reaches the lockout threshold locks the name in
+   that same statement. So however many attempts arrive at once, on however
+   many engines, no more are checked than the threshold allows;
 3. only then checks the password;
-4. on success clears the name's count; on failure counts the address too
-   (after the fact: a successful login must cost the other users behind the
-   same address nothing), and records a lockout when one starts.
+4. on success clears the name's count; on failure makes the name wait (the
+   back-off: only after a failure, so that simultaneous right logins of one
+   user never stop each other), counts the address too (after the fact: a
+   successful login must cost the other users behind the same address
+   nothing), and records a lockout when one starts.
 
 A refused attempt (429 with Retry-After) checks no password, so a locked name
 cannot be probed. Unknown names and wrong passwords are counted, throttled,
@@ -33,7 +36,7 @@ from hostpower.model.events import Event, Severity
 from hostpower.model.throttle import LoginPolicy, Subject
 from hostpower.store.configstore import ConfigStore
 from hostpower.store.events import Events
-from hostpower.store.logins import Count, LoginFailures
+from hostpower.store.logins import LoginFailures
 from hostpower.store.users import Users
 
 WRONG_CREDENTIALS = "wrong user name or password"
@@ -84,7 +87,7 @@ def log_in(request: Request, username: str, password: str, via: str) -> LoggedIn
                                  user.name, via)]
         else:
             logged_in = None
-            events = _failed(request, s, username, via, claim, policy)
+            events = _failed(request, s, now, username, via, claim, policy)
         for event in events:
             Events(s).add(event)
     log_events(events)
@@ -93,40 +96,40 @@ def log_in(request: Request, username: str, password: str, via: str) -> LoggedIn
     return logged_in
 
 
-def _failed(request: Request, s: Session, username: str, via: str, claim: Count,
-            policy: LoginPolicy) -> list[Event]:
-    """Count the failure for the address; the events of a failed login. The
-    name is shown quoted (repr): it is whatever the client sent."""
+def _failed(request: Request, s: Session, now: datetime, username: str, via: str,
+            user_failures: int, policy: LoginPolicy) -> list[Event]:
+    """Make the name and the address wait; the events of a failed login. Waits
+    count from the attempt (`now`). The name is shown quoted (repr): it is
+    whatever the client sent."""
     address = client_address(request)
-    now = datetime.now(UTC)
     counts = LoginFailures(s)
-    by_address = counts.record(Subject.ADDRESS, address, now, policy)
+    address_failures = counts.record(Subject.ADDRESS, address, now, policy)
+    for subject, name, failures in ((Subject.USER, username, user_failures),
+                                    (Subject.ADDRESS, address, address_failures)):
+        wait = policy.wait_after(subject, failures)
+        if wait is not None:
+            counts.wait(subject, name, now + wait)
     counts.forget_old(now, policy)
     events = [auth_event(request, Severity.WARNING, "auth.login_failed",
                          f"failed login as {username!r} ({via}) from {address}", username, via,
-                         user_failures=claim.failures, address_failures=by_address.failures)]
-    minutes = _duration(policy)
-    # Exactly one attempt reaches the threshold (the counts are atomic): one event.
-    if claim.failures == policy.lockout_failures(Subject.USER):
+                         user_failures=user_failures, address_failures=address_failures)]
+    lockout, until = _duration(policy), (now + policy.lockout).isoformat()
+    # Exactly one attempt reaches a threshold (the counts are atomic): one event.
+    if user_failures == policy.lockout_failures(Subject.USER):
         events.append(auth_event(
             request, Severity.WARNING, "auth.lockout",
-            f"user name {username!r} locked out for {minutes} after {claim.failures} failed "
+            f"user name {username!r} locked out for {lockout} after {user_failures} failed "
             f"logins in a row (the last from {address})", username, via,
-            subject="user", failures=claim.failures, until=_iso(claim.blocked_until)))
-    if by_address.failures == policy.lockout_failures(Subject.ADDRESS):
+            subject="user", failures=user_failures, until=until))
+    if address_failures == policy.lockout_failures(Subject.ADDRESS):
         events.append(auth_event(
             request, Severity.WARNING, "auth.lockout",
-            f"address {address} locked out for {minutes} after {by_address.failures} failed "
+            f"address {address} locked out for {lockout} after {address_failures} failed "
             f"logins in a row (the last as {username!r})", None, via,
-            subject="address", failures=by_address.failures,
-            until=_iso(by_address.blocked_until), last_user=username))
+            subject="address", failures=address_failures, until=until, last_user=username))
     return events
 
 
 def _duration(policy: LoginPolicy) -> str:
     seconds = int(policy.lockout.total_seconds())
     return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None

@@ -53,18 +53,3 @@ class LoginPolicy:
             return None
         # Bounded exponent: 2**40 ms is already far beyond any maximum.
         return min(self.backoff * 2 ** min(failures - 1, 40), self.max_backoff)
-
-    def backoff_steps(self, subject: Subject) -> dict[int, timedelta]:
-        """wait_after for each failure count below the lockout whose wait is
-        still growing; any larger count below the lockout waits max_backoff.
-        (The store turns this into one SQL CASE, so that the wait is set in
-        the same atomic statement that counts the failure.)"""
-        steps: dict[int, timedelta] = {}
-        for failures in range(1, self.lockout_failures(subject)):
-            wait = self.wait_after(subject, failures)
-            if wait is None:
-                break
-            steps[failures] = wait
-            if wait >= self.max_backoff:
-                break
-        return steps
