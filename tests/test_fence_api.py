@@ -283,7 +283,8 @@ def test_joining_a_flow_names_both_users(engine: Engine) -> None:
 
 def test_automatic_fencing_has_no_requesting_user(engine: Engine) -> None:
     service = engine.api.app.state.runtime.service  # type: ignore[attr-defined]
-    op, joined = engine.api.portal.call(service.request, engine.hosts["h1"], "stop", "automatic")  # type: ignore[union-attr]
+    op, joined = engine.api.portal.call(  # type: ignore[union-attr]
+        service.request, engine.hosts["h1"], "stop", "automatic")
     assert (joined, op.origin, op.requested_by) == (False, "automatic", None)
     body = engine.wait(op.id)
     assert (body["origin"], body["requested_by"]) == ("automatic", None)

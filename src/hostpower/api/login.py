@@ -67,10 +67,11 @@ def log_in(request: Request, username: str, password: str, via: str) -> LoggedIn
         policy = LoginPolicy.from_config(ConfigStore(s).load())
         counts = LoginFailures(s)
         waiting = counts.blocked_until(Subject.ADDRESS, address, now)
-        claim = None if waiting else counts.claim(Subject.USER, username, now, policy)
-        if claim is None:
+        # This attempt's number in the name's row of failures, if it may be made.
+        attempt = None if waiting else counts.claim(Subject.USER, username, now, policy)
+        if attempt is None:
             waiting = waiting or counts.blocked_until(Subject.USER, username, now)
-    if claim is None:
+    if attempt is None:
         # A wait that ended between the claim and the read: one second is right.
         seconds = (waiting - now).total_seconds() if waiting else 1
         raise TooManyLoginAttempts(max(1, math.ceil(seconds)))
@@ -87,7 +88,7 @@ def log_in(request: Request, username: str, password: str, via: str) -> LoggedIn
                                  user.name, via)]
         else:
             logged_in = None
-            events = _failed(request, s, now, username, via, claim, policy)
+            events = _failed(request, s, now, username, via, attempt, policy)
         for event in events:
             Events(s).add(event)
     log_events(events)

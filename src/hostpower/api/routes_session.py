@@ -16,7 +16,7 @@ from hostpower.api.auth import (
     session_cookie,
 )
 from hostpower.api.login import log_in
-from hostpower.model.events import Severity
+from hostpower.model.events import Event, Severity
 from hostpower.store.events import Events
 from hostpower.store.users import Users
 
@@ -75,7 +75,7 @@ def who_am_i(request: Request, response: Response,
 def log_out(request: Request, cookie: str | None = Depends(session_cookie)) -> Response:
     """Log out: revokes the session token (CSRF-checked) and clears the cookie."""
     response = Response(status_code=204)
-    events = []
+    events: list[Event] = []
     if cookie:
         with request.app.state.ctx.db.session() as s:
             users = Users(s)

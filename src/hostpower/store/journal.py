@@ -80,8 +80,8 @@ class Journal:
             raise AlreadyRunning(existing.id)
         now = _now()
         row = OperationRow(host_id=host_id, host_name=host_name, action=action, origin=origin,
-                           requested_by=requested_by, state="running", phase=phase, active_host_id=host_id, message="",
-                           created_at=now, updated_at=now)
+                           requested_by=requested_by, state="running", phase=phase,
+                           active_host_id=host_id, message="", created_at=now, updated_at=now)
         self.s.add(row)
         try:
             self.s.flush()
