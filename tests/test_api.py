@@ -9,6 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hostpower.api.app import create_app
+from hostpower.context import EngineContext
+from hostpower.store.configstore import ConfigStore
+from hostpower.store.events import Events
 from hostpower.store.users import Users
 
 SECRET = "Very-Secret-BMC-pw"
@@ -21,6 +24,16 @@ def api(ctx):  # type: ignore[no-untyped-def]
         Users(s).add("watcher", "viewer", "viewer-password")
     with TestClient(create_app(ctx)) as client:
         yield client
+
+
+def configure(ctx: EngineContext, **values: object) -> None:
+    """Store configuration values (e.g. small login thresholds) as an operator would."""
+    with ctx.db.session() as s:
+        for name, value in values.items():
+            ConfigStore(s).set(name, str(value))
+
+
+NO_BACKOFF = {"LoginFailureBackoffInMs": 0}
 
 
 def token(api: TestClient, user: str, password: str) -> dict[str, str]:
@@ -67,6 +80,7 @@ def test_only_health_answers_without_a_token(api: TestClient) -> None:
 
 
 def test_wrong_password_gets_no_token(api: TestClient) -> None:
+    configure(api.app.state.ctx, **NO_BACKOFF)  # type: ignore[attr-defined]
     r = api.post("/api/auth/token", json={"username": "root", "password": "wrong"})
     assert r.status_code == 401
     assert r.json()["detail"] == "wrong user name or password"
@@ -87,6 +101,107 @@ def test_viewers_read_and_admins_write(api: TestClient, admin, viewer, world) ->
 def test_revoked_token_stops_working(api: TestClient, admin) -> None:  # type: ignore[no-untyped-def]
     assert api.delete("/api/auth/token", headers=admin).status_code == 204
     assert api.get("/api/hosts", headers=admin).status_code == 401
+    # Revoking it again, or without any token, is not a logout either.
+    for headers in (admin, {}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic eDp5"}):
+        r = api.delete("/api/auth/token", headers=headers)
+        assert r.status_code == 401, headers
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert r.json()["detail"]
+
+
+# -- who did it: every write is audited -------------------------------------------------
+
+def audit_events(api: TestClient) -> list:  # type: ignore[type-arg]
+    with api.app.state.ctx.db.session() as s:  # type: ignore[attr-defined]
+        return Events(s).query(kind="audit.write")
+
+
+def test_every_write_is_audited_with_its_user_and_address(api: TestClient, admin, world, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.INFO)
+    h1 = world["h1"]
+    agent = api.post(f"/api/hosts/{h1['id']}/fenceagents", headers=admin, json={
+        "type": "ipmilan", "address": "10.1.0.1", "password": SECRET}).json()
+    writes = [
+        api.put(f"/api/hosts/{h1['id']}", headers=admin, json={"port": 8443}),
+        api.put(f"/api/hosts/{h1['id']}/power_management", headers=admin,
+                json={"enabled": True, "pm_proxies": [{"type": "dc"}]}),
+        api.put(f"/api/hosts/{h1['id']}/fenceagents/{agent['id']}", headers=admin,
+                json={"type": "ipmilan", "address": "10.1.0.2", "password": SECRET}),
+        api.delete(f"/api/hosts/{h1['id']}/fenceagents/{agent['id']}", headers=admin),
+        api.put(f"/api/clusters/{world['c2']['id']}", headers=admin, json={"description": "x"}),
+        api.delete(f"/api/hosts/{world['h3']['id']}", headers=admin),
+        api.put("/api/config/FenceStopStatusRetries", headers=admin, json={"value": "4"}),
+    ]
+    assert [r.status_code for r in writes] == [200, 200, 200, 204, 200, 204, 200]
+    events = audit_events(api)
+    assert [e.message for e in events] == [
+        "root added data center dc1", "root added data center dc2",
+        "root added cluster c1", "root added cluster c2",
+        "root added host h1", "root added host h2", "root added host h3",
+        "root added fence agent 1 (ipmilan@10.1.0.1) to host h1",
+        "root updated host h1",
+        "root updated the power management of host h1",
+        "root updated fence agent 1 (ipmilan@10.1.0.2) of host h1",
+        "root deleted fence agent 1 (ipmilan@10.1.0.2) of host h1",
+        "root updated cluster c2",
+        "root deleted host h3",
+        "root set FenceStopStatusRetries to '4'",
+    ]
+    assert {(e.user, e.severity.value) for e in events} == {("root", "info")}
+    deleted = events[-2]
+    assert (deleted.host_id, deleted.host_name) == (world["h3"]["id"], "h3")
+    assert deleted.details == {"method": "DELETE", "path": f"/api/hosts/{world['h3']['id']}",
+                               "address": "testclient", "via": "bearer"}
+    # The events API shows the user and filters by it; no body, no password anywhere.
+    listed = api.get("/api/events", params={"user": "root", "host": "h1"}, headers=admin)
+    assert [e["message"] for e in listed.json() if e["kind"] == "audit.write"][:1] == [
+        "root added host h1"]
+    assert {e["user"] for e in listed.json()} == {"root"}
+    assert SECRET not in listed.text and SECRET not in caplog.text
+    assert "root deleted host h3" in caplog.text  # logged once committed
+
+
+def test_a_refused_write_leaves_no_audit_event(api: TestClient, admin, viewer, world) -> None:  # type: ignore[no-untyped-def]
+    before = [e.message for e in audit_events(api)]
+    h1 = world["h1"]
+    refused = [
+        api.post("/api/hosts", headers=admin, json={"name": "h9", "address": "10.0.0.1",
+                                                    "cluster": {"id": world["c1"]["id"]}}),
+        api.put(f"/api/hosts/{h1['id']}", headers=admin, json={"port": 70000}),
+        api.delete(f"/api/clusters/{world['c1']['id']}", headers=admin),
+        api.delete("/api/hosts/999", headers=admin),
+        api.put("/api/config/FenceStopStatusRetries", headers=admin, json={"value": "many"}),
+        api.post(f"/api/hosts/{h1['id']}/fenceagents", headers=admin,
+                 json={"type": "ipmilan", "address": "10.1.0.1", "password": SECRET + "\n"}),
+        api.post("/api/datacenters", headers=admin, json={"name": "dc9", "colour": "red"}),
+        api.post("/api/datacenters", headers=viewer, json={"name": "dc9"}),
+        api.post("/api/datacenters", json={"name": "dc9"}),
+    ]
+    assert [r.status_code for r in refused] == [409, 400, 409, 404, 400, 400, 422, 403, 401]
+    assert [e.message for e in audit_events(api)] == before
+
+
+def test_every_write_route_is_audited() -> None:
+    """A new admin write route cannot forget its audit: it must depend on
+    audited_admin (logins, logouts and power requests have events of their own)."""
+    from fastapi.routing import APIRoute
+
+    from hostpower.api import (
+        routes_fence, routes_hosts, routes_inventory, routes_session, routes_system,
+    )
+    from hostpower.api.audit import audited_admin
+
+    def depends_on(dependant, call) -> bool:  # type: ignore[no-untyped-def]
+        return dependant.call is call or any(depends_on(d, call) for d in dependant.dependencies)
+
+    own_events = {"/api/auth/token", "/api/session", "/api/hosts/{host_id}/fence",
+                  "/api/hosts/{host_id}/fenceagents/test"}
+    routes = [r for m in (routes_fence, routes_hosts, routes_inventory, routes_session,
+                          routes_system) for r in m.router.routes]
+    writes = [r for r in routes if isinstance(r, APIRoute)
+              and r.methods & {"POST", "PUT", "PATCH", "DELETE"} and r.path not in own_events]
+    assert len(writes) == 14
+    assert [r.path for r in writes if not depends_on(r.dependant, audited_admin)] == []
 
 
 # -- resources --------------------------------------------------------------------

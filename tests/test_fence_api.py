@@ -215,7 +215,7 @@ def test_restart_runs_every_step_through_the_engine_and_the_events_tell_the_stor
     assert [(a["details"]["action"], a["details"]["proxy"]) for a in attempts] == [
         ("status", "engine"), ("off", "engine"), ("status", "engine"), ("on", "engine"),
         ("status", "engine")]
-    assert "restart of h1 started (api:root)" in story[0]["message"]
+    assert "restart of h1 started by root (api)" in story[0]["message"]
     assert {e["severity"] for e in story} == {"info"}
 
 
@@ -258,6 +258,60 @@ def test_manual_clears_the_host_state(engine: Engine) -> None:
     assert event["severity"] == "warning"
     assert "rebooted by hand" in event["message"]
     assert engine.power["h1"].read_text() == "on"  # the device was not touched
+
+
+# -- who did it ---------------------------------------------------------------------------
+
+def test_operations_and_events_name_who_powered_a_host(engine: Engine) -> None:
+    """"Who powered off h1?": the operation's requested_by and every event of the
+    flow, down to each proxy attempt; a status names its user too."""
+    r = engine.fence("h1", "stop")
+    assert r.status_code == 202, r.text
+    assert (r.json()["origin"], r.json()["requested_by"]) == ("api", "root")
+    op = engine.wait(r.json()["id"])
+    assert (op["state"], op["requested_by"]) == ("succeeded", "root")
+    listed = engine.api.get("/api/operations", params={"host": engine.hosts["h1"]},
+                            headers=engine.admin).json()
+    assert [(o["id"], o["requested_by"]) for o in listed] == [(op["id"], "root")]
+    story = [e for e in engine.events(host="h1") if e["operation_id"] == op["id"]]
+    assert story[0]["message"] == "stop of h1 started by root (api)"
+    assert {e["kind"] for e in story} >= {"fence.started", "fence.attempt", "fence.succeeded"}
+    assert {e["user"] for e in story} == {"root"}
+
+    assert engine.fence("h1", "status", engine.viewer).json()["power_state"] == "off"
+    by_watcher = engine.events(user="watcher", host="h1")
+    assert [e["kind"] for e in by_watcher] == ["fence.attempt"]
+    assert by_watcher[0]["details"]["action"] == "status"
+
+    assert engine.fence("h1", "manual").status_code == 200
+    [manual] = [e for e in engine.events(host="h1") if e["kind"] == "fence.manual"]
+    assert manual["user"] == "root" and manual["message"].startswith("root confirmed h1")
+
+
+def test_joining_a_flow_names_both_users(engine: Engine) -> None:
+    with engine.ctx.db.session() as s:
+        Users(s).add("other", "admin", "other-password")
+    first = engine.fence("h2", "restart")
+    assert first.status_code == 202, first.text
+    joined = engine.fence("h2", "stop", token(engine.api, "other", "other-password"))
+    assert (joined.json()["joined"], joined.json()["requested_by"]) == (True, "root")
+    engine.wait(first.json()["id"])
+    [event] = engine.events(host="h2", user="other")
+    assert event["kind"] == "fence.joined"
+    assert event["message"].startswith("stop of h2 requested by other (api) while operation")
+    assert event["details"] == {"operation_requested_by": "root"}
+
+
+def test_automatic_fencing_has_no_requesting_user(engine: Engine) -> None:
+    service = engine.api.app.state.runtime.service  # type: ignore[attr-defined]
+    op, joined = engine.api.portal.call(  # type: ignore[union-attr]
+        service.request, engine.hosts["h1"], "stop", "automatic")
+    assert (joined, op.origin, op.requested_by) == (False, "automatic", None)
+    body = engine.wait(op.id)
+    assert (body["origin"], body["requested_by"]) == ("automatic", None)
+    story = [e for e in engine.events(host="h1") if e["operation_id"] == op.id]
+    assert story[0]["message"] == "stop of h1 started (automatic)"
+    assert {e["user"] for e in story} == {None}
 
 
 # -- refused requests ---------------------------------------------------------------------

@@ -247,7 +247,7 @@ def test_restart_shows_each_step_with_its_proxy_and_succeeds(served: Served) -> 
     r = served.run("fence", "h1", "restart")
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
-    assert re.fullmatch(r"restart of h1: operation \d+ started", lines[0])
+    assert re.fullmatch(r"restart of h1: operation \d+ started by admin", lines[0])
     assert [(name, outcome) for name, outcome, _ in steps_of(r.stdout)] == [
         ("check", "on"), ("stop", "off"), ("verify_off", "off"), ("start", "on"),
         ("verify_on", "on")]
@@ -271,7 +271,7 @@ def test_a_restart_while_one_runs_joins_it_and_shows_its_steps_live(served: Serv
     try:
         out = LineReader(proc.stdout)  # type: ignore[arg-type]
         assert out.until("joined") == (f"restart of h6: operation {running['id']} (restart, "
-                                       f"api:admin) is already running: joined it\n")
+                                       f"by admin) is already running: joined it\n")
         assert " check " in out.until(" check ")
         assert served.api("GET", f"/api/operations/{running['id']}")["state"] == "running"
         assert out.until("succeeded") == "restart of h6 succeeded: h6 was restarted\n"
@@ -404,10 +404,12 @@ def test_events_list_a_hosts_flow(served: Served) -> None:
     r = served.run("events", "--host", "h5")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["TIME", "SEVERITY", "HOST", "MESSAGE"]
+    assert lines[0].split() == ["TIME", "SEVERITY", "HOST", "USER", "MESSAGE"]
     assert all(line.split()[2] == "h5" for line in lines[1:])
+    # Who powered h5 off: the user is on every line of the flow, down to the attempts.
+    assert all(line.split()[3] == "admin" for line in lines[1:]), r.stdout
     text = r.stdout
-    for story in ("stop of h5 started (api:admin)", "off of h5 via engine (engine) with "
+    for story in ("stop of h5 started by admin (api)", "off of h5 via engine (engine) with "
                   "dummy@10.99.0.1: off", "h5 was stopped"):
         assert story in text
     assert text.index("stop of h5 started") < text.index("h5 was stopped")
@@ -416,6 +418,10 @@ def test_events_list_a_hosts_flow(served: Served) -> None:
     newest = served.run("events", "--host", "h5", "--since", earlier.isoformat(), "--limit", "1")
     assert newest.stdout.count("\n") == 2 and "h5 was stopped" in newest.stdout
     assert "stop of h5 started" in served.run("events", "--host", "h5", "--last", "10m").stdout
+    # By user: the admin's login and the flow; nothing for a user who did nothing.
+    mine = served.run("events", "--user", "admin").stdout
+    assert "admin logged in (token)" in mine and "stop of h5 started by admin" in mine
+    assert served.run("events", "--user", "nobody").stdout.count("\n") == 1
 
 
 def test_events_follow_prints_new_events_until_ctrl_c(served: Served) -> None:

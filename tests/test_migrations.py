@@ -53,3 +53,21 @@ def test_upgrade_is_idempotent(db_url: str) -> None:
     db.upgrade()
     assert current_revision(db.engine) == head_revision()
     db.dispose()
+
+
+def test_0005_splits_the_requesting_user_out_of_the_origin(db_url: str) -> None:
+    """Before 0005 an API request was stored as origin "api:<user>"."""
+    db = Database(db_url)
+    upgrade(db.engine, "0004")
+    with db.engine.begin() as conn:
+        for n, origin in enumerate(("api:alice", "automatic"), start=1):
+            conn.execute(text(
+                "INSERT INTO operations (id, host_id, host_name, action, origin, state, phase, "
+                "message, created_at, updated_at) VALUES (:id, 1, 'h1', 'stop', :origin, "
+                "'succeeded', 'done', '', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+                {"id": n, "origin": origin})
+    db.upgrade()
+    with db.engine.connect() as conn:
+        rows = conn.execute(text("SELECT origin, requested_by FROM operations ORDER BY id")).all()
+    db.dispose()
+    assert [tuple(r) for r in rows] == [("api", "alice"), ("automatic", None)]

@@ -81,6 +81,8 @@ def inventory(power: Path) -> dict:
             "DisableFenceAtStartupInSec": "86400",
             "FindFenceProxyRetries": "0",
             "FenceCommandTimeoutInSec": "10",
+            # Long enough that the test's retry at once is surely within it.
+            "LoginFailureBackoffInMs": "2000",
         },
         "data_centers": [
             {"name": "dc-east", "description": "Primary site", "clusters": [
@@ -213,6 +215,11 @@ def test_login_inventory_and_live_refresh(page, engine: Engine) -> None:  # type
     page.get_by_label("Password").fill("wrong-password")
     page.get_by_role("button", name="Log in").click()
     expect(page.locator(".form-error")).to_contain_text("wrong user name or password")
+    # Trying again at once is throttled (a back-off follows each failure), and says so.
+    page.get_by_label("Password").fill(ADMIN[1])
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator(".form-error")).to_contain_text("too many failed logins: try again in")
+    page.wait_for_timeout(2000)  # the back-off counts from the failed attempt
     login(page, ADMIN)
 
     cookie = next(c for c in page.context.cookies() if c["name"] == "hostpower_session")

@@ -135,6 +135,20 @@ KEYS: tuple[ConfigKey, ...] = (
     _key("PreferNativeFenceDrivers", "bool", "true",
          "Use the in-process native driver (ipmilan) instead of spawning the "
          "fence agent script where the agent's options allow it."),
+    _key("LoginFailureBackoffInMs", "int", "500",
+         "Wait imposed on a user name and on a client address after a failed login; it "
+         "doubles with each further failure in a row (0: no back-off).", 0, 60000, "ms"),
+    _key("LoginFailureBackoffMaxInSec", "int", "60",
+         "Longest back-off wait after failed logins.", 1, 3600, "s"),
+    _key("LoginLockoutFailuresPerUser", "int", "10",
+         "Failed logins in a row for one user name (existing or not) that lock it out.",
+         1, 1000),
+    _key("LoginLockoutFailuresPerAddress", "int", "50",
+         "Failed logins in a row from one client address (any user names) that lock it out.",
+         1, 100000),
+    _key("LoginLockoutInSec", "int", "900",
+         "How long a lockout lasts; failed logins further apart than this are forgotten.",
+         1, 86400, "s"),
 )
 
 REGISTRY: dict[str, ConfigKey] = {k.name: k for k in KEYS}

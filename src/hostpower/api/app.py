@@ -6,13 +6,15 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from hostpower import __version__
 from hostpower.context import EngineContext
 from hostpower.api import errors
 from hostpower.api import routes_fence, routes_hosts, routes_inventory, routes_system
 from hostpower.api import routes_session  # web console login (cookie + CSRF)
+from hostpower.api.login import TooManyLoginAttempts
 from hostpower.runtime import EngineRuntime
 from hostpower.web.routes import mount_console  # web console: / and /static
 
@@ -42,6 +44,10 @@ def create_app(ctx: EngineContext, runtime: EngineRuntime | None = None) -> Fast
     app.state.runtime = runtime
 
     errors.install(app)
+
+    @app.exception_handler(TooManyLoginAttempts)
+    async def _throttled(_: Request, exc: TooManyLoginAttempts) -> JSONResponse:
+        return errors.error(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
 
     app.include_router(routes_system.router)
     app.include_router(routes_inventory.router)

@@ -31,7 +31,8 @@ def _service(request: Request):  # type: ignore[no-untyped-def]
 def operation_out(op: Operation, joined: bool = False) -> S.OperationOut:
     return S.OperationOut(
         id=op.id, host=S.RefOut(id=op.host_id, name=op.host_name, href=f"/api/hosts/{op.host_id}"),
-        action=op.action, origin=op.origin, state=op.state, phase=op.phase,  # type: ignore[arg-type]
+        action=op.action, origin=op.origin, requested_by=op.requested_by,
+        state=op.state, phase=op.phase,  # type: ignore[arg-type]
         message=op.message, created_at=op.created_at.isoformat(),
         finished_at=op.finished_at.isoformat() if op.finished_at else None,
         steps=[S.StepOut(name=s.name, state=s.state, outcome=s.outcome, proxies=s.proxies,
@@ -62,19 +63,21 @@ async def fence(host_id: S.PathId, body: S.FenceRequest, request: Request,
         raise HTTPException(403, f"user {user.name!r} has role viewer: admin role required")
     service = _service(request)
     await service._db(lambda s: Inventory(s, service.ctx.box).host(host_id))  # 404 early
+    # Every power request names its user: in the operation (requested_by) and its events.
     if body.fence_type == "status":
-        result = await service.status(host_id)
+        result = await service.status(host_id, requested_by=user.name)
         return JSONResponse(_status_out(result).model_dump())
     if body.fence_type == "manual":
-        await service.manual(host_id)
+        await service.manual(host_id, requested_by=user.name)
         return JSONResponse(S.ManualOut(detail="host state cleared").model_dump())
-    op, joined = await service.request(host_id, body.fence_type, f"api:{user.name}")
+    op, joined = await service.request(host_id, body.fence_type, "api", requested_by=user.name)
     return JSONResponse(operation_out(op, joined).model_dump(), status_code=200 if joined else 202)
 
 
 @router.post("/hosts/{host_id}/fenceagents/test", response_model=S.PowerStatusOut,
-             dependencies=[Depends(admin_user)], responses=E.responses(*E.WRITE_ONE))
-async def test_agent(host_id: S.PathId, body: S.FenceAgentTestIn, request: Request) -> S.PowerStatusOut:
+             responses=E.responses(*E.WRITE_ONE))
+async def test_agent(host_id: S.PathId, body: S.FenceAgentTestIn, request: Request,
+                     user: Principal = Depends(admin_user)) -> S.PowerStatusOut:
     """oVirt's Test button: a status through the host's chain with this (maybe
     unsaved) agent definition; nothing is stored."""
     service = _service(request)
@@ -100,7 +103,7 @@ async def test_agent(host_id: S.PathId, body: S.FenceAgentTestIn, request: Reque
             options=opts)
 
     agent = await service._db(build)
-    return _status_out(await service.test_agent(host_id, agent))
+    return _status_out(await service.test_agent(host_id, agent, requested_by=user.name))
 
 
 @router.get("/operations/{op_id}", response_model=S.OperationOut, dependencies=[Depends(current_user)],
@@ -121,18 +124,21 @@ def list_operations(request: Request, host: S.QueryId = None,
 def event_out(e: Event) -> S.EventOut:
     return S.EventOut(id=e.id or 0, time=e.created_at.isoformat() if e.created_at else "",
                       severity=e.severity.value, kind=e.kind, host=e.host_name,  # type: ignore[arg-type]
-                      host_id=e.host_id, operation_id=e.operation_id, message=e.message,
-                      details=e.details)
+                      host_id=e.host_id, operation_id=e.operation_id, user=e.user,
+                      message=e.message, details=e.details)
 
 
 @router.get("/events", response_model=list[S.EventOut], dependencies=[Depends(current_user)],
             responses=E.responses(400, 401, 404, 422, 503))
 def list_events(request: Request, host: str | None = None, severity: Severity | None = None,
                 since: S.IsoTime | None = None, operation: S.QueryId = None,
+                user: str | None = None,
                 limit: int = Query(500, ge=1, le=5000)) -> list[S.EventOut]:
-    """Filters: host (name, address or id), severity (at least), since (ISO time)."""
+    """Filters: host (name, address or id), severity (at least), since (ISO time),
+    user (the engine user who did it or whom it is about: logins, writes, power requests)."""
     with request.app.state.ctx.db.session() as s:
         host_id = None
         if host is not None:
             host_id = Inventory(s, request.app.state.ctx.box).find_host(host).id
-        return [event_out(e) for e in Events(s).query(host_id, severity, since, operation, limit=limit)]
+        return [event_out(e) for e in Events(s).query(host_id, severity, since, operation,
+                                                      user=user, limit=limit)]

@@ -7,7 +7,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from hostpower.api import convert as C
 from hostpower.api import errors as E
 from hostpower.api import schemas as S
-from hostpower.api.auth import admin_user, current_user
+from hostpower.api.audit import WriteAudit, audited_admin
+from hostpower.api.auth import current_user
+from hostpower.model.inventory import FenceAgent
 from hostpower.model.secret import Secret
 from hostpower.store.configstore import ConfigStore
 from hostpower.store.inventory import AgentInput, HostInput, Inventory
@@ -34,9 +36,10 @@ def list_hosts(request: Request) -> list[S.HostOut]:
         return [C.host_out(h, clusters[h.cluster_id], config) for h in inv.hosts()]
 
 
-@router.post("/hosts", status_code=201, response_model=S.HostOut, dependencies=[Depends(admin_user)],
+@router.post("/hosts", status_code=201, response_model=S.HostOut,
              responses=E.responses(*E.WRITE))
-def add_host(body: S.HostIn, request: Request) -> S.HostOut:
+def add_host(body: S.HostIn, request: Request,
+             audit: WriteAudit = Depends(audited_admin)) -> S.HostOut:
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
         host = inv.add_host(HostInput(
@@ -44,6 +47,7 @@ def add_host(body: S.HostIn, request: Request) -> S.HostOut:
             agent_port=body.port,
             status=body.status, non_operational_reason=body.non_operational_reason,
             power_management=C.pm_in(body.power_management)))
+        audit.record(s, f"added host {host.name}", host.id, host.name)
         return _host_out(inv, s, host)
 
 
@@ -55,9 +59,10 @@ def get_host(host_id: S.PathId, request: Request) -> S.HostOut:
         return _host_out(inv, s, inv.host(host_id))
 
 
-@router.put("/hosts/{host_id}", response_model=S.HostOut, dependencies=[Depends(admin_user)],
+@router.put("/hosts/{host_id}", response_model=S.HostOut,
             responses=E.responses(*E.WRITE_ONE))
-def update_host(host_id: S.PathId, body: S.HostPatch, request: Request) -> S.HostOut:
+def update_host(host_id: S.PathId, body: S.HostPatch, request: Request,
+                audit: WriteAudit = Depends(audited_admin)) -> S.HostOut:
     fields = body.model_fields_set
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
@@ -70,14 +75,19 @@ def update_host(host_id: S.PathId, body: S.HostPatch, request: Request) -> S.Hos
             agent_port=body.port,
             power_management=C.pm_in(body.power_management) if body.power_management else None,
             **kwargs)
+        audit.record(s, f"updated host {host.name}", host.id, host.name)
         return _host_out(inv, s, host)
 
 
-@router.delete("/hosts/{host_id}", status_code=204, dependencies=[Depends(admin_user)],
+@router.delete("/hosts/{host_id}", status_code=204,
                responses=E.responses(*E.DELETE))
-def delete_host(host_id: S.PathId, request: Request) -> Response:
+def delete_host(host_id: S.PathId, request: Request,
+                audit: WriteAudit = Depends(audited_admin)) -> Response:
     with request.app.state.ctx.db.session() as s:
-        _inv(request, s).delete_host(host_id)
+        inv = _inv(request, s)
+        name = inv.host(host_id).name
+        inv.delete_host(host_id)
+        audit.record(s, f"deleted host {name}", host_id, name)
     return Response(status_code=204)
 
 
@@ -91,12 +101,12 @@ def get_power_management(host_id: S.PathId, request: Request) -> S.PowerManageme
 
 
 @router.put("/hosts/{host_id}/power_management", response_model=S.PowerManagementOut,
-            dependencies=[Depends(admin_user)],
             responses=E.responses(*E.WRITE_ONE))
-def set_power_management(host_id: S.PathId, body: S.PowerManagementIn,
-                         request: Request) -> S.PowerManagementOut:
+def set_power_management(host_id: S.PathId, body: S.PowerManagementIn, request: Request,
+                         audit: WriteAudit = Depends(audited_admin)) -> S.PowerManagementOut:
     with request.app.state.ctx.db.session() as s:
         host = _inv(request, s).update_host(host_id, power_management=C.pm_in(body))
+        audit.record(s, f"updated the power management of host {host.name}", host.id, host.name)
         return C.pm_out(host.power_management, ConfigStore(s).load())
 
 
@@ -124,13 +134,19 @@ def list_agents(host_id: S.PathId, request: Request) -> list[S.FenceAgentOut]:
         return [C.agent_out(a, agents) for a in agents]
 
 
+def _agent_name(agent: FenceAgent) -> str:
+    return f"fence agent {agent.id} ({agent.type}@{agent.address})"
+
+
 @router.post("/hosts/{host_id}/fenceagents", status_code=201, response_model=S.FenceAgentOut,
-             dependencies=[Depends(admin_user)],
              responses=E.responses(*E.WRITE_ONE))
-def add_agent(host_id: S.PathId, body: S.FenceAgentIn, request: Request) -> S.FenceAgentOut:
+def add_agent(host_id: S.PathId, body: S.FenceAgentIn, request: Request,
+              audit: WriteAudit = Depends(audited_admin)) -> S.FenceAgentOut:
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
         agent = inv.add_agent(host_id, _agent_input(body))
+        host = inv.host(host_id)
+        audit.record(s, f"added {_agent_name(agent)} to host {host.name}", host.id, host.name)
         return C.agent_out(agent, inv.agents(host_id))
 
 
@@ -144,20 +160,25 @@ def get_agent(host_id: S.PathId, agent_id: S.PathId, request: Request) -> S.Fenc
 
 
 @router.put("/hosts/{host_id}/fenceagents/{agent_id:int}", response_model=S.FenceAgentOut,
-            dependencies=[Depends(admin_user)],
             responses=E.responses(*E.WRITE_ONE))
-def update_agent(host_id: S.PathId, agent_id: S.PathId, body: S.FenceAgentIn,
-                 request: Request) -> S.FenceAgentOut:
+def update_agent(host_id: S.PathId, agent_id: S.PathId, body: S.FenceAgentIn, request: Request,
+                 audit: WriteAudit = Depends(audited_admin)) -> S.FenceAgentOut:
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
         agent = inv.update_agent(host_id, agent_id, _agent_input(body))
+        host = inv.host(host_id)
+        audit.record(s, f"updated {_agent_name(agent)} of host {host.name}", host.id, host.name)
         return C.agent_out(agent, inv.agents(host_id))
 
 
 @router.delete("/hosts/{host_id}/fenceagents/{agent_id:int}", status_code=204,
-               dependencies=[Depends(admin_user)],
                responses=E.responses(*E.DELETE))
-def delete_agent(host_id: S.PathId, agent_id: S.PathId, request: Request) -> Response:
+def delete_agent(host_id: S.PathId, agent_id: S.PathId, request: Request,
+                 audit: WriteAudit = Depends(audited_admin)) -> Response:
     with request.app.state.ctx.db.session() as s:
-        _inv(request, s).delete_agent(host_id, agent_id)
+        inv = _inv(request, s)
+        agent = inv.agent(host_id, agent_id)
+        host = inv.host(host_id)
+        inv.delete_agent(host_id, agent_id)
+        audit.record(s, f"deleted {_agent_name(agent)} of host {host.name}", host.id, host.name)
     return Response(status_code=204)

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from hostpower.api import convert as C
 from hostpower.api import errors as E
 from hostpower.api import schemas as S
-from hostpower.api.auth import admin_user, current_user
+from hostpower.api.audit import WriteAudit, audited_admin
+from hostpower.api.auth import current_user
 from hostpower.store.inventory import Inventory
 
 router = APIRouter(prefix="/api", tags=["inventory"])
@@ -25,11 +26,13 @@ def list_datacenters(request: Request) -> list[S.DataCenterOut]:
 
 
 @router.post("/datacenters", status_code=201, response_model=S.DataCenterOut,
-             dependencies=[Depends(admin_user)],
              responses=E.responses(*E.WRITE))
-def add_datacenter(body: S.DataCenterIn, request: Request) -> S.DataCenterOut:
+def add_datacenter(body: S.DataCenterIn, request: Request,
+                   audit: WriteAudit = Depends(audited_admin)) -> S.DataCenterOut:
     with request.app.state.ctx.db.session() as s:
-        return C.dc_out(_inv(request, s).add_data_center(body.name, body.description))
+        dc = _inv(request, s).add_data_center(body.name, body.description)
+        audit.record(s, f"added data center {dc.name}")
+        return C.dc_out(dc)
 
 
 @router.get("/datacenters/{dc_id}", response_model=S.DataCenterOut, dependencies=[Depends(current_user)],
@@ -39,18 +42,25 @@ def get_datacenter(dc_id: S.PathId, request: Request) -> S.DataCenterOut:
         return C.dc_out(_inv(request, s).data_center(dc_id))
 
 
-@router.put("/datacenters/{dc_id}", response_model=S.DataCenterOut, dependencies=[Depends(admin_user)],
+@router.put("/datacenters/{dc_id}", response_model=S.DataCenterOut,
             responses=E.responses(*E.WRITE_ONE))
-def update_datacenter(dc_id: S.PathId, body: S.DataCenterPatch, request: Request) -> S.DataCenterOut:
+def update_datacenter(dc_id: S.PathId, body: S.DataCenterPatch, request: Request,
+                      audit: WriteAudit = Depends(audited_admin)) -> S.DataCenterOut:
     with request.app.state.ctx.db.session() as s:
-        return C.dc_out(_inv(request, s).update_data_center(dc_id, body.name, body.description))
+        dc = _inv(request, s).update_data_center(dc_id, body.name, body.description)
+        audit.record(s, f"updated data center {dc.name}")
+        return C.dc_out(dc)
 
 
-@router.delete("/datacenters/{dc_id}", status_code=204, dependencies=[Depends(admin_user)],
+@router.delete("/datacenters/{dc_id}", status_code=204,
                responses=E.responses(*E.DELETE))
-def delete_datacenter(dc_id: S.PathId, request: Request) -> Response:
+def delete_datacenter(dc_id: S.PathId, request: Request,
+                      audit: WriteAudit = Depends(audited_admin)) -> Response:
     with request.app.state.ctx.db.session() as s:
-        _inv(request, s).delete_data_center(dc_id)
+        inv = _inv(request, s)
+        name = inv.data_center(dc_id).name
+        inv.delete_data_center(dc_id)
+        audit.record(s, f"deleted data center {name}")
     return Response(status_code=204)
 
 
@@ -63,13 +73,15 @@ def list_clusters(request: Request) -> list[S.ClusterOut]:
         return [C.cluster_out(c, dcs[c.data_center_id]) for c in inv.clusters()]
 
 
-@router.post("/clusters", status_code=201, response_model=S.ClusterOut, dependencies=[Depends(admin_user)],
+@router.post("/clusters", status_code=201, response_model=S.ClusterOut,
              responses=E.responses(*E.WRITE))
-def add_cluster(body: S.ClusterIn, request: Request) -> S.ClusterOut:
+def add_cluster(body: S.ClusterIn, request: Request,
+                audit: WriteAudit = Depends(audited_admin)) -> S.ClusterOut:
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
         c = inv.add_cluster(body.name, body.data_center.id, body.description,
                             C.policy_in(body.fencing_policy))
+        audit.record(s, f"added cluster {c.name}")
         return C.cluster_out(c, inv.data_center(c.data_center_id))
 
 
@@ -82,21 +94,27 @@ def get_cluster(cluster_id: S.PathId, request: Request) -> S.ClusterOut:
         return C.cluster_out(c, inv.data_center(c.data_center_id))
 
 
-@router.put("/clusters/{cluster_id}", response_model=S.ClusterOut, dependencies=[Depends(admin_user)],
+@router.put("/clusters/{cluster_id}", response_model=S.ClusterOut,
             responses=E.responses(*E.WRITE_ONE))
-def update_cluster(cluster_id: S.PathId, body: S.ClusterPatch, request: Request) -> S.ClusterOut:
+def update_cluster(cluster_id: S.PathId, body: S.ClusterPatch, request: Request,
+                   audit: WriteAudit = Depends(audited_admin)) -> S.ClusterOut:
     with request.app.state.ctx.db.session() as s:
         inv = _inv(request, s)
         c = inv.update_cluster(
             cluster_id, name=body.name, description=body.description,
             data_center_id=body.data_center.id if body.data_center else None,
             fencing_policy=C.policy_in(body.fencing_policy) if body.fencing_policy else None)
+        audit.record(s, f"updated cluster {c.name}")
         return C.cluster_out(c, inv.data_center(c.data_center_id))
 
 
-@router.delete("/clusters/{cluster_id}", status_code=204, dependencies=[Depends(admin_user)],
+@router.delete("/clusters/{cluster_id}", status_code=204,
                responses=E.responses(*E.DELETE))
-def delete_cluster(cluster_id: S.PathId, request: Request) -> Response:
+def delete_cluster(cluster_id: S.PathId, request: Request,
+                   audit: WriteAudit = Depends(audited_admin)) -> Response:
     with request.app.state.ctx.db.session() as s:
-        _inv(request, s).delete_cluster(cluster_id)
+        inv = _inv(request, s)
+        name = inv.cluster(cluster_id).name
+        inv.delete_cluster(cluster_id)
+        audit.record(s, f"deleted cluster {name}")
     return Response(status_code=204)

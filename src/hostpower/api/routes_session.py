@@ -11,10 +11,14 @@ from pydantic import BaseModel
 
 from hostpower.api import errors as E
 from hostpower.api import schemas as S
+from hostpower.api.audit import auth_event, client_address, log_events
 from hostpower.api.auth import (
     SESSION_COOKIE, Principal, check_csrf, check_same_origin, csrf_token_for, current_user,
     session_cookie,
 )
+from hostpower.api.login import log_in
+from hostpower.model.events import Event, Severity
+from hostpower.store.events import Events
 from hostpower.store.users import Users
 
 router = APIRouter(prefix="/api", tags=["auth"])
@@ -39,24 +43,19 @@ def _clear_cookie(response: Response, request: Request) -> None:
 
 
 @router.post("/session", response_model=SessionOut,
-             responses=E.responses(400, 401, 403, 422, 503))
-def log_in(body: S.TokenRequest, request: Request, response: Response) -> SessionOut:
+             responses=E.responses(400, 401, 403, 422, 429, 503))
+def start_session(body: S.TokenRequest, request: Request, response: Response) -> SessionOut:
     """Log in: sets the HttpOnly session cookie and returns the CSRF token to
-    send in the X-CSRF-Token header with every state-changing request."""
+    send in the X-CSRF-Token header with every state-changing request.
+    Throttled like POST /api/auth/token (see api/login.py)."""
     check_same_origin(request)  # no login CSRF from another site
-    with request.app.state.ctx.db.session() as s:
-        users = Users(s)
-        user = users.authenticate(body.username, body.password)
-        if user is None:
-            raise HTTPException(401, "wrong user name or password")
-        token, _expires = users.issue_token(user)
-        name, role = user.name, user.role
+    user = log_in(request, body.username, body.password, via="session")
     # No Max-Age: the cookie ends with the browser session; the server side
     # expires it after the token lifetime (12 hours) anyway.
-    response.set_cookie(SESSION_COOKIE, token, path="/", httponly=True, samesite="strict",
-                        secure=_secure(request))
+    response.set_cookie(SESSION_COOKIE, user.token, path="/", httponly=True,
+                        samesite="strict", secure=_secure(request))
     response.headers["Cache-Control"] = "no-store"
-    return SessionOut(user=name, role=role, csrf_token=csrf_token_for(token))
+    return SessionOut(user=user.name, role=user.role, csrf_token=csrf_token_for(user.token))
 
 
 @router.get("/session", response_model=SessionOut, responses=E.responses(401, 503))
@@ -75,13 +74,27 @@ def who_am_i(request: Request, response: Response,
 
 @router.delete("/session", status_code=204, responses=E.responses(401, 403, 503))
 def log_out(request: Request, cookie: str | None = Depends(session_cookie)) -> Response:
-    """Log out: revokes the session token (CSRF-checked) and clears the cookie."""
-    response = Response(status_code=204)
+    """Log out: revokes the session token (CSRF-checked) and clears the cookie.
+    Without a valid session there is nobody to log out: 401 (and the stale
+    cookie, if any, is cleared all the same)."""
+    events: list[Event] = []
+    user = None
     if cookie:
         with request.app.state.ctx.db.session() as s:
             users = Users(s)
-            if users.user_for_token(cookie) is not None:
+            user = users.user_for_token(cookie)
+            if user is not None:
                 check_csrf(request, cookie)
                 users.revoke(cookie)
+                events.append(auth_event(
+                    request, Severity.INFO, "auth.logout",
+                    f"{user.name} logged out (session) from {client_address(request)}",
+                    user.name, "session"))
+                Events(s).add(events[0])
+    log_events(events)
+    if user is None:
+        response: Response = E.error(401, "no console session: nothing to log out")
+    else:
+        response = Response(status_code=204)
     _clear_cookie(response, request)
     return response

@@ -8,12 +8,18 @@ from fastapi.security import HTTPAuthorizationCredentials
 from hostpower import __version__
 from hostpower.api import errors as E
 from hostpower.api import schemas as S
-from hostpower.api.auth import admin_user, bearer, current_user
+from hostpower.api.audit import (
+    WriteAudit, audited_admin, auth_event, client_address, log_events,
+)
+from hostpower.api.auth import bearer, current_user
+from hostpower.api.login import log_in
 from hostpower.config import ConfigKey
 from hostpower.model.agenttypes import STANDARD_TYPES
+from hostpower.model.events import Severity
 from hostpower.model.inventory import HostStatus, NonOperationalReason
 from hostpower.model.proxychain import ProxySource
 from hostpower.store.configstore import ConfigStore
+from hostpower.store.events import Events
 from hostpower.store.users import Users
 
 router = APIRouter(prefix="/api", tags=["system"])
@@ -26,24 +32,34 @@ def health(request: Request) -> dict[str, str]:
 
 
 @router.post("/auth/token", response_model=S.TokenOut, tags=["auth"],
-             responses=E.responses(400, 401, 422, 503))
+             responses=E.responses(400, 401, 422, 429, 503))
 def issue_token(body: S.TokenRequest, request: Request) -> S.TokenOut:
-    with request.app.state.ctx.db.session() as s:
-        users = Users(s)
-        user = users.authenticate(body.username, body.password)
-        if user is None:
-            raise HTTPException(401, "wrong user name or password")
-        token, expires = users.issue_token(user)
-        return S.TokenOut(access_token=token, expires_at=expires.isoformat(), role=user.role)
+    """Throttled per user name and per client address (see api/login.py)."""
+    user = log_in(request, body.username, body.password, via="token")
+    return S.TokenOut(access_token=user.token, expires_at=user.expires.isoformat(),
+                      role=user.role)
 
 
 @router.delete("/auth/token", status_code=204, tags=["auth"],
                responses=E.responses(401, 503))
 def revoke_token(request: Request,
                  creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Response:
-    if creds is not None:
-        with request.app.state.ctx.db.session() as s:
-            Users(s).revoke(creds.credentials)
+    """Log out: revoke the bearer token sent (401 without a valid one)."""
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise HTTPException(401, "authentication required: send 'Authorization: Bearer <token>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+    with request.app.state.ctx.db.session() as s:
+        users = Users(s)
+        user = users.user_for_token(creds.credentials)
+        if user is None:
+            raise HTTPException(401, "token is invalid or expired",
+                                headers={"WWW-Authenticate": "Bearer"})
+        users.revoke(creds.credentials)
+        event = auth_event(request, Severity.INFO, "auth.logout",
+                           f"{user.name} logged out (token) from {client_address(request)}",
+                           user.name, "token")
+        Events(s).add(event)
+    log_events([event])
     return Response(status_code=204)
 
 
@@ -67,11 +83,14 @@ def get_config(name: str, request: Request) -> S.ConfigValueOut:
         return _config_out(*ConfigStore(s).get(name))
 
 
-@router.put("/config/{name}", response_model=S.ConfigValueOut, dependencies=[Depends(admin_user)],
+@router.put("/config/{name}", response_model=S.ConfigValueOut,
             responses=E.responses(*E.WRITE_ONE))
-def set_config(name: str, body: S.ConfigValueIn, request: Request) -> S.ConfigValueOut:
+def set_config(name: str, body: S.ConfigValueIn, request: Request,
+               audit: WriteAudit = Depends(audited_admin)) -> S.ConfigValueOut:
     with request.app.state.ctx.db.session() as s:
-        return _config_out(*ConfigStore(s).set(name, body.value))
+        key, value = ConfigStore(s).set(name, body.value)
+        audit.record(s, f"set {key.name} to {value!r}")  # no configuration key is a secret
+        return _config_out(key, value)
 
 
 @router.get("/capabilities/fenceagents/{agent_type}", response_model=S.AgentTypeOut,

@@ -234,7 +234,8 @@ class ConfigValueIn(Strict):
 
 
 class TokenRequest(Strict):
-    username: Text
+    # No user name is longer (users.name); failed logins are counted per name.
+    username: Text = Field(max_length=128)
     password: Text
 
 
@@ -326,7 +327,9 @@ class OperationOut(BaseModel):
     id: int
     host: RefOut
     action: str
-    origin: str
+    origin: str = Field(description="api or automatic")
+    requested_by: str | None = Field(description="the engine user who asked; null for "
+                                                 "automatic fencing")
     state: Literal["running", "succeeded", "failed"]
     phase: str
     message: str
@@ -345,5 +348,6 @@ class EventOut(BaseModel):
     host: str | None
     host_id: int | None
     operation_id: int | None
+    user: str | None = Field(description="the engine user who did it or whom it is about")
     message: str
     details: dict

@@ -209,9 +209,10 @@ def run_flow(api: EngineApi, host: dict[str, Any], action: str, timeout: float) 
     op = _post_fence(api, host, action)
     if op["joined"]:
         print(f"{action} of {host['name']}: operation {op['id']} ({op['action']}, "
-              f"{op['origin']}) is already running: joined it", flush=True)
+              f"{_requester(op)}) is already running: joined it", flush=True)
     else:
-        print(f"{action} of {host['name']}: operation {op['id']} started", flush=True)
+        print(f"{action} of {host['name']}: operation {op['id']} started "
+              f"{_requester(op)}", flush=True)
     try:
         final = watch(api, op, timeout)
     except KeyboardInterrupt:
@@ -222,6 +223,11 @@ def run_flow(api: EngineApi, host: dict[str, Any], action: str, timeout: float) 
         return 0
     raise CliError(f"{final['action']} of {host['name']} failed (operation {final['id']}): "
                    f"{final['message']}", 1)
+
+
+def _requester(op: dict[str, Any]) -> str:
+    """`by alice`, or how it started when no user asked (automatic fencing)."""
+    return f"by {op['requested_by']}" if op.get("requested_by") else op["origin"]
 
 
 def watch(api: EngineApi, op: dict[str, Any], timeout: float) -> dict[str, Any]:

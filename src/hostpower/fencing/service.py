@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -31,6 +33,20 @@ from hostpower.store.journal import AlreadyRunning, Journal, Operation
 log = logging.getLogger("hostpower.fencing")
 T = TypeVar("T")
 FLOW_ACTIONS = ("start", "stop", "restart")
+# The engine user on whose behalf the current task works (a status, a flow):
+# every event it emits names them, down to each proxy attempt, without passing
+# the name through every layer. A flow's task sets it from its operation, so a
+# flow resumed after a restart still names who asked for it.
+_requested_by: ContextVar[str | None] = ContextVar("requested_by", default=None)
+
+
+@contextmanager
+def _on_behalf_of(user: str | None) -> Iterator[None]:
+    token = _requested_by.set(user)
+    try:
+        yield
+    finally:
+        _requested_by.reset(token)
 
 
 class FencingService:
@@ -118,6 +134,8 @@ class FencingService:
             self._revisions = replace(self._revisions, status=moved[revisions.STATUS])
 
     async def emit(self, event: Event) -> None:
+        if event.user is None:
+            event = replace(event, user=_requested_by.get())
         level = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING,
                  Severity.ERROR: logging.ERROR}[event.severity]
         log.log(level, "%s", event.message)
@@ -130,36 +148,46 @@ class FencingService:
 
     # -- operations -----------------------------------------------------------------------
 
-    async def status(self, host_id: int) -> PowerResult:
+    async def status(self, host_id: int, requested_by: str | None = None) -> PowerResult:
         """A status through the chain, answered at once (no journal)."""
-        return await self.power.run(host_id, FenceAction.STATUS)
+        with _on_behalf_of(requested_by):
+            return await self.power.run(host_id, FenceAction.STATUS)
 
-    async def test_agent(self, host_id: int, agent: FenceAgent) -> PowerResult:
+    async def test_agent(self, host_id: int, agent: FenceAgent,
+                         requested_by: str | None = None) -> PowerResult:
         """oVirt's Test button: a status with an agent definition that may be unsaved."""
-        return await self.power.run(host_id, FenceAction.STATUS, agents=[agent])
+        with _on_behalf_of(requested_by):
+            return await self.power.run(host_id, FenceAction.STATUS, agents=[agent])
 
-    async def request(self, host_id: int, action: str, origin: str) -> tuple[Operation, bool]:
-        """Start a flow, or join the one already running for the host: (operation, joined)."""
+    async def request(self, host_id: int, action: str, origin: str,
+                      requested_by: str | None = None) -> tuple[Operation, bool]:
+        """Start a flow, or join the one already running for the host: (operation, joined).
+        `origin` is api or automatic; `requested_by` the engine user who asked."""
         if action not in FLOW_ACTIONS:
             raise ValueError(action)
         host = await self._db(lambda s: Inventory(s, self.ctx.box).host(host_id))
+        by = f"by {requested_by} ({origin})" if requested_by else f"({origin})"
         try:
-            op = await self._db(lambda s: Journal(s).begin(host.id, host.name, action, origin))
+            op = await self._db(lambda s: Journal(s).begin(host.id, host.name, action, origin,
+                                                           requested_by=requested_by))
         except AlreadyRunning as running:
             existing = running.operation_id
             op = await self._db(lambda s: Journal(s).get(existing))
             await self.emit(Event(Severity.INFO, "fence.joined",
-                                  f"{action} of {host.name} requested ({origin}) while "
+                                  f"{action} of {host.name} requested {by} while "
                                   f"operation {op.id} ({op.action}) runs: joined it",
-                                  host_id=host.id, host_name=host.name, operation_id=op.id))
+                                  host_id=host.id, host_name=host.name, operation_id=op.id,
+                                  user=requested_by,
+                                  details={"operation_requested_by": op.requested_by}))
             return op, True
         await self.emit(Event(Severity.INFO, "fence.started",
-                              f"{action} of {host.name} started ({origin})",
-                              host_id=host.id, host_name=host.name, operation_id=op.id))
+                              f"{action} of {host.name} started {by}",
+                              host_id=host.id, host_name=host.name, operation_id=op.id,
+                              user=requested_by))
         self._spawn(op)
         return op, False
 
-    async def manual(self, host_id: int) -> None:
+    async def manual(self, host_id: int, requested_by: str | None = None) -> None:
         """The operator confirms the host was rebooted by hand: clear its state."""
         host = await self._db(lambda s: Inventory(s, self.ctx.box).host(host_id))
         active = await self._db(lambda s: Journal(s).active_for(host_id))
@@ -167,10 +195,11 @@ class FencingService:
             raise ConflictError("fence_type", f"operation {active.id} ({active.action}) is "
                                               f"running for {host.name}")
         await self.set_host_status(host_id, HostStatus.DOWN)
+        operator = requested_by or "operator"
         await self.emit(Event(Severity.WARNING, "fence.manual",
-                              f"operator confirmed {host.name} was rebooted by hand; its "
+                              f"{operator} confirmed {host.name} was rebooted by hand; its "
                               f"state is cleared (down until its agent answers)",
-                              host_id=host.id, host_name=host.name))
+                              host_id=host.id, host_name=host.name, user=requested_by))
 
     async def resume(self) -> list[Operation]:
         """Pick up every flow a previous engine left running."""
@@ -213,6 +242,7 @@ class FencingService:
         self._tasks[op.host_id] = asyncio.create_task(self._run(op), name=f"flow-{op.id}")
 
     async def _run(self, op: Operation) -> None:
+        _requested_by.set(op.requested_by)  # this task's own context: no reset needed
         if self._limit is None:
             self._limit = asyncio.Semaphore((await self.config())["FenceConcurrencyLimit"])
         async with self._limit:

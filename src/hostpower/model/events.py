@@ -25,3 +25,4 @@ class Event:
     details: dict[str, Any] = field(default_factory=dict)
     id: int | None = None
     created_at: datetime | None = None
+    user: str | None = None   # the engine user who did it or whom it is about

@@ -20,7 +20,7 @@ class Events:
         row = EventRow(
             created_at=event.created_at or datetime.now(UTC), severity=event.severity.value,
             kind=event.kind, host_id=event.host_id, host_name=event.host_name,
-            operation_id=event.operation_id, message=event.message,
+            operation_id=event.operation_id, user=event.user, message=event.message,
             details=json.dumps(event.details, default=str),
         )
         self.s.add(row)
@@ -29,7 +29,8 @@ class Events:
 
     def query(self, host_id: int | None = None, severity: Severity | None = None,
               since: datetime | None = None, operation_id: int | None = None,
-              kind: str | None = None, limit: int = 500) -> list[Event]:
+              kind: str | None = None, user: str | None = None,
+              limit: int = 500) -> list[Event]:
         q = select(EventRow)
         if host_id is not None:
             q = q.where(EventRow.host_id == host_id)
@@ -44,6 +45,8 @@ class Events:
             q = q.where(EventRow.operation_id == operation_id)
         if kind is not None:
             q = q.where(EventRow.kind == kind)
+        if user is not None:
+            q = q.where(EventRow.user == user)
         rows = self.s.scalars(q.order_by(EventRow.id.desc()).limit(limit)).all()
         return [_event(r) for r in reversed(rows)]
 
@@ -53,5 +56,5 @@ def _event(row: EventRow) -> Event:
     return Event(
         id=row.id, created_at=created, severity=Severity(row.severity), kind=row.kind,
         host_id=row.host_id, host_name=row.host_name, operation_id=row.operation_id,
-        message=row.message, details=json.loads(row.details or "{}"),
+        message=row.message, details=json.loads(row.details or "{}"), user=row.user,
     )

@@ -42,6 +42,7 @@ class Operation:
     updated_at: datetime
     finished_at: datetime | None
     steps: list[Step] = field(default_factory=list)
+    requested_by: str | None = None   # the engine user; None for automatic fencing
 
     @property
     def running(self) -> bool:
@@ -71,7 +72,7 @@ class Journal:
         self.s = session
 
     def begin(self, host_id: int, host_name: str, action: str, origin: str,
-              phase: str = "begin") -> Operation:
+              phase: str = "begin", requested_by: str | None = None) -> Operation:
         """Record a new running operation, or raise AlreadyRunning with the
         one that holds the host (the database enforces one at a time)."""
         existing = self.active_for(host_id)
@@ -79,8 +80,8 @@ class Journal:
             raise AlreadyRunning(existing.id)
         now = _now()
         row = OperationRow(host_id=host_id, host_name=host_name, action=action, origin=origin,
-                           state="running", phase=phase, active_host_id=host_id, message="",
-                           created_at=now, updated_at=now)
+                           requested_by=requested_by, state="running", phase=phase,
+                           active_host_id=host_id, message="", created_at=now, updated_at=now)
         self.s.add(row)
         try:
             self.s.flush()
@@ -156,7 +157,8 @@ class Journal:
 def _operation(row: OperationRow) -> Operation:
     return Operation(
         id=row.id, host_id=row.host_id, host_name=row.host_name, action=row.action,
-        origin=row.origin, state=row.state, phase=row.phase, message=row.message,
+        origin=row.origin, requested_by=row.requested_by, state=row.state, phase=row.phase,
+        message=row.message,
         created_at=_utc(row.created_at), updated_at=_utc(row.updated_at),  # type: ignore[arg-type]
         finished_at=_utc(row.finished_at),
         steps=[Step(id=s.id, name=s.name, state=s.state, outcome=s.outcome,

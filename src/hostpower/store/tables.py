@@ -120,7 +120,9 @@ class OperationRow(Base):
     host_id: Mapped[int] = mapped_column(Integer, index=True)
     host_name: Mapped[str] = mapped_column(String(255))
     action: Mapped[str] = mapped_column(String(16))
-    origin: Mapped[str] = mapped_column(String(16))
+    origin: Mapped[str] = mapped_column(String(16))  # api | automatic
+    # The engine user who asked for it; NULL for automatic fencing.
+    requested_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     state: Mapped[str] = mapped_column(String(16))
     phase: Mapped[str] = mapped_column(String(32))
     # Equals host_id while the flow runs, NULL after: the unique constraint
@@ -158,5 +160,21 @@ class EventRow(Base):
     host_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     host_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     operation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The engine user who did it or whom it is about (a login, a write, a power request).
+    user: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     message: Mapped[str] = mapped_column(Text)
     details: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class LoginFailureRow(Base):
+    """Failed logins in a row of one user name or one client address (login
+    throttling, api/login.py). Shared by every engine on the database, and only
+    ever changed by single atomic statements (store/logins.py)."""
+
+    __tablename__ = "login_failures"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # user | address
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # No login attempt for this subject before this time (back-off or lockout).
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -8,6 +8,7 @@ import hmac
 import secrets
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import cache
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -42,6 +43,14 @@ def check_password(password: str, stored: str) -> bool:
     got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), dklen=32,
                          n=int(n), r=int(r), p=int(p))
     return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+@cache
+def _dummy_hash() -> str:
+    """What an unknown user's password is checked against: the same scrypt work
+    as a wrong password of a real user (hashing a fresh one each time would
+    double it, and the timing would tell which names exist)."""
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def _token_hash(token: str) -> str:
@@ -87,7 +96,7 @@ class Users:
         row = self.s.scalar(select(UserRow).where(UserRow.name == name))
         if row is None:
             # Same work either way, so timing does not tell which names exist.
-            check_password(password, hash_password("x" * 8))
+            check_password(password, _dummy_hash())
             return None
         return row if check_password(password, row.password_hash) else None
 

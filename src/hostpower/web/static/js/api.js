@@ -91,6 +91,8 @@ export async function login(username, password) {
 export async function logout() {
   try {
     await request('DELETE', '/api/session');
+  } catch (err) {
+    if (err.status !== 401) throw err;  // already logged out (expired): nothing to do
   } finally {
     session.user = session.role = session.csrf = null;
   }

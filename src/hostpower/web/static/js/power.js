@@ -109,7 +109,7 @@ export function operationView(op) {
     h('div.op-head',
       h('div.op-title',
         h('span.op-action', label(op.action)), ' of ', h('strong', op.host.name),
-        h('span.muted', ` · operation #${op.id} · by ${op.origin}`)),
+        h('span.muted', ` · operation #${op.id} · by ${op.requested_by || op.origin}`)),
       h('span.badge.op-state', { class: `tone-${stateTone}` },
         op.state === 'running' ? h('span.spinner') : null, op.state === 'running' ? label(op.phase) : op.state)),
     op.message ? h('p.op-message', op.message) : null,

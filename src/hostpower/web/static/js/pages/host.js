@@ -171,7 +171,7 @@ function mountOperations(body, host) {
         return h('tr.clickable', { dataset: { operation: String(op.id) }, tabindex: '0',
                                    onclick: () => showOperation(op), onkeydown: (e) => { if (e.key === 'Enter') showOperation(op); } },
           h('td', String(op.id)), h('td', label(op.action)), h('td', outcomeBadge(op.state === 'running' ? null : op.state, op.state)),
-          h('td', op.origin), h('td', formatTime(op.created_at)), h('td', formatTime(op.finished_at)),
+          h('td', op.requested_by || op.origin), h('td', formatTime(op.created_at)), h('td', formatTime(op.finished_at)),
           h('td', proxies.map((p) => h('span.proxy-chip', icon('link', 'icon-xs'), p))),
           h('td.muted', op.message));
       })))
