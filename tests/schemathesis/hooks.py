@@ -34,3 +34,14 @@ class EngineToken:
         if case.operation.method.upper() == "DELETE" and case.operation.path == "/api/auth/token":
             token = _fresh_token()
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
+
+
+@schemathesis.hook
+def filter_failure(context, failure, case, response) -> bool:  # type: ignore[no-untyped-def]
+    """Drop one false "schema-valid request rejected": the stateful phase links
+    an event's `host_id`/`operation_id` to `/api/hosts/{host_id}` and friends,
+    and when that field is null (an event about no host) it sends the literal
+    path `/api/hosts/None`, which the schema does not allow either; the 422 is
+    right. Every other failure stands."""
+    from_null_link = any(v is None for v in (case.path_parameters or {}).values())
+    return not (from_null_link and response is not None and response.status_code == 422)

@@ -9,10 +9,10 @@ from fastapi import Path, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from hostpower.model.inventory import HostStatus, NonOperationalReason
+from hostpower.store.tables import MAX_ID
 
-# Integer columns are 32-bit on PostgreSQL: an id beyond that cannot exist,
-# and must be refused by the schema (422) before it reaches the database.
-MAX_ID = 2**31 - 1
+# An id beyond the database's integer range cannot exist, and is refused by
+# the schema (422) before it reaches the database.
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]

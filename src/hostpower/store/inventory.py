@@ -25,7 +25,7 @@ from hostpower.model.proxychain import (
 )
 from hostpower.model.secret import Secret
 from hostpower.store.crypto import SecretBox
-from hostpower.store.tables import ClusterRow, DataCenterRow, FenceAgentRow, HostRow
+from hostpower.store.tables import MAX_ID, ClusterRow, DataCenterRow, FenceAgentRow, HostRow
 
 _KEEP = object()  # "field not given": keep the stored value
 
@@ -182,7 +182,7 @@ class Inventory:
         wanted = name_or_address.strip().lower()
         row = self.s.scalar(select(HostRow).where(
             (func.lower(HostRow.name) == wanted) | (func.lower(HostRow.address) == wanted)))
-        if row is None and wanted.isdigit():
+        if row is None and wanted.isascii() and wanted.isdigit() and int(wanted) <= MAX_ID:
             row = self.s.get(HostRow, int(wanted))
         if row is None:
             raise NotFoundError("host", name_or_address)

@@ -19,6 +19,10 @@ NAMING = {
 }
 
 
+# Integer columns (ids among them) are 32-bit on PostgreSQL: no id is larger.
+MAX_ID = 2**31 - 1
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
