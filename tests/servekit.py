@@ -61,8 +61,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def running_engine(env: dict[str, str], url: str, log: Path, *options: str,
-                   bind: str | None = None,
-                   verify: ssl.SSLContext | bool | None = None) -> Iterator[subprocess.Popen[bytes]]:
+                   bind: str | None = None, verify: ssl.SSLContext | bool | None = None,
+                   ) -> Iterator[subprocess.Popen[bytes]]:
     """`hostpower serve --bind HOST:PORT OPTIONS` answering at `url`, stopped on exit.
 
     The bind address is the URL's unless `bind` says otherwise. `verify`

@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="unencrypted PEM private key of --tls-cert, mode 0600")
     _add_plain_http(p)
     p.set_defaults(func=serve)
-    d = sub.add_parser("demo", help="the engine with the lab's hosts under var/demo (Ctrl-C stops); "
-                                    "plain HTTP on loopback")
+    d = sub.add_parser("demo", help="the engine with the lab's hosts under var/demo "
+                                    "(Ctrl-C stops); plain HTTP on loopback")
     d.add_argument("--bind", default="127.0.0.1:8080", help="ADDRESS:PORT (default %(default)s)")
     d.add_argument("--loopback", action="store_true", help="lab on 127.x addresses, even as root")
     _add_plain_http(d)
@@ -54,7 +54,8 @@ def parse_bind(text: str) -> tuple[str, int]:
 
 
 def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def run_engine(bind: str, transport: Transport) -> int:

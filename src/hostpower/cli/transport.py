@@ -31,7 +31,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from hostpower.hostagent.pki import CertificateAuthority, ensure_web_certificate, parse_san
+from hostpower.cli.common import CliError
+from hostpower.hostagent.pki import (
+    CertificateAuthority, PKIError, ensure_web_certificate, parse_san,
+)
 from hostpower.model.errors import ValidationError
 from hostpower.settings import Settings
 
@@ -199,8 +202,12 @@ def with_engine_certificate(transport: Transport, settings: Settings, host: str)
     """The engine-issued certificate for `host`, reused or (re)issued."""
     if not transport.engine_issued:
         return transport
-    ca = CertificateAuthority.load_or_create(settings.pki_dir)
-    paths = ensure_web_certificate(ca, settings.pki_dir / WEB_CERT_DIR, web_sans(host))
+    try:
+        ca = CertificateAuthority.load_or_create(settings.pki_dir)
+        paths = ensure_web_certificate(ca, settings.pki_dir / WEB_CERT_DIR, web_sans(host))
+    except (PKIError, OSError) as exc:
+        raise CliError(f"cannot issue the engine's HTTPS certificate: {exc} (or give "
+                       f"--tls-cert/--tls-key)", 1) from None
     return Transport(tls=True, cert_file=paths.cert, key_file=paths.key)
 
 

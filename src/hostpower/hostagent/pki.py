@@ -293,7 +293,8 @@ class CertificateAuthority:
             raise ValidationError("days", f"{days!r} is not a positive number of days")
         names = _unique(sans)
         if role in _NEEDS_SANS and not names:
-            raise ValidationError("sans", f"an {role} certificate needs at least one DNS name or IP")
+            raise ValidationError("sans",
+                                  f"an {role} certificate needs at least one DNS name or IP")
         general_names = [parse_san(s) for s in names]
 
         key = ec.generate_private_key(ec.SECP256R1())
