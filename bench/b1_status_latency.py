@@ -25,7 +25,9 @@ HOSTPOWER = str(Path(sys.executable).with_name("hostpower"))
 
 def _serve(settings, port: int) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
     env = {**os.environ, "HOSTPOWER_HOME": str(settings.home), "HOSTPOWER_DB_URL": settings.db_url}
-    return subprocess.Popen([HOSTPOWER, "serve", "--bind", f"127.0.0.1:{port}"], env=env,
+    # Plain HTTP on loopback: measures the engine, not TLS handshakes.
+    return subprocess.Popen([HOSTPOWER, "serve", "--bind", f"127.0.0.1:{port}", "--plain-http"],
+                            env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from servekit import engine_ca, free_port, running_engine
 
 # The console script pip installed, as an operator runs it.
 HOSTPOWER = [str(Path(sys.executable).with_name("hostpower"))]
@@ -152,46 +152,25 @@ def test_db_upgrade_reports_the_revision(env) -> None:  # type: ignore[no-untype
     assert r.returncode == 0 and f"database at revision {head} (head {head})" in r.stdout
 
 
-def free_port(address: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-
-
-def test_serve_answers_over_http_and_keeps_secrets_out_of_its_log(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_serve_answers_over_https_and_keeps_secrets_out_of_its_log(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert run(env, "user", "add", "root", "--role", "admin", stdin="root-password\n").returncode == 0
     assert run(env, "inventory", "load", "-", stdin=INVENTORY).returncode == 0
     port = free_port()
-    log = (tmp_path / "engine.log").open("w+")
-    proc = subprocess.Popen(HOSTPOWER + ["serve", "--bind", f"127.0.0.1:{port}"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("engine did not start within 30 s")
-        tok = httpx.post(f"{base}/api/auth/token",
+    base = f"https://127.0.0.1:{port}"
+    log = tmp_path / "engine.log"
+    with running_engine(env, base, log):
+        ca = engine_ca(tmp_path / "home")
+        tok = httpx.post(f"{base}/api/auth/token", verify=ca,
                          json={"username": "root", "password": "root-password"}).json()["access_token"]
         hdr = {"Authorization": f"Bearer {tok}"}
-        hosts = httpx.get(f"{base}/api/hosts", headers=hdr).json()
+        hosts = httpx.get(f"{base}/api/hosts", headers=hdr, verify=ca).json()
         assert sorted(h["name"] for h in hosts) == ["h1", "h2", "h3", "h4"]
         h1 = next(h for h in hosts if h["name"] == "h1")
-        r = httpx.post(f"{base}/api/hosts/{h1['id']}/fenceagents", headers=hdr, json={
+        r = httpx.post(f"{base}/api/hosts/{h1['id']}/fenceagents", headers=hdr, verify=ca, json={
             "type": "ipmilan", "address": "10.1.0.7", "password": "serve-secret-pw"})
         assert r.status_code == 201
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.seek(0)
-        text = log.read()
-        log.close()
-    assert f"listening on http://127.0.0.1:{port}/" in text
+    text = log.read_text()
+    assert f"listening on https://127.0.0.1:{port}/" in text
     for secret in ("serve-secret-pw", "inv-secret-pw", "root-password"):
         assert secret not in text
 

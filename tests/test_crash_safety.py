@@ -58,7 +58,8 @@ class Engine:
         if failpoint:
             env["HOSTPOWER_FAILPOINT"] = failpoint
         self.log = log.open("a")
-        self.proc = subprocess.Popen([HOSTPOWER, "serve", "--bind", f"127.0.0.1:{self.port}"],
+        self.proc = subprocess.Popen([HOSTPOWER, "serve", "--bind", f"127.0.0.1:{self.port}",
+                                      "--plain-http"],  # loopback: plain HTTP is fine here
                                      env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
         wait_until(self._healthy, 30, "the engine to serve", step=0.1)

@@ -1,5 +1,7 @@
 """`hostpower fence` and `hostpower events` as an operator runs them: a real
-`hostpower serve` subprocess on 127.0.0.1, real HTTP, real exit codes, and the
+`hostpower serve` subprocess on 127.0.0.1, real HTTPS (the engine-issued
+certificate, verified by the command against HOSTPOWER_HOME/pki/ca.crt with no
+option, as on the engine's machine), real exit codes, and the
 real `fence_dummy` agent run by the engine itself (chain `engine`), whose
 "device" is a file holding `on` or `off`.
 
@@ -16,9 +18,8 @@ import queue
 import re
 import select
 import signal
-import socket
+import ssl
 import subprocess
-import sys
 import termios
 import threading
 import time
@@ -33,8 +34,8 @@ import pytest
 import yaml
 
 from conftest import _create_pg_database, _drop_pg_database, require
+from servekit import HOSTPOWER, engine_ca, free_port, running_engine
 
-HOSTPOWER = [str(Path(sys.executable).with_name("hostpower"))]
 FENCE_DUMMY = Path("/usr/sbin/fence_dummy")
 PASSWORD = "admin-password"
 SECRET = "Dummy-BMC-Secret-pw"
@@ -59,12 +60,6 @@ CONFIG = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def dummy_host(n: int, power: Path, **options: str) -> dict[str, Any]:
     """Host hN in maintenance, fenced by fence_dummy through the engine."""
     return {
@@ -84,6 +79,7 @@ class Served:
     url: str
     env: dict[str, str]
     power: dict[str, Path]
+    verify: ssl.SSLContext | bool = True
     token: str | None = None
 
     def run(self, *args: str, stdin: str | None = None, password: bool = True,
@@ -95,9 +91,9 @@ class Served:
     def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """The engine's REST API as admin, for what the command under test does not show."""
         if self.token is None:
-            self.token = httpx.post(f"{self.url}/api/auth/token", json={
+            self.token = httpx.post(f"{self.url}/api/auth/token", verify=self.verify, json={
                 "username": "admin", "password": PASSWORD}).json()["access_token"]
-        r = httpx.request(method, f"{self.url}{path}", json=body,
+        r = httpx.request(method, f"{self.url}{path}", json=body, verify=self.verify,
                           headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
         assert r.status_code < 300, r.text
         return r.json()
@@ -131,19 +127,6 @@ def prepare(env: dict[str, str], tmp: Path) -> dict[str, Path]:
     return power
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"engine exited with {proc.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    pytest.fail(f"engine did not answer /api/health within 30 s: {log.read_text()}")
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def served(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
@@ -161,22 +144,9 @@ def served(request: pytest.FixtureRequest,
     env.update(HOSTPOWER_HOME=str(tmp / "home"), HOSTPOWER_DB_URL=db_url)
     try:
         power = prepare(env, tmp)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        log = tmp / "engine.log"
-        with log.open("w") as out:
-            proc = subprocess.Popen(HOSTPOWER + ["serve", "--bind", f"127.0.0.1:{port}"],
-                                    env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_healthy(url, proc, log)
-            yield Served(url, {**env, "HOSTPOWER_URL": url}, power)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        url = f"https://127.0.0.1:{free_port()}"
+        with running_engine(env, url, tmp / "engine.log"):
+            yield Served(url, {**env, "HOSTPOWER_URL": url}, power, engine_ca(tmp / "home"))
     finally:
         if pg is not None:
             _drop_pg_database(*pg)
@@ -333,7 +303,7 @@ def test_manual_asks_for_confirmation(served: Served) -> None:
 
 @pytest.mark.parametrize("served", ["sqlite"], indirect=True)  # client-side behaviour
 @pytest.mark.parametrize("args, env, message", [
-    (("ghost", "status"), {}, "host 'ghost' not found at http://127.0.0.1:"),
+    (("ghost", "status"), {}, "host 'ghost' not found at https://127.0.0.1:"),
     (("h2", "status"), {"HOSTPOWER_PASSWORD": "wrong-password"},
      "wrong user name or password (HTTP 401)"),
 ])

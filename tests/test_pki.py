@@ -110,8 +110,26 @@ def test_engine_certificate_is_a_client_certificate(ca: pki.CertificateAuthority
         cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
 
 
+
+def test_web_certificate_serves_tls_and_is_no_agent_certificate(
+        ca: pki.CertificateAuthority, tmp_path: Path) -> None:
+    """The engine's HTTPS certificate: serverAuth, its own role, refused by an agent."""
+    from hostpower.hostagent.agent import AgentStartError
+    from hostpower.hostagent.server import server_ssl_context
+
+    bundle = ca.issue("hostpower-engine-https", ["127.0.0.1", "localhost"], "web")
+    cert = _cert(bundle.cert_pem)
+    assert _eku(cert) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert pki.role_of(cert) == "web"
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert lifetime <= dt.timedelta(days=398)  # what browsers accept
+    paths = pki.write_bundle(bundle, tmp_path / "web")
+    with pytest.raises(AgentStartError, match="is not an agent certificate"):
+        server_ssl_context(paths.cert, paths.key, paths.ca)
+
 @pytest.mark.parametrize(("args", "field"), [
     (("h", [], "agent"), "sans"),
+    (("h", [], "web"), "sans"),
     (("h", ["not a name!"], "agent"), "sans"),
     (("h", ["1.2.3"], "agent"), "sans"),
     (("h", ["h"], "admin"), "role"),
@@ -182,6 +200,42 @@ def test_ensure_engine_certificate_reuses_then_renews(ca: pki.CertificateAuthori
     _cert(renewed.cert.read_bytes()).verify_directly_issued_by(other.cert)
     assert renewed.ca.read_bytes() == other.cert_pem
 
+
+
+def _sans(path: Path) -> set[str]:
+    names = _cert(path.read_bytes()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    return {str(n.value) for n in names}
+
+
+def test_ensure_web_certificate_reuses_then_reissues(ca: pki.CertificateAuthority,
+                                                     tmp_path: Path) -> None:
+    out = tmp_path / "web"
+    first = pki.ensure_web_certificate(ca, out, ["127.0.0.1", "localhost"])
+    assert (first.cert.name, first.key.name) == ("web.crt", "web.key")
+    assert _mode(first.key) == 0o600 and _mode(out) == 0o700
+    assert pki.role_of(_cert(first.cert.read_bytes())) == "web"
+    pem = first.cert.read_bytes()
+    # Same names (in any case, or fewer): reused.
+    assert pki.ensure_web_certificate(ca, out, ["LOCALHOST"]).cert.read_bytes() == pem
+    # A bind address it does not name: reissued, naming it.
+    moved = pki.ensure_web_certificate(ca, out, ["10.0.0.5", "localhost"])
+    assert _sans(moved.cert) == {"10.0.0.5", "localhost"}
+    pem = moved.cert.read_bytes()
+    # Expiring soon: renewed.
+    assert pki.ensure_web_certificate(ca, out, ["10.0.0.5"],
+                                      renew_before=dt.timedelta(days=10_000)) \
+        .cert.read_bytes() != pem
+    # A key that is not the certificate's (a torn write): reissued.
+    pem = moved.cert.read_bytes()
+    moved.key.write_bytes(ca.issue("x", ["x"], "web").key_pem)
+    again = pki.ensure_web_certificate(ca, out, ["10.0.0.5"])
+    assert again.cert.read_bytes() != pem
+    ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(again.cert, again.key)
+    # Another CA: reissued under it.
+    other = pki.CertificateAuthority.load_or_create(tmp_path / "other")
+    renewed = pki.ensure_web_certificate(other, out, ["10.0.0.5"])
+    _cert(renewed.cert.read_bytes()).verify_directly_issued_by(other.cert)
 
 def test_openssl_enforces_the_roles(ca: pki.CertificateAuthority, tmp_path: Path) -> None:
     """The EKUs do real work: OpenSSL verifies them per TLS side, before our own checks."""

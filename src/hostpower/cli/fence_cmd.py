@@ -5,7 +5,10 @@ journal and its proxy chain apply, and it shows the flow's steps live by
 polling the operation.
 
 Exit codes: 0 the operation succeeded, 1 it failed or the engine is
-unreachable, 2 bad input (unknown host, refused request): nothing was done.
+unreachable (or its certificate does not verify), 2 bad input (unknown host,
+refused request): nothing was done.
+
+Over https the engine's certificate is verified: see trust.py for which CAs.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ from typing import Any
 import httpx
 
 from hostpower.cli.common import CliError
+from hostpower.cli.transport import is_loopback
+from hostpower.cli.trust import CA_FILE_ENV, Trust, client_trust, tls_failure
+from hostpower.settings import Settings
 
 ACTIONS = ("status", "start", "stop", "restart", "manual")
-DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_URL = "https://127.0.0.1:8080"  # `hostpower serve`'s default
 POLL_SECONDS = 0.25           # operation polling: steps appear within a quarter second
 CONNECT_SECONDS = 10.0
 MIN_REQUEST_SECONDS = 30.0
@@ -41,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("action", choices=ACTIONS, metavar="ACTION", help="|".join(ACTIONS))
     f.add_argument("--url", default=os.environ.get("HOSTPOWER_URL") or DEFAULT_URL,
                    type=_url, help="engine URL (env HOSTPOWER_URL, default %(default)s)")
+    f.add_argument("--ca-file", metavar="FILE", default=os.environ.get(CA_FILE_ENV) or None,
+                   help="verify an https engine against the CAs in FILE (env HOSTPOWER_CA_FILE; "
+                        "default: the system trust store and HOSTPOWER_HOME/pki/ca.crt)")
     f.add_argument("--user", default=os.environ.get("HOSTPOWER_USER") or "admin",
                    help="engine user (env HOSTPOWER_USER, default %(default)s)")
     f.add_argument("--timeout", type=_seconds, default=600.0,
@@ -73,10 +82,11 @@ class EngineApi:
     """A logged-in session with a running engine; every failure becomes a CliError
     an operator can act on (which URL, what the engine said)."""
 
-    def __init__(self, url: str, read_timeout: float) -> None:
+    def __init__(self, url: str, read_timeout: float, trust: Trust | None = None) -> None:
         self.url = url
-        self.http = httpx.Client(base_url=url, timeout=httpx.Timeout(read_timeout,
-                                                                     connect=CONNECT_SECONDS))
+        self.trust = trust
+        self.http = httpx.Client(base_url=url, verify=trust.context if trust else True,
+                                 timeout=httpx.Timeout(read_timeout, connect=CONNECT_SECONDS))
 
     def login(self, user: str, password: str) -> None:
         body = self.call("POST", "/api/auth/token", {"username": user, "password": password})
@@ -98,9 +108,14 @@ class EngineApi:
             raise CliError(f"the engine at {self.url} did not answer {method} {path} in time",
                            1) from None
         except httpx.TransportError as exc:
+            tls = tls_failure(exc, self.url, self.trust)
+            if tls:
+                raise CliError(tls, 1) from None
+            hint = "is `hostpower serve` running there?"
+            if not _is_https(self.url) and isinstance(exc, httpx.RemoteProtocolError):
+                hint += " if it serves https, use an https:// URL;"  # it hung up on plain HTTP
             raise CliError(f"cannot reach the engine at {self.url}: {exc or type(exc).__name__} "
-                           f"(is `hostpower serve` running there? see --url / HOSTPOWER_URL)",
-                           1) from None
+                           f"({hint} see --url / HOSTPOWER_URL)", 1) from None
         if r.status_code >= 400:
             detail = _detail(r)
             # 4xx: the request was refused, nothing was done; 5xx: the engine failed.
@@ -152,9 +167,11 @@ def find_host(api: EngineApi, wanted: str) -> dict[str, Any]:
 # -- hostpower fence ---------------------------------------------------------------------
 
 def fence(args: argparse.Namespace) -> int:
+    trust = client_trust(args.ca_file, Settings.from_env()) if _is_https(args.url) else None
+    warn_if_in_clear(args.url)
     password = read_password(args.user, args.url)
     # A short --timeout bounds the watching; one request still gets a fair chance.
-    api = EngineApi(args.url, max(args.timeout, MIN_REQUEST_SECONDS))
+    api = EngineApi(args.url, max(args.timeout, MIN_REQUEST_SECONDS), trust)
     try:
         api.login(args.user, password)
         host = find_host(api, args.host)
@@ -165,6 +182,20 @@ def fence(args: argparse.Namespace) -> int:
         return run_flow(api, host, args.action, args.timeout)
     finally:
         api.close()
+
+
+def _is_https(url: str) -> bool:
+    return url.lower().startswith("https://")
+
+
+def warn_if_in_clear(url: str) -> None:
+    """The password is about to be sent: say so when it leaves the machine unencrypted."""
+    if _is_https(url):
+        return
+    host = httpx.URL(url).host
+    if not is_loopback(host):
+        print(f"WARNING: {url} is plain HTTP: your password and token cross the network in "
+              f"clear; use the engine's https:// URL", file=sys.stderr, flush=True)
 
 
 def _post_fence(api: EngineApi, host: dict[str, Any], fence_type: str) -> Any:

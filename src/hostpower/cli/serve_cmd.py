@@ -9,6 +9,10 @@ import secrets
 import sys
 
 from hostpower.cli.common import open_context
+from hostpower.hostagent.pki import CA_CERT_FILE
+from hostpower.cli.transport import (
+    Transport, choose_transport, uvicorn_tls_options, with_engine_certificate,
+)
 from hostpower.inventory_file import load_document
 from hostpower.model import validate
 from hostpower.model.errors import NotFoundError
@@ -18,40 +22,77 @@ from hostpower.store.users import Users
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the engine (REST API)")
+    p = sub.add_parser(
+        "serve", help="run the engine (REST API and web console, HTTPS)",
+        description="Run the engine. It serves HTTPS: with --tls-cert/--tls-key, else with a "
+                    "certificate it issues from its own CA (clients trust "
+                    "HOSTPOWER_HOME/pki/ca.crt).")
     p.add_argument("--bind", default="127.0.0.1:8080", help="ADDRESS:PORT (default %(default)s)")
+    p.add_argument("--tls-cert", metavar="FILE",
+                   help="PEM certificate (and chain) to serve instead of the engine-issued one")
+    p.add_argument("--tls-key", metavar="FILE",
+                   help="unencrypted PEM private key of --tls-cert, mode 0600")
+    _add_plain_http(p)
     p.set_defaults(func=serve)
-    d = sub.add_parser("demo", help="the engine with the lab's hosts under var/demo (Ctrl-C stops)")
+    d = sub.add_parser("demo", help="the engine with the lab's hosts under var/demo "
+                                    "(Ctrl-C stops); plain HTTP on loopback")
     d.add_argument("--bind", default="127.0.0.1:8080", help="ADDRESS:PORT (default %(default)s)")
     d.add_argument("--loopback", action="store_true", help="lab on 127.x addresses, even as root")
+    _add_plain_http(d)
     d.set_defaults(func=demo)
+
+
+def _add_plain_http(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plain-http", action="store_true",
+        help="serve plain HTTP, no TLS. On a loopback address (127.0.0.0/8, ::1) that is "
+             "harmless; on any other it sends passwords and tokens in clear (a WARNING says so)")
 
 
 def parse_bind(text: str) -> tuple[str, int]:
     return validate.bind_address(text, "127.0.0.1:8080")
 
 
-def run_engine(bind: str) -> int:
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run_engine(bind: str, transport: Transport) -> int:
+    """Serve the engine on `bind` over `transport` (decided and checked by the caller)."""
     import uvicorn
 
     from hostpower.api.app import create_app
     from hostpower.runtime import EngineRuntime
 
     host, port = parse_bind(bind)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx = open_context()
+    issued = transport.engine_issued
+    transport = with_engine_certificate(transport, ctx.settings, host)
     app = create_app(ctx, EngineRuntime(ctx))
     shown = f"[{host}]" if ":" in host else host
     print(f"hostpower engine: database {ctx.db.engine.url.render_as_string(hide_password=True)}")
-    print(f"hostpower engine listening on http://{shown}:{port}/  (API /api, docs /api/docs)",
-          flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    if issued:
+        print(f"hostpower engine: TLS certificate {transport.cert_file} issued by the engine CA; "
+              f"clients trust {ctx.settings.pki_dir / CA_CERT_FILE}")
+    elif transport.tls:
+        print(f"hostpower engine: TLS certificate {transport.cert_file}")
+    if transport.warning:
+        print(transport.warning, file=sys.stderr, flush=True)
+        logging.getLogger("hostpower.serve").warning("plain HTTP off loopback on %s", host)
+    print(f"hostpower engine listening on {transport.scheme}://{shown}:{port}/  "
+          f"(API /api, docs /api/docs)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", **uvicorn_tls_options(transport))
     ctx.close()
     return 0
 
 
 def serve(args: argparse.Namespace) -> int:
-    return run_engine(args.bind)
+    configure_logging()
+    host, _port = parse_bind(args.bind)
+    transport = choose_transport(host, plain_http=args.plain_http, tls_cert=args.tls_cert,
+                                 tls_key=args.tls_key)
+    return run_engine(args.bind, transport)
 
 
 # Quicker than production defaults, so a person watching the demo sees a
@@ -69,6 +110,10 @@ def demo(args: argparse.Namespace) -> int:
     from hostpower.lab.runner import load_topology, start_lab
     from hostpower.settings import Settings
 
+    configure_logging()
+    host, port = parse_bind(args.bind)
+    # Decided before the lab starts: a refused address leaves nothing behind.
+    transport = choose_transport(host, plain_http=args.plain_http, plain_by_default=True)
     os.environ.setdefault("HOSTPOWER_HOME", os.path.abspath("var/demo"))
     os.environ.pop("HOSTPOWER_DB_URL", None)
     settings = Settings.from_env()
@@ -93,15 +138,15 @@ def demo(args: argparse.Namespace) -> int:
             except NotFoundError:
                 users.add("admin", "admin", password)
         ctx.close()
-        host, port = parse_bind(args.bind)
         home = os.environ["HOSTPOWER_HOME"]
         print(f"demo: engine home {home}")
-        print(f"demo: open http://{host}:{port}/ and log in as admin / {password}")
+        shown = f"[{host}]" if ":" in host else host
+        print(f"demo: open {transport.scheme}://{shown}:{port}/ and log in as admin / {password}")
         print("demo: kill a host's agent and watch it be fenced through its proxy chain:")
         print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} lab fault c1-h2 agent_crash")
         print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} events --follow")
         print("demo: Ctrl-C stops the engine and the lab", flush=True)
-        return run_engine(args.bind)
+        return run_engine(args.bind, transport)
     finally:
         print("demo: stopping the lab", flush=True)
         lab.stop()

@@ -10,6 +10,9 @@ on both sides, and encodes in every leaf certificate which *role* it plays:
   command another.
 * ``engine`` - the engine's client certificate. Extended key usage clientAuth
   only: it cannot impersonate an agent.
+* ``web``    - the engine's HTTPS server certificate (REST API and web
+  console, `hostpower serve`). serverAuth like an agent's, but its own OU, so
+  an agent refuses to start with it (`role_of` is not ``agent``).
 
 The role is also written as the subject's organizational unit, so that
 `role_of` can state it explicitly instead of inferring it from usages alone.
@@ -36,13 +39,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hostpower.model.errors import HostpowerError, ValidationError
 from hostpower.model.proxychain import is_host_name_or_ip
 
-Role = Literal["agent", "engine"]
+Role = Literal["agent", "engine", "web"]
 ROLE_AGENT: Role = "agent"
 ROLE_ENGINE: Role = "engine"
+ROLE_WEB: Role = "web"
 _ROLE_USAGE = {
     ROLE_AGENT: ExtendedKeyUsageOID.SERVER_AUTH,
     ROLE_ENGINE: ExtendedKeyUsageOID.CLIENT_AUTH,
+    ROLE_WEB: ExtendedKeyUsageOID.SERVER_AUTH,
 }
+# Roles whose certificate is checked against the name a client dialled.
+_NEEDS_SANS = (ROLE_AGENT, ROLE_WEB)
 
 ORGANIZATION = "hostpower"
 CA_COMMON_NAME = "hostpower engine CA"
@@ -50,6 +57,9 @@ CA_DAYS = 3650
 AGENT_DAYS = 825
 ENGINE_DAYS = 825
 ENGINE_COMMON_NAME = "hostpower-engine"
+# Browsers refuse server certificates valid for more than 398 days.
+WEB_DAYS = 397
+WEB_COMMON_NAME = "hostpower-engine-https"
 # Certificates start slightly in the past so that a host whose clock lags
 # the engine's a little does not reject a freshly issued certificate.
 _BACKDATE = dt.timedelta(minutes=5)
@@ -271,21 +281,22 @@ class CertificateAuthority:
               days: int | None = None) -> CertificateBundle:
         """Issue a leaf certificate with a new EC P-256 key for one role.
 
-        An agent certificate needs at least one SAN: the engine checks the
-        agent's address against it. The engine's client certificate may have
-        none.
+        An agent or web certificate needs at least one SAN: clients check the
+        address they dialled against it. The engine's client certificate may
+        have none.
         """
         if role not in _ROLE_USAGE:
-            raise ValidationError("role", f"{role!r} is not a role (agent or engine)")
+            raise ValidationError("role", f"{role!r} is not a role (agent, engine or web)")
         if not isinstance(common_name, str) or not common_name.strip() or len(common_name) > 64:
             raise ValidationError("common_name", "must be 1 to 64 characters")
         if days is None:
-            days = AGENT_DAYS if role == ROLE_AGENT else ENGINE_DAYS
+            days = {ROLE_AGENT: AGENT_DAYS, ROLE_ENGINE: ENGINE_DAYS, ROLE_WEB: WEB_DAYS}[role]
         if isinstance(days, bool) or not isinstance(days, int) or days < 1:
             raise ValidationError("days", f"{days!r} is not a positive number of days")
         names = _unique(sans)
-        if role == ROLE_AGENT and not names:
-            raise ValidationError("sans", "an agent certificate needs at least one DNS name or IP")
+        if role in _NEEDS_SANS and not names:
+            raise ValidationError("sans",
+                                  f"an {role} certificate needs at least one DNS name or IP")
         general_names = [parse_san(s) for s in names]
 
         key = ec.generate_private_key(ec.SECP256R1())
@@ -421,3 +432,50 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         return True
     except (ValueError, TypeError, InvalidSignature):
         return False
+
+
+def ensure_web_certificate(ca: CertificateAuthority, out_dir: str | os.PathLike[str],
+                           sans: Iterable[str], common_name: str = WEB_COMMON_NAME,
+                           days: int = WEB_DAYS,
+                           renew_before: dt.timedelta = dt.timedelta(days=30)) -> BundlePaths:
+    """The engine's HTTPS certificate (web.crt, web.key 0600, ca.crt in `out_dir`).
+
+    The one there is reused while it is current: signed by this CA, role web,
+    its key matching, not expiring within `renew_before`, and naming every
+    one of `sans` (the bind address among them). Otherwise a new one is issued
+    for `sans`. A lock keeps two engines starting at once from pairing one's
+    certificate with the other's key.
+    """
+    path = Path(out_dir)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    wanted = {parse_san(s) for s in _unique(sans)}
+    paths = BundlePaths(cert=path / f"{ROLE_WEB}.crt", key=path / f"{ROLE_WEB}.key",
+                        ca=path / CA_CERT_FILE)
+    with _locked(path / ".web.lock"):
+        if _current_web_certificate(ca, paths, wanted, renew_before):
+            return paths
+        return write_bundle(ca.issue(common_name, _unique(sans), ROLE_WEB, days), path)
+
+
+def _current_web_certificate(ca: CertificateAuthority, paths: BundlePaths,
+                             wanted: set[x509.GeneralName], renew_before: dt.timedelta) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(paths.cert.read_bytes())
+        key = serialization.load_pem_private_key(paths.key.read_bytes(), password=None)
+        ca_pem = paths.ca.read_bytes()
+        names = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except (OSError, ValueError, TypeError, x509.ExtensionNotFound):
+        return False
+    return (
+        ca_pem == ca.cert_pem
+        and _signed_by(cert, ca.cert)
+        and role_of(cert) == ROLE_WEB
+        and _public_bytes(key.public_key()) == _public_bytes(cert.public_key())
+        and cert.not_valid_after_utc - renew_before > _now()
+        and wanted <= names
+    )
+
+
+def _public_bytes(key: object) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER,  # type: ignore[attr-defined]
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
