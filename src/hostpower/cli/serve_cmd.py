@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import secrets
+import socket
 import sys
 
 from hostpower.cli.common import open_context
@@ -66,6 +67,13 @@ def run_engine(bind: str, transport: Transport) -> int:
     from hostpower.runtime import EngineRuntime
 
     host, port = parse_bind(bind)
+    try:
+        # Bound before "listening" is printed: whoever reads that line may
+        # connect at once (the connection waits until the engine has started).
+        listener = listening_socket(host, port)
+    except OSError as exc:
+        print(f"hostpower serve: cannot listen on {bind}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     ctx = open_context()
     issued = transport.engine_issued
     transport = with_engine_certificate(transport, ctx.settings, host)
@@ -82,9 +90,22 @@ def run_engine(bind: str, transport: Transport) -> int:
         logging.getLogger("hostpower.serve").warning("plain HTTP off loopback on %s", host)
     print(f"hostpower engine listening on {transport.scheme}://{shown}:{port}/  "
           f"(API /api, docs /api/docs)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", **uvicorn_tls_options(transport))
+    config = uvicorn.Config(app, log_level="warning", **uvicorn_tls_options(transport))
+    uvicorn.Server(config).run(sockets=[listener])
     ctx.close()
     return 0
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def serve(args: argparse.Namespace) -> int:
