@@ -42,7 +42,7 @@ async def main(home: Path, db: str, seconds: float, interval: float) -> dict[str
         await asyncio.sleep(max(0.0, interval - took))
     used, wall = cpu() - started_cpu, time.monotonic() - started
     statuses = {}
-    for h in (await runtime.service._load_state())[0].hosts:
+    for h in (await runtime.service.gateway.state())[0].hosts:
         statuses[h.status.value] = statuses.get(h.status.value, 0) + 1
     await runtime.stop()
     ctx.close()

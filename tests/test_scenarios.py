@@ -106,7 +106,7 @@ def test_proxy_dying_between_stop_and_start_hands_the_start_to_the_next_proxy(
         d = event.details
         if event.kind == "fence.attempt" and d.get("action") == "off" and d.get("outcome") == "off":
             lab.lab.fault(d["proxy"], "agent_crash")
-    remove = engine.service.on_event(kill_proxy_once_off_is_done)
+    remove = engine.service.gateway.on_event(kill_proxy_once_off_is_done)
     try:
         op = run_flow(engine, "c1-h1", "restart")
     finally:

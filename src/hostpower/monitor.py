@@ -22,8 +22,6 @@ from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import Host, HostStatus
 from hostpower.model.liveness import Heartbeat, Liveness, next_liveness
 from hostpower.model.treatment import Facts, decide
-from hostpower.store.inventory import Inventory
-from hostpower.store.journal import Journal
 
 log = logging.getLogger("hostpower.monitor")
 
@@ -39,7 +37,7 @@ class Monitor:
     def __init__(self, service: FencingService, client: AgentClient,
                  clock=time.time) -> None:  # type: ignore[no-untyped-def]
         self.service = service
-        self.ctx = service.ctx
+        self.gateway = service.gateway
         self.client = client
         self.clock = clock
         self.liveness: dict[int, Liveness] = {}
@@ -73,7 +71,7 @@ class Monitor:
 
     async def tick(self, only_connecting: bool = False) -> float:
         """One round (or only the hosts now connecting); returns the heartbeat interval."""
-        snapshot, config = await self.service._load_state()
+        snapshot, config = await self.gateway.state()
         timeout = float(config["HostHeartbeatTimeoutInSec"])
         hosts = [h for h in snapshot.hosts if h.status not in UNMANAGED
                  and not self.service.in_flow(h.id)
@@ -84,7 +82,7 @@ class Monitor:
             await self._transition(host, answer, now, config)
         for host in snapshot.hosts:
             if host.status is HostStatus.NON_RESPONSIVE and not self.service.in_flow(host.id):
-                fresh = await self.service._db(lambda s, i=host.id: Inventory(s, self.ctx.box).host(i))
+                fresh = await self.gateway.host(host.id)
                 if fresh.status is HostStatus.NON_RESPONSIVE:
                     await self.treat(fresh, snapshot, config)
         return float(config["HostHeartbeatIntervalInSec"])
@@ -111,13 +109,13 @@ class Monitor:
             await self._event(Severity.INFO, "host.rebooted", host,
                               f"{host.name} reports a new boot id")
         if step.change is not None:
-            await self.service.set_host_status(host.id, step.change.status)
+            await self.gateway.set_host_status(host.id, step.change.status)
             await self._event(step.change.severity, "host.status", host, step.change.message,
                               {"status": step.change.status.value})
 
     async def treat(self, host: Host, snapshot, config) -> None:  # type: ignore[no-untyped-def]
-        last = await self.service._db(lambda s: Journal(s).last_finished_at(host.id))
-        agents = await self.service._load_agents(host.id)
+        last = await self.gateway.last_operation_end(host.id)
+        agents = await self.gateway.agents(host.id)
         cluster = snapshot.cluster(host.cluster_id)
         facts = Facts(
             host=host, cluster=cluster,
@@ -141,5 +139,5 @@ class Monitor:
 
     async def _event(self, severity: Severity, kind: str, host: Host, message: str,
                      details: dict | None = None) -> None:  # type: ignore[type-arg]
-        await self.service.emit(Event(severity, kind, message, host_id=host.id,
+        await self.gateway.emit(Event(severity, kind, message, host_id=host.id,
                                       host_name=host.name, details=details or {}))

@@ -12,6 +12,7 @@ import time
 
 from hostpower.context import EngineContext
 from hostpower.fencing.drivers.registry import default_drivers, local_agent_types
+from hostpower.fencing.gateway import EngineGateway
 from hostpower.fencing.service import FencingService
 from hostpower.hostagent.client import AgentClient
 from hostpower.hostagent.pki import CertificateAuthority, ensure_engine_certificate
@@ -50,7 +51,7 @@ class EngineRuntime:
         paths = ensure_engine_certificate(ca, self.ctx.settings.pki_dir / "engine")
         self.client = AgentClient(paths.ca, paths.cert, paths.key)
         drivers = default_drivers(config["FenceAgentsPath"], config["PreferNativeFenceDrivers"])
-        self.service = FencingService(self.ctx, self.client, drivers,
+        self.service = FencingService(EngineGateway(self.ctx), self.client, drivers,
                                       frozenset(local_agent_types(drivers)), time.time())
         resumed = await self.service.resume()
         if resumed:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from hostpower.api import errors as E
 from hostpower.api import schemas as S
-from hostpower.api.auth import Principal, admin_user, current_user
+from hostpower.api.auth import current_user
+from hostpower.api.deps import AdminUser, CurrentUser, EngineCtx, Service
+from hostpower.fencing.power import PowerResult
 from hostpower.model import validate
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import FenceAgent
@@ -18,14 +21,6 @@ from hostpower.store.inventory import Inventory
 from hostpower.store.journal import Journal, Operation
 
 router = APIRouter(prefix="/api", tags=["power"])
-
-
-def _service(request: Request):  # type: ignore[no-untyped-def]
-    runtime = getattr(request.app.state, "runtime", None)
-    if runtime is None or runtime.service is None:
-        raise HTTPException(503, "power operations are not available: the engine runs without "
-                                 "its fencing service")
-    return runtime.service
 
 
 def operation_out(op: Operation, joined: bool = False) -> S.OperationOut:
@@ -42,7 +37,7 @@ def operation_out(op: Operation, joined: bool = False) -> S.OperationOut:
         joined=joined, href=f"/api/operations/{op.id}")
 
 
-def _status_out(result) -> S.PowerStatusOut:  # type: ignore[no-untyped-def]
+def _status_out(result: PowerResult) -> S.PowerStatusOut:
     first = next((c.proxy for c in result.commands if c.proxy), None)
     return S.PowerStatusOut(power_state=result.outcome.value, proxy=first,
                             message=result.message,
@@ -55,14 +50,13 @@ def _status_out(result) -> S.PowerStatusOut:  # type: ignore[no-untyped-def]
                          "joined; manual: done"},
     202: {"model": S.OperationOut, "description": "start/stop/restart: the operation started"},
     **E.responses(400, 401, 403, 404, 409, 422, 503)})
-async def fence(host_id: S.PathId, body: S.FenceRequest, request: Request,
-                user: Principal = Depends(current_user)) -> JSONResponse:
+async def fence(host_id: S.PathId, body: S.FenceRequest, service: Service,
+                user: CurrentUser) -> JSONResponse:
     """status answers at once; start, stop and restart return an operation (202);
     manual clears the host's state."""
     if body.fence_type != "status" and not user.is_admin:
         raise HTTPException(403, f"user {user.name!r} has role viewer: admin role required")
-    service = _service(request)
-    await service._db(lambda s: Inventory(s, service.ctx.box).host(host_id))  # 404 early
+    await service.gateway.host(host_id)  # 404 early
     # Every power request names its user: in the operation (requested_by) and its events.
     if body.fence_type == "status":
         result = await service.status(host_id, requested_by=user.name)
@@ -76,14 +70,11 @@ async def fence(host_id: S.PathId, body: S.FenceRequest, request: Request,
 
 @router.post("/hosts/{host_id}/fenceagents/test", response_model=S.PowerStatusOut,
              responses=E.responses(*E.WRITE_ONE))
-async def test_agent(host_id: S.PathId, body: S.FenceAgentTestIn, request: Request,
-                     user: Principal = Depends(admin_user)) -> S.PowerStatusOut:
+async def test_agent(host_id: S.PathId, body: S.FenceAgentTestIn, service: Service,
+                     ctx: EngineCtx, user: AdminUser) -> S.PowerStatusOut:
     """oVirt's Test button: a status through the host's chain with this (maybe
     unsaved) agent definition; nothing is stored."""
-    service = _service(request)
-    ctx = service.ctx
-
-    def build(s) -> FenceAgent:  # type: ignore[no-untyped-def]
+    def build(s: Session) -> FenceAgent:
         inv = Inventory(s, ctx.box, ctx.known_agent_types())
         inv.host(host_id)
         saved = inv.agent(host_id, body.id) if body.id is not None else None
@@ -102,22 +93,22 @@ async def test_agent(host_id: S.PathId, body: S.FenceAgentTestIn, request: Reque
             password=Secret(validate.single_line(password or "", "password", secret=True)),
             options=opts)
 
-    agent = await service._db(build)
+    agent = await service.gateway.run(build)
     return _status_out(await service.test_agent(host_id, agent, requested_by=user.name))
 
 
 @router.get("/operations/{op_id}", response_model=S.OperationOut, dependencies=[Depends(current_user)],
             responses=E.responses(*E.READ_ONE))
-def get_operation(op_id: S.PathId, request: Request) -> S.OperationOut:
-    with request.app.state.ctx.db.session() as s:
+def get_operation(op_id: S.PathId, ctx: EngineCtx) -> S.OperationOut:
+    with ctx.db.session() as s:
         return operation_out(Journal(s).get(op_id))
 
 
 @router.get("/operations", response_model=list[S.OperationOut], dependencies=[Depends(current_user)],
             responses=E.responses(401, 422, 503))
-def list_operations(request: Request, host: S.QueryId = None,
+def list_operations(ctx: EngineCtx, host: S.QueryId = None,
                     limit: int = Query(100, ge=1, le=1000)) -> list[S.OperationOut]:
-    with request.app.state.ctx.db.session() as s:
+    with ctx.db.session() as s:
         return [operation_out(op) for op in Journal(s).list(host, limit)]
 
 
@@ -130,15 +121,15 @@ def event_out(e: Event) -> S.EventOut:
 
 @router.get("/events", response_model=list[S.EventOut], dependencies=[Depends(current_user)],
             responses=E.responses(400, 401, 404, 422, 503))
-def list_events(request: Request, host: str | None = None, severity: Severity | None = None,
+def list_events(ctx: EngineCtx, host: str | None = None, severity: Severity | None = None,
                 since: S.IsoTime | None = None, operation: S.QueryId = None,
                 user: str | None = None,
                 limit: int = Query(500, ge=1, le=5000)) -> list[S.EventOut]:
     """Filters: host (name, address or id), severity (at least), since (ISO time),
     user (the engine user who did it or whom it is about: logins, writes, power requests)."""
-    with request.app.state.ctx.db.session() as s:
+    with ctx.db.session() as s:
         host_id = None
         if host is not None:
-            host_id = Inventory(s, request.app.state.ctx.box).find_host(host).id
+            host_id = Inventory(s, ctx.box).find_host(host).id
         return [event_out(e) for e in Events(s).query(host_id, severity, since, operation,
                                                       user=user, limit=limit)]

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from hostpower.api import errors as E
 from hostpower.api import schemas as S
+from hostpower.api.deps import EngineCtx
 from hostpower.api.audit import auth_event, client_address, log_events
 from hostpower.api.auth import (
     SESSION_COOKIE, Principal, check_csrf, check_same_origin, csrf_token_for, current_user,
@@ -73,14 +74,15 @@ def who_am_i(request: Request, response: Response,
 
 
 @router.delete("/session", status_code=204, responses=E.responses(401, 403, 503))
-def log_out(request: Request, cookie: str | None = Depends(session_cookie)) -> Response:
+def log_out(request: Request, ctx: EngineCtx,
+            cookie: str | None = Depends(session_cookie)) -> Response:
     """Log out: revokes the session token (CSRF-checked) and clears the cookie.
     Without a valid session there is nobody to log out: 401 (and the stale
     cookie, if any, is cleared all the same)."""
     events: list[Event] = []
     user = None
     if cookie:
-        with request.app.state.ctx.db.session() as s:
+        with ctx.db.session() as s:
             users = Users(s)
             user = users.user_for_token(cookie)
             if user is not None:

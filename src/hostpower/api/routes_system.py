@@ -8,6 +8,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from hostpower import __version__
 from hostpower.api import errors as E
 from hostpower.api import schemas as S
+from hostpower.api.deps import EngineCtx
 from hostpower.api.audit import (
     WriteAudit, audited_admin, auth_event, client_address, log_events,
 )
@@ -26,7 +27,7 @@ router = APIRouter(prefix="/api", tags=["system"])
 
 
 @router.get("/health")
-def health(request: Request) -> dict[str, str]:
+def health(ctx: EngineCtx) -> dict[str, str]:
     """The only resource that answers without a token."""
     return {"status": "ok", "version": __version__}
 
@@ -42,13 +43,13 @@ def issue_token(body: S.TokenRequest, request: Request) -> S.TokenOut:
 
 @router.delete("/auth/token", status_code=204, tags=["auth"],
                responses=E.responses(401, 503))
-def revoke_token(request: Request,
+def revoke_token(request: Request, ctx: EngineCtx,
                  creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Response:
     """Log out: revoke the bearer token sent (401 without a valid one)."""
     if creds is None or creds.scheme.lower() != "bearer":
         raise HTTPException(401, "authentication required: send 'Authorization: Bearer <token>'",
                             headers={"WWW-Authenticate": "Bearer"})
-    with request.app.state.ctx.db.session() as s:
+    with ctx.db.session() as s:
         users = Users(s)
         user = users.user_for_token(creds.credentials)
         if user is None:
@@ -71,23 +72,23 @@ def _config_out(key: ConfigKey, value: str) -> S.ConfigValueOut:
 
 @router.get("/config", response_model=list[S.ConfigValueOut], dependencies=[Depends(current_user)],
             responses=E.responses(*E.READ))
-def list_config(request: Request) -> list[S.ConfigValueOut]:
-    with request.app.state.ctx.db.session() as s:
+def list_config(ctx: EngineCtx) -> list[S.ConfigValueOut]:
+    with ctx.db.session() as s:
         return [_config_out(k, v) for k, v in ConfigStore(s).listing()]
 
 
 @router.get("/config/{name}", response_model=S.ConfigValueOut, dependencies=[Depends(current_user)],
             responses=E.responses(*E.READ_ONE))
-def get_config(name: str, request: Request) -> S.ConfigValueOut:
-    with request.app.state.ctx.db.session() as s:
+def get_config(name: str, ctx: EngineCtx) -> S.ConfigValueOut:
+    with ctx.db.session() as s:
         return _config_out(*ConfigStore(s).get(name))
 
 
 @router.put("/config/{name}", response_model=S.ConfigValueOut,
             responses=E.responses(*E.WRITE_ONE))
-def set_config(name: str, body: S.ConfigValueIn, request: Request,
+def set_config(name: str, body: S.ConfigValueIn, ctx: EngineCtx,
                audit: WriteAudit = Depends(audited_admin)) -> S.ConfigValueOut:
-    with request.app.state.ctx.db.session() as s:
+    with ctx.db.session() as s:
         key, value = ConfigStore(s).set(name, body.value)
         audit.record(s, f"set {key.name} to {value!r}")  # no configuration key is a secret
         return _config_out(key, value)
@@ -95,12 +96,11 @@ def set_config(name: str, body: S.ConfigValueIn, request: Request,
 
 @router.get("/capabilities/fenceagents/{agent_type}", response_model=S.AgentTypeOut,
             dependencies=[Depends(current_user)], responses=E.responses(400, 401, 502, 503))
-def agent_type(agent_type: str, request: Request) -> S.AgentTypeOut:
+def agent_type(agent_type: str, ctx: EngineCtx) -> S.AgentTypeOut:
     """One fence agent type with its parameters (read once from the agent's metadata)."""
     from hostpower.fencing.drivers.base import DriverError
     from hostpower.model import validate
 
-    ctx = request.app.state.ctx
     name = validate.agent_type(agent_type, ctx.known_agent_types(), "agent_type")
     installed = name in ctx.installed_types()
     params = []
@@ -117,8 +117,7 @@ def agent_type(agent_type: str, request: Request) -> S.AgentTypeOut:
 
 @router.get("/capabilities", response_model=S.CapabilitiesOut, dependencies=[Depends(current_user)],
             responses=E.responses(*E.READ))
-def capabilities(request: Request) -> S.CapabilitiesOut:
-    ctx = request.app.state.ctx
+def capabilities(ctx: EngineCtx) -> S.CapabilitiesOut:
     installed = ctx.installed_types()
     return S.CapabilitiesOut(
         proxy_types=[s.value for s in ProxySource],
