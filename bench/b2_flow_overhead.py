@@ -9,6 +9,7 @@ import statistics
 from bench.labsetup import lab_and_engine
 from bench.stats import fmt, summary
 from enginekit import host_id, set_chain, set_config
+from hostpower.model.operations import FlowAction, Origin
 
 
 def run(samples: int = 20) -> dict[str, object]:
@@ -19,7 +20,7 @@ def run(samples: int = 20) -> dict[str, object]:
         set_chain(ctx, "c1-h1", "c1-h2")
         hid = host_id(ctx, "c1-h1")
         for i in range(samples + 2):
-            op, _ = engine.call(engine.service.request(hid, "restart", "bench"))
+            op, _ = engine.call(engine.service.request(hid, FlowAction.RESTART, Origin.API))
             op = engine.call(engine.service.wait(op.id, 60))
             assert op.state == "succeeded", op.message
             flow = (op.finished_at - op.created_at).total_seconds()

@@ -20,6 +20,7 @@ from hostpower.settings import Settings
 from hostpower.store.configstore import ConfigStore
 from hostpower.store.inventory import Inventory
 from hostpower.store.journal import Journal
+from hostpower.model.operations import FlowAction, Origin
 
 HOSTS = 200
 COMMAND_DELAY = 0.05
@@ -36,7 +37,7 @@ def _inventory(bmcs: list[VirtualBmc]) -> dict:  # type: ignore[type-arg]
 
 def _timed_restarts(engine: EngineThread, ids: list[int]) -> float:
     started = time.monotonic()
-    ops = [engine.call(engine.service.request(i, "restart", "bench"))[0] for i in ids]
+    ops = [engine.call(engine.service.request(i, FlowAction.RESTART, Origin.API))[0] for i in ids]
     for op in ops:
         done = engine.call(engine.service.wait(op.id, 600))
         assert done.state == "succeeded", done.message

@@ -28,6 +28,7 @@ from hostpower.api.app import create_app
 from hostpower.context import EngineContext
 from hostpower.inventory_file import load_document
 from hostpower.model.events import Event, Severity
+from hostpower.model.operations import FlowAction, Origin
 from hostpower.runtime import EngineRuntime
 from hostpower.settings import Settings
 from hostpower.store.configstore import ConfigStore
@@ -305,7 +306,7 @@ def test_joining_a_flow_names_both_users(engine: Engine) -> None:
 def test_automatic_fencing_has_no_requesting_user(engine: Engine) -> None:
     service = engine.api.app.state.runtime.service  # type: ignore[attr-defined]
     op, joined = engine.api.portal.call(  # type: ignore[union-attr]
-        service.request, engine.hosts["h1"], "stop", "automatic")
+        service.request, engine.hosts["h1"], FlowAction.STOP, Origin.AUTOMATIC)
     assert (joined, op.origin, op.requested_by) == (False, "automatic", None)
     body = engine.wait(op.id)
     assert (body["origin"], body["requested_by"]) == ("automatic", None)

@@ -18,6 +18,7 @@ from hostpower.lab.runner import RunningLab
 from hostpower.model.inventory import FenceAgent, HostStatus
 from hostpower.model.power import Outcome
 from hostpower.model.secret import Secret
+from hostpower.model.operations import FlowAction, Origin
 from labkit import (
     counts, fence_via, load_yaml, require_lab_tools, start, wait_all_agents, wait_counts,
 )
@@ -65,7 +66,7 @@ def status(engine: EngineThread, name: str):  # type: ignore[no-untyped-def]
 
 
 def run_flow(engine: EngineThread, name: str, action: str):  # type: ignore[no-untyped-def]
-    op, _ = engine.call(engine.service.request(host_id(engine.ctx, name), action, "test"))
+    op, _ = engine.call(engine.service.request(host_id(engine.ctx, name), FlowAction(action), Origin.API))
     return engine.call(engine.service.wait(op.id, 60))
 
 
@@ -170,7 +171,7 @@ def test_fence_request_for_a_host_already_in_a_flow_joins_it(
     before = counts(lab, "c2-h1-bmc")
     hid = host_id(engine.ctx, "c2-h1")
     def request():  # type: ignore[no-untyped-def]
-        return engine.call(engine.service.request(hid, "restart", "test"))
+        return engine.call(engine.service.request(hid, FlowAction.RESTART, Origin.API))
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(lambda _: request(), range(3)))
     assert len({op.id for op, _ in answers}) == 1
@@ -256,7 +257,8 @@ def test_a_slow_bmc_does_not_hold_up_other_hosts_flows(lab: RunningLab, engine: 
     set_config(engine.ctx, FenceProxyImplicitPreferences="", FenceCommandTimeoutInSec="3")
     set_chain(engine.ctx, "c2-h2", "cluster")
     lab.lab.fault("c2-h2", "bmc_unresponsive")
-    slow, _ = engine.call(engine.service.request(host_id(engine.ctx, "c2-h2"), "restart", "test"))
+    slow, _ = engine.call(engine.service.request(host_id(engine.ctx, "c2-h2"), FlowAction.RESTART,
+                                                    Origin.API))
     started = time.monotonic()
     fast = run_flow(engine, "c3-h1", "restart")
     fast_took = time.monotonic() - started

@@ -20,6 +20,7 @@ from hostpower.hostagent.client import AgentClient, AgentError
 from hostpower.model.errors import StorageUnavailable
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import Host, HostStatus
+from hostpower.model.operations import FlowAction, Origin
 from hostpower.model.liveness import Heartbeat, Liveness, next_liveness
 from hostpower.model.treatment import Facts, decide
 
@@ -135,7 +136,7 @@ class Monitor:
                                   {"gate": decision.gate})
             return
         self.skipped_gate.pop(host.id, None)
-        await self.service.request(host.id, "restart", "automatic")
+        await self.service.request(host.id, FlowAction.RESTART, Origin.AUTOMATIC)
 
     async def _event(self, severity: Severity, kind: str, host: Host, message: str,
                      details: dict | None = None) -> None:  # type: ignore[type-arg]

@@ -14,6 +14,7 @@ from hostpower.api.deps import AdminUser, CurrentUser, EngineCtx, Service
 from hostpower.fencing.power import PowerResult
 from hostpower.model import validate
 from hostpower.model.events import Event, Severity
+from hostpower.model.operations import FenceType, Origin
 from hostpower.model.inventory import FenceAgent
 from hostpower.model.secret import Secret
 from hostpower.store.events import Events
@@ -27,7 +28,7 @@ def operation_out(op: Operation, joined: bool = False) -> S.OperationOut:
     return S.OperationOut(
         id=op.id, host=S.RefOut(id=op.host_id, name=op.host_name, href=f"/api/hosts/{op.host_id}"),
         action=op.action, origin=op.origin, requested_by=op.requested_by,
-        state=op.state, phase=op.phase,  # type: ignore[arg-type]
+        state=op.state, phase=op.phase,
         message=op.message, created_at=op.created_at.isoformat(),
         finished_at=op.finished_at.isoformat() if op.finished_at else None,
         steps=[S.StepOut(name=s.name, state=s.state, outcome=s.outcome, proxies=s.proxies,
@@ -54,17 +55,19 @@ async def fence(host_id: S.PathId, body: S.FenceRequest, service: Service,
                 user: CurrentUser) -> JSONResponse:
     """status answers at once; start, stop and restart return an operation (202);
     manual clears the host's state."""
-    if body.fence_type != "status" and not user.is_admin:
+    if body.fence_type is not FenceType.STATUS and not user.is_admin:
         raise HTTPException(403, f"user {user.name!r} has role viewer: admin role required")
     await service.gateway.host(host_id)  # 404 early
     # Every power request names its user: in the operation (requested_by) and its events.
-    if body.fence_type == "status":
+    if body.fence_type is FenceType.STATUS:
         result = await service.status(host_id, requested_by=user.name)
         return JSONResponse(_status_out(result).model_dump())
-    if body.fence_type == "manual":
+    if body.fence_type is FenceType.MANUAL:
         await service.manual(host_id, requested_by=user.name)
         return JSONResponse(S.ManualOut(detail="host state cleared").model_dump())
-    op, joined = await service.request(host_id, body.fence_type, "api", requested_by=user.name)
+    flow = body.fence_type.flow
+    assert flow is not None
+    op, joined = await service.request(host_id, flow, Origin.API, requested_by=user.name)
     return JSONResponse(operation_out(op, joined).model_dump(), status_code=200 if joined else 202)
 
 
@@ -114,7 +117,7 @@ def list_operations(ctx: EngineCtx, host: S.QueryId = None,
 
 def event_out(e: Event) -> S.EventOut:
     return S.EventOut(id=e.id or 0, time=e.created_at.isoformat() if e.created_at else "",
-                      severity=e.severity.value, kind=e.kind, host=e.host_name,  # type: ignore[arg-type]
+                      severity=e.severity, kind=e.kind, host=e.host_name,
                       host_id=e.host_id, operation_id=e.operation_id, user=e.user,
                       message=e.message, details=e.details)
 

@@ -8,7 +8,10 @@ from typing import Annotated, Literal
 from fastapi import Path, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from hostpower.model.events import Severity
 from hostpower.model.inventory import HostStatus, NonOperationalReason
+from hostpower.model.operations import FenceType, FlowAction, OperationState, Origin, Phase
+from hostpower.model.power import Outcome
 from hostpower.store.tables import MAX_ID
 
 # An id beyond the database's integer range cannot exist, and is refused by
@@ -280,9 +283,6 @@ class CapabilitiesOut(BaseModel):
 
 # -- power operations, events ---------------------------------------------------------
 
-FenceType = Literal["status", "start", "stop", "restart", "manual"]
-
-
 class ManualOut(BaseModel):
     detail: str
 
@@ -307,7 +307,7 @@ class AgentCommandOut(BaseModel):
 
 
 class PowerStatusOut(BaseModel):
-    power_state: Literal["on", "off", "unknown", "error"]
+    power_state: Outcome
     proxy: str | None = Field(description="the proxy that answered (first agent)")
     message: str
     commands: list[AgentCommandOut]
@@ -326,12 +326,12 @@ class StepOut(BaseModel):
 class OperationOut(BaseModel):
     id: int
     host: RefOut
-    action: str
-    origin: str = Field(description="api or automatic")
+    action: FlowAction
+    origin: Origin
     requested_by: str | None = Field(description="the engine user who asked; null for "
                                                  "automatic fencing")
-    state: Literal["running", "succeeded", "failed"]
-    phase: str
+    state: OperationState
+    phase: Phase
     message: str
     created_at: str
     finished_at: str | None
@@ -343,7 +343,7 @@ class OperationOut(BaseModel):
 class EventOut(BaseModel):
     id: int
     time: str
-    severity: Literal["info", "warning", "error"]
+    severity: Severity
     kind: str
     host: str | None
     host_id: int | None

@@ -28,9 +28,10 @@ import httpx
 from hostpower.cli.common import CliError
 from hostpower.cli.transport import is_loopback
 from hostpower.cli.trust import CA_FILE_ENV, Trust, client_trust, tls_failure
+from hostpower.model.operations import FenceType, OperationState
 from hostpower.settings import Settings
 
-ACTIONS = ("status", "start", "stop", "restart", "manual")
+ACTIONS = tuple(FenceType)
 DEFAULT_URL = "https://127.0.0.1:8080"  # `hostpower serve`'s default
 POLL_SECONDS = 0.25           # operation polling: steps appear within a quarter second
 CONNECT_SECONDS = 10.0
@@ -249,7 +250,7 @@ def run_flow(api: EngineApi, host: dict[str, Any], action: str, timeout: float) 
     except KeyboardInterrupt:
         print(f"\nstopped watching: operation {op['id']} goes on in the engine", file=sys.stderr)
         raise
-    if final["state"] == "succeeded":
+    if final["state"] == OperationState.SUCCEEDED:
         print(f"{final['action']} of {host['name']} succeeded: {final['message']}")
         return 0
     raise CliError(f"{final['action']} of {host['name']} failed (operation {final['id']}): "
@@ -271,7 +272,7 @@ def watch(api: EngineApi, op: dict[str, Any], timeout: float) -> dict[str, Any]:
             for line in (f for c in step["proxies"] for f in _failovers(c)):
                 print(line, flush=True)
             shown += 1
-        if op["state"] != "running":
+        if op["state"] != OperationState.RUNNING:
             return op
         if time.monotonic() >= deadline:
             raise CliError(f"gave up watching after {timeout:g} s: operation {op['id']} still "

@@ -22,6 +22,7 @@ from hostpower.fencing.power import HostPower, PowerResult
 from hostpower.model.errors import HostpowerError
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import HostStatus
+from hostpower.model.operations import FlowAction, Phase
 from hostpower.model.power import FenceAction, Outcome
 from hostpower.store.journal import Operation
 
@@ -29,7 +30,7 @@ log = logging.getLogger("hostpower.flows")
 
 
 class FlowStore(Protocol):
-    async def start_step(self, op_id: int, name: str, phase: str | None = None) -> int: ...
+    async def start_step(self, op_id: int, name: str, phase: Phase | None = None) -> int: ...
     async def finish_step(self, step_id: int, outcome: str, proxies: list[dict[str, object]],
                           message: str) -> None: ...
     async def set_host_status(self, host_id: int, status: HostStatus) -> None: ...
@@ -50,7 +51,8 @@ class Flows:
 
     async def run(self, op: Operation) -> tuple[bool, str]:
         """Run (or resume) the operation's flow; (succeeded, message)."""
-        handler = {"restart": self._restart, "stop": self._stop, "start": self._start}[op.action]
+        handler = {FlowAction.RESTART: self._restart, FlowAction.STOP: self._stop,
+                   FlowAction.START: self._start}[op.action]
         try:
             return True, await handler(op)
         except FlowFailed as exc:
@@ -62,58 +64,58 @@ class Flows:
         config = await self.store.config()
         phase = op.phase
         await self.store.set_host_status(op.host_id, HostStatus.REBOOT)
-        if phase in ("begin", "check"):
-            status = await self._step(op, "check", FenceAction.STATUS, phase="check")
+        if phase in (Phase.BEGIN, Phase.CHECK):
+            status = await self._step(op, "check", FenceAction.STATUS, phase=Phase.CHECK)
             failpoint("restart.after_check")
             if status.outcome is Outcome.OFF:
                 await self._note(op, "the host is already verified off: it counts as fenced")
-                phase = "start"
+                phase = Phase.START
             else:
-                phase = "stop"
-        if phase == "stop":
-            await self._stop_once(op, resumed=op.phase == "stop")
-            phase = "stop_verify"
-        if phase == "stop_verify":
+                phase = Phase.STOP
+        if phase is Phase.STOP:
+            await self._stop_once(op, resumed=op.phase is Phase.STOP)
+            phase = Phase.STOP_VERIFY
+        if phase is Phase.STOP_VERIFY:
             await self._poll(op, Outcome.OFF, config["FenceStopStatusRetries"],
-                             config["FenceStopStatusDelayBetweenRetriesInSec"], "stop_verify")
+                             config["FenceStopStatusDelayBetweenRetriesInSec"], Phase.STOP_VERIFY)
             failpoint("restart.after_verify_off")
-            phase = "start"
-        if phase == "start":
-            await self._start_once(op, resumed=op.phase == "start")
-            phase = "start_verify"
+            phase = Phase.START
+        if phase is Phase.START:
+            await self._start_once(op, resumed=op.phase is Phase.START)
+            phase = Phase.START_VERIFY
         await self._poll(op, Outcome.ON, config["FenceStartStatusRetries"],
-                         config["FenceStartStatusDelayBetweenRetriesInSec"], "start_verify")
+                         config["FenceStartStatusDelayBetweenRetriesInSec"], Phase.START_VERIFY)
         failpoint("restart.after_verify_on")
         await self.store.set_host_status(op.host_id, HostStatus.CONNECTING)
         return f"{op.host_name} was restarted"
 
     async def _stop(self, op: Operation) -> str:
         config = await self.store.config()
-        if op.phase in ("begin", "stop"):
-            await self._stop_once(op, resumed=op.phase == "stop")
+        if op.phase in (Phase.BEGIN, Phase.STOP):
+            await self._stop_once(op, resumed=op.phase is Phase.STOP)
         await self._poll(op, Outcome.OFF, config["FenceStopStatusRetries"],
-                         config["FenceStopStatusDelayBetweenRetriesInSec"], "stop_verify")
+                         config["FenceStopStatusDelayBetweenRetriesInSec"], Phase.STOP_VERIFY)
         await self.store.set_host_status(op.host_id, HostStatus.DOWN)
         return f"{op.host_name} was stopped"
 
     async def _start(self, op: Operation) -> str:
         config = await self.store.config()
-        if op.phase in ("begin", "start"):
-            await self._start_once(op, resumed=op.phase == "start")
+        if op.phase in (Phase.BEGIN, Phase.START):
+            await self._start_once(op, resumed=op.phase is Phase.START)
         await self._poll(op, Outcome.ON, config["FenceStartStatusRetries"],
-                         config["FenceStartStatusDelayBetweenRetriesInSec"], "start_verify")
+                         config["FenceStartStatusDelayBetweenRetriesInSec"], Phase.START_VERIFY)
         await self.store.set_host_status(op.host_id, HostStatus.CONNECTING)
         return f"{op.host_name} was started"
 
     # -- building blocks -----------------------------------------------------------------
 
     async def _stop_once(self, op: Operation, resumed: bool) -> None:
-        await self._switch_once(op, FenceAction.OFF, Outcome.OFF, "stop", resumed)
+        await self._switch_once(op, FenceAction.OFF, Outcome.OFF, Phase.STOP, resumed)
 
     async def _start_once(self, op: Operation, resumed: bool) -> None:
-        await self._switch_once(op, FenceAction.ON, Outcome.ON, "start", resumed)
+        await self._switch_once(op, FenceAction.ON, Outcome.ON, Phase.START, resumed)
 
-    async def _switch_once(self, op: Operation, action: FenceAction, want: Outcome, phase: str,
+    async def _switch_once(self, op: Operation, action: FenceAction, want: Outcome, phase: Phase,
                            resumed: bool) -> None:
         """Send off (or on) at most once: a resumed flow first asks the device
         whether the command already went out before the crash."""
@@ -123,7 +125,7 @@ class Flows:
                 await self._note(op, f"resumed: the host is already {want.value}, "
                                      f"the {phase} is not repeated")
                 return
-        result = await self._step(op, phase, action, phase=phase,
+        result = await self._step(op, phase.value, action, phase=phase,
                                   before=f"{op.action}.before_{action.value}")
         failpoint(f"{op.action}.after_{action.value}")
         if result.outcome is not want:
@@ -131,7 +133,7 @@ class Flows:
                              f"{result.message or result.outcome.value}")
 
     async def _poll(self, op: Operation, want: Outcome, retries: int, delay: float,
-                    phase: str) -> None:
+                    phase: Phase) -> None:
         polls = max(1, retries)
         verb = "stop" if want is Outcome.OFF else "start"
         for n in range(1, polls + 1):
@@ -145,7 +147,7 @@ class Flows:
                          f"after {polls} poll(s) {delay:g} s apart")
 
     async def _step(self, op: Operation, name: str, action: FenceAction, note: str = "",
-                    phase: str | None = None, before: str | None = None) -> PowerResult:
+                    phase: Phase | None = None, before: str | None = None) -> PowerResult:
         """One journaled step. `phase`, when given, is written in the same
         transaction as the step's start: before the external action."""
         step_id = await self.store.start_step(op.id, name, phase)

@@ -18,11 +18,11 @@ from hostpower.hostagent.client import AgentClient
 from hostpower.model.errors import ConflictError
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import FenceAgent, HostStatus
+from hostpower.model.operations import FlowAction, OperationState, Origin
 from hostpower.model.power import FenceAction
 from hostpower.store.journal import AlreadyRunning, Journal, Operation
 
 log = logging.getLogger("hostpower.fencing")
-FLOW_ACTIONS = ("start", "stop", "restart")
 
 
 class FencingService:
@@ -58,12 +58,10 @@ class FencingService:
         with on_behalf_of(requested_by):
             return await self.power.run(host_id, FenceAction.STATUS, agents=[agent])
 
-    async def request(self, host_id: int, action: str, origin: str,
+    async def request(self, host_id: int, action: FlowAction, origin: Origin,
                       requested_by: str | None = None) -> tuple[Operation, bool]:
         """Start a flow, or join the one already running for the host: (operation, joined).
-        `origin` is api or automatic; `requested_by` the engine user who asked."""
-        if action not in FLOW_ACTIONS:
-            raise ValueError(action)
+        `requested_by` is the engine user who asked (None for automatic fencing)."""
         host = await self.gateway.host(host_id)
         by = f"by {requested_by} ({origin})" if requested_by else f"({origin})"
         try:
@@ -151,10 +149,10 @@ class FencingService:
             except Exception as exc:  # a bug must still end the flow visibly
                 log.exception("flow %s crashed", op.id)
                 ok, message = False, f"internal error: {type(exc).__name__}: {exc}"
-        if not ok and op.action == "restart":
+        if not ok and op.action is FlowAction.RESTART:
             await self.gateway.set_host_status(op.host_id, HostStatus.NON_RESPONSIVE)
         finished = await self.gateway.run(lambda s: Journal(s).finish(
-            op.id, "succeeded" if ok else "failed", message))
+            op.id, OperationState.SUCCEEDED if ok else OperationState.FAILED, message))
         await self.gateway.emit(Event(Severity.INFO if ok else Severity.ERROR,
                               "fence.succeeded" if ok else "fence.failed",
                               message if ok else f"{op.action} of {op.host_name} failed: {message}",

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hostpower.model.errors import HostpowerError, NotFoundError
+from hostpower.model.operations import FlowAction, OperationState, Origin, Phase
 from hostpower.store.tables import OperationRow, OperationStepRow
 
 
@@ -33,10 +34,10 @@ class Operation:
     id: int
     host_id: int
     host_name: str
-    action: str
-    origin: str
-    state: str                 # running | succeeded | failed
-    phase: str
+    action: FlowAction
+    origin: Origin
+    state: OperationState
+    phase: Phase
     message: str
     created_at: datetime
     updated_at: datetime
@@ -46,7 +47,7 @@ class Operation:
 
     @property
     def running(self) -> bool:
-        return self.state == "running"
+        return self.state is OperationState.RUNNING
 
 
 class AlreadyRunning(HostpowerError):
@@ -71,16 +72,16 @@ class Journal:
     def __init__(self, session: Session) -> None:
         self.s = session
 
-    def begin(self, host_id: int, host_name: str, action: str, origin: str,
-              phase: str = "begin", requested_by: str | None = None) -> Operation:
+    def begin(self, host_id: int, host_name: str, action: FlowAction, origin: Origin,
+              phase: Phase = Phase.BEGIN, requested_by: str | None = None) -> Operation:
         """Record a new running operation, or raise AlreadyRunning with the
         one that holds the host (the database enforces one at a time)."""
         existing = self.active_for(host_id)
         if existing is not None:
             raise AlreadyRunning(existing.id)
         now = _now()
-        row = OperationRow(host_id=host_id, host_name=host_name, action=action, origin=origin,
-                           requested_by=requested_by, state="running", phase=phase,
+        row = OperationRow(host_id=host_id, host_name=host_name, action=action.value, origin=origin.value,
+                           requested_by=requested_by, state=OperationState.RUNNING.value, phase=phase.value,
                            active_host_id=host_id, message="", created_at=now, updated_at=now)
         self.s.add(row)
         try:
@@ -96,18 +97,18 @@ class Journal:
         return _operation(row) if row else None
 
     def running(self) -> list[Operation]:
-        rows = self.s.scalars(select(OperationRow).where(OperationRow.state == "running")
+        rows = self.s.scalars(select(OperationRow).where(OperationRow.state == OperationState.RUNNING.value)
                               .order_by(OperationRow.id))
         return [_operation(r) for r in rows]
 
-    def start_step(self, op_id: int, name: str, phase: str | None = None) -> int:
+    def start_step(self, op_id: int, name: str, phase: Phase | None = None) -> int:
         """A step begins; with `phase`, the operation enters it in the same commit."""
         row = OperationStepRow(operation_id=op_id, name=name, state="running", proxies="[]",
                                message="", started_at=_now())
         self.s.add(row)
         if phase is not None:
             op = self._row(op_id)
-            op.phase, op.updated_at = phase, _now()
+            op.phase, op.updated_at = phase.value, _now()
         self.s.flush()
         return row.id
 
@@ -120,10 +121,10 @@ class Journal:
         row.finished_at = _now()
         self.s.flush()
 
-    def finish(self, op_id: int, state: str, message: str = "") -> Operation:
+    def finish(self, op_id: int, state: OperationState, message: str = "") -> Operation:
         row = self._row(op_id)
-        row.state, row.message = state, message
-        row.phase = "done"
+        row.state, row.message = state.value, message
+        row.phase = Phase.DONE.value
         row.active_host_id = None
         row.finished_at = row.updated_at = _now()
         self.s.flush()
@@ -156,8 +157,8 @@ class Journal:
 
 def _operation(row: OperationRow) -> Operation:
     return Operation(
-        id=row.id, host_id=row.host_id, host_name=row.host_name, action=row.action,
-        origin=row.origin, requested_by=row.requested_by, state=row.state, phase=row.phase,
+        id=row.id, host_id=row.host_id, host_name=row.host_name, action=FlowAction(row.action),
+        origin=Origin(row.origin), requested_by=row.requested_by, state=OperationState(row.state), phase=Phase(row.phase),
         message=row.message,
         created_at=_utc(row.created_at), updated_at=_utc(row.updated_at),  # type: ignore[arg-type]
         finished_at=_utc(row.finished_at),
