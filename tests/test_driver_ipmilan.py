@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from hostpower.fencing.drivers.base import DriverError
-from hostpower.fencing.drivers.ipmilan import NATIVE_TYPES, NativeIpmiDriver, native_settings
-from hostpower.fencing.drivers.registry import default_drivers, local_agent_types, select_driver
-from hostpower.fencing.drivers.script import ScriptDriver
+from hostpower.drivers.base import DriverError
+from hostpower.drivers.ipmilan import NATIVE_TYPES, NativeIpmiDriver, native_settings
+from hostpower.drivers.registry import default_drivers, local_agent_types, select_driver
+from hostpower.drivers.script import ScriptDriver
 from hostpower.lab.bmc import VirtualBmc
 from hostpower.model.power import AgentSpec, FenceAction, Outcome
 from hostpower.model.secret import Secret

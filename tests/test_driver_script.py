@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from hostpower.fencing.drivers.base import DriverError
-from hostpower.fencing.drivers.script import CHILD_ENV, ScriptDriver, agent_input, outcome_for
+from hostpower.drivers.base import DriverError
+from hostpower.drivers.script import CHILD_ENV, ScriptDriver, agent_input, outcome_for
 from hostpower.lab.bmc import VirtualBmc
 from hostpower.model.power import AgentSpec, FenceAction, Outcome
 from hostpower.model.secret import Secret

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hostpower.fencing.drivers.base import FenceDriver
+from hostpower.drivers.base import FenceDriver
 from hostpower.hostagent import pki
 from hostpower.hostagent.client import (
     AgentClient,
@@ -165,7 +165,7 @@ def script_driver() -> FenceDriver:
     from conftest import require
 
     require(FENCE_DUMMY.exists(), "fence-agents (fence_dummy) is not installed")
-    from hostpower.fencing.drivers.script import ScriptDriver
+    from hostpower.drivers.script import ScriptDriver
 
     return ScriptDriver(fence_agents_path="/usr/sbin")
 

@@ -34,7 +34,7 @@ def installed_agent_types(fence_agents_path: str) -> frozenset[str]:
 def native_agent_types() -> frozenset[str]:
     """Agent types this engine can drive in-process, without a script."""
     try:
-        from hostpower.fencing.drivers.registry import NATIVE_TYPES
+        from hostpower.drivers.registry import NATIVE_TYPES
     except ImportError:
         return frozenset()
     return frozenset(NATIVE_TYPES)
@@ -63,7 +63,7 @@ class EngineContext:
     @cached_property
     def script_driver(self):  # type: ignore[no-untyped-def]
         """One script driver per engine, so `-o metadata` is read once per type."""
-        from hostpower.fencing.drivers.script import ScriptDriver
+        from hostpower.drivers.script import ScriptDriver
         return ScriptDriver(self.config()["FenceAgentsPath"])
 
     @cached_property

@@ -11,7 +11,7 @@ import resource
 import time
 
 from hostpower.context import EngineContext
-from hostpower.fencing.drivers.registry import default_drivers, local_agent_types
+from hostpower.drivers.registry import default_drivers, local_agent_types
 from hostpower.fencing.service import FencingService
 from hostpower.hostagent.client import AgentClient
 from hostpower.hostagent.pki import CertificateAuthority, ensure_engine_certificate

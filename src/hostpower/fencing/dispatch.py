@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from hostpower.fencing.drivers.base import FenceDriver
-from hostpower.fencing.drivers.registry import select_driver
+from hostpower.drivers.base import FenceDriver
+from hostpower.drivers.registry import select_driver
 from hostpower.hostagent.client import AgentClient, AgentError
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
 from hostpower.proxies import Candidate

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from hostpower.config import Config
 from hostpower.context import EngineContext
 from hostpower.fencing.dispatch import ProxyDispatch
-from hostpower.fencing.drivers.base import FenceDriver
+from hostpower.drivers.base import FenceDriver
 from hostpower.fencing.executor import ChainExecutor
 from hostpower.fencing.flows import Flows
 from hostpower.fencing.power import HostPower, PowerResult

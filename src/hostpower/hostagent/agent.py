@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hostpower import __version__
-from hostpower.fencing.drivers.base import DriverError, FenceDriver
+from hostpower.drivers.base import DriverError, FenceDriver
 from hostpower.hostagent import pki
 from hostpower.model import validate
 from hostpower.model.agenttypes import TYPE_RE
@@ -223,7 +223,7 @@ class HostAgent:
 
     def fence_agent_types(self) -> list[str]:
         """Agent types this host can run; cached, it only changes when packages are installed."""
-        from hostpower.fencing.drivers.registry import local_agent_types
+        from hostpower.drivers.registry import local_agent_types
 
         with self._types_lock:
             now = time.monotonic()
@@ -244,7 +244,7 @@ class HostAgent:
     # ---- fence
 
     def select_driver(self, spec: AgentSpec, prefer_native: bool | None = None) -> FenceDriver | None:
-        from hostpower.fencing.drivers.registry import select_driver
+        from hostpower.drivers.registry import select_driver
 
         if prefer_native is None:
             prefer_native = self.config.prefer_native

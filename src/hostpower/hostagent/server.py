@@ -450,7 +450,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run_agent(argv: Sequence[str] | None = None) -> int:
     """The daemon: serve until SIGTERM or SIGINT, then shut down cleanly. Returns the exit code."""
-    from hostpower.fencing.drivers.registry import default_drivers
+    from hostpower.drivers.registry import default_drivers
 
     args = _arguments(argv)
     logging.basicConfig(level=args.log_level,

@@ -24,7 +24,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
-from hostpower.fencing.drivers.base import DriverError, FenceDriver
+from hostpower.drivers.base import DriverError, FenceDriver
 from hostpower.model.errors import ValidationError
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome, validate_option
 

@@ -45,7 +45,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-from hostpower.fencing.drivers.base import DriverError, FenceDriver
+from hostpower.drivers.base import DriverError, FenceDriver
 from hostpower.model.errors import HostpowerError
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
 

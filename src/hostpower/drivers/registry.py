@@ -7,9 +7,9 @@ driver only takes a spec whose options it fully honours (`handles`).
 
 from __future__ import annotations
 
-from hostpower.fencing.drivers.base import FenceDriver
-from hostpower.fencing.drivers.ipmilan import NATIVE_TYPES, NativeIpmiDriver
-from hostpower.fencing.drivers.script import ScriptDriver
+from hostpower.drivers.base import FenceDriver
+from hostpower.drivers.ipmilan import NATIVE_TYPES, NativeIpmiDriver
+from hostpower.drivers.script import ScriptDriver
 from hostpower.model.power import AgentSpec
 
 __all__ = ["NATIVE_TYPES", "default_drivers", "local_agent_types", "select_driver"]
