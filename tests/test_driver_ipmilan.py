@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from hostpower.drivers.base import DriverError
-from hostpower.drivers.ipmilan import NATIVE_TYPES, NativeIpmiDriver, native_settings
+from hostpower.drivers.errors import DriverError, UnsupportedSpec
+from hostpower.drivers.ipmilan import NativeIpmiDriver
+from hostpower.drivers.ipmilan_options import NATIVE_TYPES, native_settings
 from hostpower.drivers.registry import default_drivers, local_agent_types, select_driver
 from hostpower.drivers.script import ScriptDriver
 from hostpower.lab.bmc import VirtualBmc
@@ -198,13 +199,16 @@ def test_commands_to_one_bmc_are_serialized_and_bmcs_run_in_parallel(
     ((("delay", "10"),), False),
     ((("ipmitool_path", "/opt/ipmitool"),), False),
 ])
-def test_handles_only_what_it_can_honour(options: tuple[tuple[str, str], ...],
+def test_validate_accepts_only_what_it_can_honour(options: tuple[tuple[str, str], ...],
                                          native_ok: bool) -> None:
     spec = AgentSpec(type="ipmilan", address="127.0.83.10", username=USER,
                      password=Secret(PASSWORD), options=options)
     driver = NativeIpmiDriver()
-    assert driver.handles(spec) is native_ok
-    if not native_ok:
+    if native_ok:
+        driver.validate(spec)
+    else:
+        with pytest.raises(UnsupportedSpec):
+            driver.validate(spec)
         with pytest.raises(DriverError):
             driver.run(spec, FenceAction.STATUS, 1)
 
@@ -217,10 +221,11 @@ def test_native_settings_and_types() -> None:
     assert (settings.port, settings.privlevel, settings.kg, settings.power_wait) == \
         (6230, 3, b"\x0a\x1b", 1.5)
     driver = NativeIpmiDriver()
-    assert driver.can_run("ipmilan") and driver.can_run("ipmilanplus")
-    assert not driver.can_run("redfish")
-    assert not driver.handles(AgentSpec(type="ipmilan", address="x", plug="1"))
-    assert set(driver.available_types()) == set(NATIVE_TYPES)
+    assert "ipmilan" in driver.agent_types() and "ipmilanplus" in driver.agent_types()
+    assert "redfish" not in driver.agent_types()
+    with pytest.raises(UnsupportedSpec):
+        driver.validate(AgentSpec(type="ipmilan", address="x", plug="1"))
+    assert set(driver.agent_types()) == set(NATIVE_TYPES)
 
 
 def _require_fence_ipmilan() -> None:

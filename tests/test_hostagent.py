@@ -72,6 +72,7 @@ class FakeDriver(FenceDriver):
     """Switches an imaginary device; can be held mid-run to simulate a slow BMC."""
 
     name = "fake"
+    native = True
 
     def __init__(self, types: tuple[str, ...] = ("wti",), message: str = "") -> None:
         self.types = set(types)
@@ -82,11 +83,8 @@ class FakeDriver(FenceDriver):
         self.proceed = threading.Event()
         self.proceed.set()
 
-    def can_run(self, agent_type: str) -> bool:
-        return agent_type in self.types
-
-    def available_types(self) -> list[str]:
-        return sorted(self.types)
+    def agent_types(self) -> frozenset[str]:
+        return frozenset(self.types)
 
     def run(self, spec: AgentSpec, action: FenceAction, timeout: float) -> FenceResult:
         self.calls.append((spec, action, timeout))

@@ -51,7 +51,7 @@ class EngineRuntime:
         self.client = AgentClient(paths.ca, paths.cert, paths.key)
         drivers = default_drivers(config["FenceAgentsPath"], config["PreferNativeFenceDrivers"])
         self.service = FencingService(self.ctx, self.client, drivers,
-                                      frozenset(local_agent_types(drivers)), time.time())
+                                      local_agent_types(drivers), time.time())
         resumed = await self.service.resume()
         if resumed:
             log.warning("resumed %d unfinished fence flow(s)", len(resumed))

@@ -78,7 +78,7 @@ def set_config(name: str, body: S.ConfigValueIn, request: Request) -> S.ConfigVa
             dependencies=[Depends(current_user)], responses=E.responses(400, 401, 502, 503))
 def agent_type(agent_type: str, request: Request) -> S.AgentTypeOut:
     """One fence agent type with its parameters (read once from the agent's metadata)."""
-    from hostpower.drivers.base import DriverError
+    from hostpower.drivers.errors import DriverError
     from hostpower.model import validate
 
     ctx = request.app.state.ctx

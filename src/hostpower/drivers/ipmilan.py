@@ -5,11 +5,8 @@ per command (about 0.1 s for a status) and puts the password on ipmitool's
 command line. An in-process session answers a status in about a millisecond
 and keeps the password in this process.
 
-Same answers as fence_ipmilan with method=onoff (`ipmitool chassis power`):
-status reads the chassis power state; off/on switch and then poll the
-status until the device is verified in the wanted state; reboot is off,
-verified off, on, verified on. Like fence_ipmilan, a device already in the
-wanted state is not switched again.
+It gives the same answers as fence_ipmilan with method=onoff (the chassis
+commands and their verification are in ipmi_chassis.py).
 
 Sessions are kept per (address, port, username) and re-created when broken,
 when the credentials change, or after SESSION_IDLE_LIMIT seconds unused
@@ -19,20 +16,8 @@ serialized; different BMCs run in parallel. pyghmi calls cannot be
 interrupted, so each command runs in a worker thread and `run` stops waiting
 at its timeout; the BMC stays busy until pyghmi itself gives up.
 
-Options honoured (anything else, or a value outside these, makes `handles`
-False, and the engine then uses the script driver):
-* lanplus: absent or true. An explicit false asks for IPMI 1.5, which this
-  driver cannot force.
-* cipher: 3 or 17 (pyghmi negotiates 17, else 3).
-* privlvl: callback, user, operator, administrator. Absent: administrator,
-  falling back to operator if the BMC refuses it.
-* method: onoff. (cycle reports success before the host is verified on.)
-* power_wait: seconds to wait after switching before the first status poll
-  (default 0 here; fence_ipmilan's default of 2 s only delays the same
-  verification).
-* power_timeout: seconds to wait for the verified state (default 20).
-* hexadecimal_kg: the BMC key Kg, in hex.
-The plug field is not used by IPMI: a spec with a plug goes to the script.
+Which specs it takes is decided by ipmilan_options.py (`validate`); the
+engine runs the others with the script driver.
 """
 
 from __future__ import annotations
@@ -45,8 +30,12 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-from hostpower.drivers.base import DriverError, FenceDriver
-from hostpower.model.errors import HostpowerError
+from hostpower.drivers.base import FenceDriver
+from hostpower.drivers.ipmi_chassis import BmcFailure, describe, perform
+from hostpower.drivers.errors import UnsupportedSpec, UnsupportedType
+from hostpower.drivers.ipmilan_options import (
+    IPMI_PORT, NATIVE_TYPES, NativeSettings, native_settings,
+)
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
 
 try:
@@ -56,83 +45,7 @@ except ImportError:  # the driver then reports that it cannot run
 
 log = logging.getLogger(__name__)
 
-NATIVE_TYPES = frozenset({"ipmilan", "ipmilanplus"})
-IPMI_PORT = 623
 SESSION_IDLE_LIMIT = 25.0
-DEFAULT_POWER_TIMEOUT = 20.0
-# Stop polling this long before the caller's deadline, to answer in time.
-_DEADLINE_MARGIN = 0.1
-_TRUE = {"1", "yes", "on", "true"}
-_FALSE = {"0", "no", "off", "false"}
-_PRIVILEGES = {"callback": 1, "user": 2, "operator": 3, "administrator": 4}
-# IPMI chassis commands (netfn chassis = 0).
-_NETFN_CHASSIS = 0
-_CMD_CHASSIS_STATUS = 1
-_CMD_CHASSIS_CONTROL = 2
-_CONTROL = {"off": 0, "on": 1}
-
-
-@dataclass(frozen=True)
-class NativeSettings:
-    """What the native path takes from a spec's options."""
-
-    port: int = IPMI_PORT
-    privlevel: int | None = None
-    kg: bytes | None = None
-    power_wait: float = 0.0
-    power_timeout: float = DEFAULT_POWER_TIMEOUT
-
-
-def native_settings(spec: AgentSpec) -> NativeSettings:
-    """The settings for this spec; ValueError saying why the native path cannot honour it."""
-    if spec.type not in NATIVE_TYPES:
-        raise ValueError(f"agent type {spec.type!r} is not IPMI")
-    if spec.plug:
-        raise ValueError("IPMI has no plug")
-    values: dict[str, object] = {}
-    if spec.port is not None:
-        values["port"] = int(spec.port)
-    for key, raw in spec.options:
-        value = raw.strip().lower()
-        if key == "lanplus":
-            if value in _FALSE:
-                raise ValueError("lanplus=0 asks for IPMI 1.5")
-            if value not in _TRUE:
-                raise ValueError(f"lanplus={raw!r} is not a boolean")
-        elif key == "cipher":
-            if value not in {"3", "17"}:
-                raise ValueError(f"cipher suite {raw!r} is not supported (3 or 17)")
-        elif key == "privlvl":
-            if value not in _PRIVILEGES:
-                raise ValueError(f"unknown privilege level {raw!r}")
-            values["privlevel"] = _PRIVILEGES[value]
-        elif key == "method":
-            if value != "onoff":
-                raise ValueError(f"method {raw!r} is not supported (onoff)")
-        elif key in ("power_wait", "power_timeout"):
-            values[key] = _seconds(key, raw)
-        elif key == "hexadecimal_kg":
-            try:
-                values["kg"] = bytes.fromhex(raw.strip())
-            except ValueError:
-                raise ValueError("hexadecimal_kg is not hexadecimal") from None
-        else:
-            raise ValueError(f"option {key!r} is not supported natively")
-    return NativeSettings(**values)  # type: ignore[arg-type]
-
-
-def _seconds(key: str, raw: str) -> float:
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise ValueError(f"{key}={raw!r} is not a number of seconds") from None
-    if not 0 <= seconds <= 3600:
-        raise ValueError(f"{key}={raw!r} is out of range")
-    return seconds
-
-
-class _Failure(HostpowerError):
-    """The BMC refused or failed a command; the message is for the operator."""
 
 
 @dataclass(eq=False)
@@ -150,6 +63,7 @@ class NativeIpmiDriver(FenceDriver):
     """IPMI 2.0 via pyghmi, in-process, with pooled sessions."""
 
     name = "native-ipmilan"
+    native = True
 
     def __init__(self, poll_interval: float = 0.25,
                  session_idle_limit: float = SESSION_IDLE_LIMIT) -> None:
@@ -158,20 +72,23 @@ class NativeIpmiDriver(FenceDriver):
         self._bmcs: dict[tuple[str, int, str], _Bmc] = {}
         self._lock = threading.Lock()
 
-    def can_run(self, agent_type: str) -> bool:
-        return _IpmiCommand is not None and agent_type in NATIVE_TYPES
+    def agent_types(self) -> frozenset[str]:
+        return NATIVE_TYPES if _IpmiCommand is not None else frozenset()
 
-    def available_types(self) -> list[str]:
-        return sorted(NATIVE_TYPES) if _IpmiCommand is not None else []
+    def validate(self, spec: AgentSpec) -> None:
+        self.settings(spec)
 
-    def handles(self, spec: AgentSpec) -> bool:
-        if not self.can_run(spec.type):
-            return False
+    def settings(self, spec: AgentSpec) -> NativeSettings:
+        """What this spec asks of the native path; UnsupportedSpec if it cannot honour it."""
+        if _IpmiCommand is None:
+            raise UnsupportedType("native IPMI cannot run this agent: pyghmi is not installed")
+        if spec.type not in NATIVE_TYPES:
+            raise UnsupportedType(f"native IPMI cannot run this agent: agent type "
+                                  f"{spec.type!r} is not IPMI")
         try:
-            native_settings(spec)
-        except ValueError:
-            return False
-        return True
+            return native_settings(spec)
+        except ValueError as exc:
+            raise UnsupportedSpec(f"native IPMI cannot run this agent: {exc}") from None
 
     def logins(self, address: str, port: int = IPMI_PORT, username: str = "") -> int:
         """Sessions this driver opened to that BMC (for diagnostics and tests)."""
@@ -182,16 +99,13 @@ class NativeIpmiDriver(FenceDriver):
     # -- running an action -------------------------------------------------------
 
     def run(self, spec: AgentSpec, action: FenceAction, timeout: float) -> FenceResult:
-        """Run one action within `timeout`; DriverError if this spec is not for this driver."""
+        """Run one action within `timeout`.
+
+        UnsupportedSpec, and nothing sent, if `validate` refuses the spec."""
         action = FenceAction(action)
         started = time.monotonic()
         deadline = started + timeout
-        if _IpmiCommand is None:
-            raise DriverError("pyghmi is not installed")
-        try:
-            settings = native_settings(spec)
-        except ValueError as exc:
-            raise DriverError(f"native IPMI cannot run this agent: {exc}") from exc
+        settings = self.settings(spec)
         target = f"{spec.address}:{settings.port}"
         bmc = self._bmc((spec.address, settings.port, spec.username))
 
@@ -219,34 +133,17 @@ class NativeIpmiDriver(FenceDriver):
         target = f"{spec.address}:{settings.port}"
         result = (Outcome.ERROR, f"BMC {target}: command interrupted")
         try:
-            result = self._perform(bmc, spec, settings, action, deadline)
-        except _Failure as exc:
+            command = self._session(bmc, spec, settings)
+            result = perform(command, action, settings, deadline, target, self.poll_interval)
+        except BmcFailure as exc:
             result = (Outcome.ERROR, str(exc))
         except Exception as exc:  # pyghmi raises many kinds; none may escape a driver
             bmc.command = None  # the session is in an unknown state: log in anew next time
-            result = (Outcome.ERROR, f"BMC {target}: {_describe(exc)}")
+            result = (Outcome.ERROR, f"BMC {target}: {describe(exc)}")
         finally:
             bmc.last_used = time.monotonic()
             bmc.busy.release()
         done.set_result(result)
-
-    def _perform(self, bmc: _Bmc, spec: AgentSpec, settings: NativeSettings,
-                 action: FenceAction, deadline: float) -> tuple[Outcome, str]:
-        command = self._session(bmc, spec, settings)
-        target = f"{spec.address}:{settings.port}"
-        if action is FenceAction.STATUS:
-            state = self._power_state(command, target)
-            return _OUTCOME[state], f"Status: {state.upper()}"
-        if action in (FenceAction.ON, FenceAction.OFF):
-            return self._switch(command, action.value, settings, deadline, target)
-        # reboot, as fence_ipmilan's onoff method: off, verified, then on, verified.
-        outcome, message = self._switch(command, "off", settings, deadline, target)
-        if outcome is not Outcome.OFF:
-            return outcome, message
-        outcome, message = self._switch(command, "on", settings, deadline, target)
-        if outcome is not Outcome.ON:
-            return Outcome.ERROR, f"powered off, but not back on: {message}"
-        return Outcome.ON, "Success: Rebooted"
 
     def _session(self, bmc: _Bmc, spec: AgentSpec, settings: NativeSettings) -> object:
         """The BMC's open session, or a new one (login) when there is none usable."""
@@ -274,54 +171,14 @@ class NativeIpmiDriver(FenceDriver):
         except struct.error:
             # FIELD-NOTES pitfall 1, seen from the client: the BMC accepted the
             # SHA-256 proposal but answered with SHA-1, and pyghmi cannot cope.
-            raise _Failure(f"login to BMC {target} failed: the BMC accepted SHA-256 but "
+            raise BmcFailure(f"login to BMC {target} failed: the BMC accepted SHA-256 but "
                            "answered with SHA-1; use the script driver for it") from None
         except Exception as exc:
-            raise _Failure(f"login to BMC {target} failed: {_describe(exc)}") from None
+            raise BmcFailure(f"login to BMC {target} failed: {describe(exc)}") from None
         bmc.command = command
         bmc.credentials = credentials
         bmc.logins += 1
         return command
-
-    def _raw(self, command: object, cmd: int, data: tuple[int, ...], target: str) -> dict:
-        try:
-            response = command.raw_command(netfn=_NETFN_CHASSIS, command=cmd,  # type: ignore[attr-defined]
-                                           data=data)
-        except Exception as exc:
-            raise _Failure(f"BMC {target}: {_describe(exc)}") from None
-        if not isinstance(response, dict):
-            raise _Failure(f"BMC {target}: no answer")
-        if response.get("error"):
-            raise _Failure(f"BMC {target}: {response['error']}")
-        return response
-
-    def _power_state(self, command: object, target: str) -> str:
-        response = self._raw(command, _CMD_CHASSIS_STATUS, (), target)
-        data = response.get("data") or b""
-        if not data:
-            raise _Failure(f"BMC {target}: empty chassis status")
-        return "on" if data[0] & 1 else "off"
-
-    def _switch(self, command: object, want: str, settings: NativeSettings,
-                deadline: float, target: str) -> tuple[Outcome, str]:
-        """Set the power state unless already there, then poll until verified."""
-        if self._power_state(command, target) == want:
-            return _OUTCOME[want], f"Success: Already {want.upper()}"
-        if time.monotonic() >= deadline:
-            # The caller already answered ERROR: a late power command would
-            # surprise it (e.g. an "off" landing after it moved on).
-            raise _Failure(f"BMC {target}: gave up before powering {want}")
-        self._raw(command, _CMD_CHASSIS_CONTROL, (_CONTROL[want],), target)
-        limit = deadline - _DEADLINE_MARGIN
-        if settings.power_wait:
-            time.sleep(max(0.0, min(settings.power_wait, limit - time.monotonic())))
-        limit = min(limit, time.monotonic() + settings.power_timeout)
-        while True:
-            if self._power_state(command, target) == want:
-                return _OUTCOME[want], f"Success: Powered {want.upper()}"
-            if time.monotonic() + self.poll_interval > limit:
-                return Outcome.ERROR, f"BMC {target}: timed out waiting to power {want.upper()}"
-            time.sleep(self.poll_interval)
 
     def _bmc(self, key: tuple[str, int, str]) -> _Bmc:
         with self._lock:
@@ -346,9 +203,6 @@ class NativeIpmiDriver(FenceDriver):
                 bmc.busy.release()
 
 
-_OUTCOME = {"on": Outcome.ON, "off": Outcome.OFF}
-
-
 def _result(action: FenceAction, outcome: Outcome, started: float, message: str) -> FenceResult:
     return FenceResult(action, outcome, message, duration=time.monotonic() - started)
 
@@ -358,11 +212,4 @@ def _logout(command: object) -> None:
     try:
         command.ipmi_session.logout()  # type: ignore[attr-defined]
     except Exception as exc:
-        log.debug("IPMI logout failed: %s", _describe(exc))
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    if not text or text == "None":
-        return "no answer" if type(exc).__name__ == "IpmiException" else type(exc).__name__
-    return text
+        log.debug("IPMI logout failed: %s", describe(exc))

@@ -1,18 +1,20 @@
 """Which driver runs an agent: the native one where it can, else the script.
 
 The engine and the host agent build their drivers once with
-`default_drivers` and pick one per command with `select_driver`; a native
-driver only takes a spec whose options it fully honours (`handles`).
+`default_drivers` and pick one per command with `driver_for`; a driver only
+takes a spec its `validate` accepts, so a native driver never gets options it
+cannot honour.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from hostpower.drivers.base import FenceDriver
-from hostpower.drivers.ipmilan import NATIVE_TYPES, NativeIpmiDriver
+from hostpower.drivers.errors import NoDriver, UnsupportedSpec
+from hostpower.drivers.ipmilan import NativeIpmiDriver
 from hostpower.drivers.script import ScriptDriver
 from hostpower.model.power import AgentSpec
-
-__all__ = ["NATIVE_TYPES", "default_drivers", "local_agent_types", "select_driver"]
 
 
 def default_drivers(fence_agents_path: str = "/usr/sbin",
@@ -23,31 +25,42 @@ def default_drivers(fence_agents_path: str = "/usr/sbin",
     return [native, script] if prefer_native else [script, native]
 
 
-def _is_native(driver: FenceDriver) -> bool:
-    return not isinstance(driver, ScriptDriver)
+def driver_for(spec: AgentSpec, drivers: Iterable[FenceDriver],
+               prefer_native: bool) -> FenceDriver:
+    """The driver to run this spec; NoDriver, with every driver's reason, when none can.
 
-
-def select_driver(spec: AgentSpec, drivers: list[FenceDriver],
-                  prefer_native: bool) -> FenceDriver | None:
-    """The driver to run this spec, or None when no driver here can.
-
-    Among the drivers that handle the spec, native ones come first when
+    Among the drivers that accept the spec, native ones come first when
     `prefer_native`, script ones first otherwise; the list order decides
     within a kind. So a native driver is still used when no script agent is
     installed, and the script when the native path cannot honour an option.
     """
-    able = [d for d in drivers if d.handles(spec)]
+    able: list[FenceDriver] = []
+    refusals: list[UnsupportedSpec] = []
+    for driver in drivers:
+        try:
+            driver.validate(spec)
+        except UnsupportedSpec as refusal:
+            refusals.append(refusal)
+        else:
+            able.append(driver)
     if not able:
-        return None
-    preferred = [d for d in able if _is_native(d) == prefer_native]
+        raise NoDriver(spec.type, refusals)
+    preferred = [d for d in able if d.native == prefer_native]
     return (preferred or able)[0]
 
 
-def local_agent_types(drivers: list[FenceDriver]) -> set[str]:
-    """Agent types this machine can run: installed script agents and native types."""
+def select_driver(spec: AgentSpec, drivers: Iterable[FenceDriver],
+                  prefer_native: bool) -> FenceDriver | None:
+    """`driver_for`, with None instead of NoDriver for callers that only ask whether."""
+    try:
+        return driver_for(spec, drivers, prefer_native)
+    except NoDriver:
+        return None
+
+
+def local_agent_types(drivers: Iterable[FenceDriver]) -> frozenset[str]:
+    """Agent types this machine can run: those of every driver (installed scripts, native types)."""
     types: set[str] = set()
     for driver in drivers:
-        available = getattr(driver, "available_types", None)
-        if callable(available):
-            types.update(available())
-    return types
+        types.update(driver.agent_types())
+    return frozenset(types)
