@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from hostpower.drivers.errors import DriverError, UnsupportedSpec
+from hostpower.drivers.errors import DriverError, NoDriver, UnsupportedSpec
 from hostpower.drivers.ipmilan import NativeIpmiDriver
 from hostpower.drivers.ipmilan_options import NATIVE_TYPES, native_settings
-from hostpower.drivers.registry import default_drivers, local_agent_types, select_driver
+from hostpower.drivers.registry import (
+    default_drivers, driver_for, local_agent_types, select_driver,
+)
 from hostpower.drivers.script import ScriptDriver
 from hostpower.lab.bmc import VirtualBmc
 from hostpower.model.power import AgentSpec, FenceAction, Outcome
@@ -275,6 +277,29 @@ def test_select_driver_without_fence_agents(tmp_path: Path) -> None:
     assert select_driver(CYCLE, [no_scripts, native], prefer_native=True) is None
     unknown = AgentSpec(type="no_such_agent", address="127.0.83.13")
     assert select_driver(unknown, [no_scripts, native], prefer_native=True) is None
+
+
+def test_no_driver_says_why_the_drivers_that_run_the_type_refused(tmp_path: Path) -> None:
+    native, no_scripts = NativeIpmiDriver(), ScriptDriver(str(tmp_path))
+    with pytest.raises(NoDriver) as refused:
+        driver_for(CYCLE, [no_scripts, native], prefer_native=True)
+    why = "native IPMI cannot run this agent: method 'cycle' is not supported (onoff)"
+    assert refused.value.reasons == (why,)  # "not installed" says nothing of this spec
+    assert len(refused.value.refusals) == 2
+    assert str(refused.value) == f"no driver for agent type ipmilan: {why}"
+    assert refused.value.describe("the engine cannot run fence_ipmilan") == \
+        f"the engine cannot run fence_ipmilan: {why}"
+
+    unknown = AgentSpec(type="no_such_agent", address="127.0.83.13")
+    with pytest.raises(NoDriver) as refused:
+        driver_for(unknown, [no_scripts, native], prefer_native=True)
+    assert refused.value.reasons == ()
+    assert str(refused.value) == "no driver for agent type no_such_agent"
+
+
+def test_drivers_declare_their_kind() -> None:
+    assert NativeIpmiDriver().native is True
+    assert ScriptDriver("/usr/sbin").native is False
 
 
 def test_select_driver_with_fence_agents() -> None:

@@ -273,6 +273,29 @@ def test_no_driver_for_the_type_is_an_error_result(lab: Lab, agents: StartAgent)
     assert result.message == "no driver for agent type apc on this host"
 
 
+def test_no_driver_answer_says_why_a_driver_of_the_type_refused(lab: Lab, agents: StartAgent,
+                                                              tmp_path: Path) -> None:
+    from hostpower.drivers.ipmilan import NativeIpmiDriver
+    from hostpower.drivers.script import ScriptDriver
+
+    native = NativeIpmiDriver()
+    server = agents("node1", "127.88.0.1", drivers=[native, ScriptDriver(str(tmp_path))])
+    spec = fake_spec("ipmilan", options=(("method", "cycle"),))
+
+    async def scenario() -> FenceResult:
+        async with lab.client() as client:
+            return await client.fence("127.88.0.1", server.address[1], spec,
+                                      FenceAction.STATUS, 5)
+
+    try:
+        result = asyncio.run(scenario())
+    finally:
+        native.close()
+    assert result.outcome == Outcome.ERROR
+    assert result.message == ("no driver for agent type ipmilan on this host: native IPMI "
+                              "cannot run this agent: method 'cycle' is not supported (onoff)")
+
+
 @pytest.mark.parametrize(("change", "field"), [
     (lambda b: b.update(action="explode"), "action"),
     (lambda b: b.update(timeout=0), "timeout"),
