@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 from hostpower.hostagent.pki import CertificateAuthority, write_bundle
+from hostpower.hostagent.wire import HeartbeatAnswer
 
 PORT = 54321
 GROUP = 250  # addresses per certificate (127.21.g.1-250)
@@ -35,6 +36,10 @@ class Heartbeat(asyncio.Protocol):
     def __init__(self, host: str) -> None:
         self.host = host
         self.buffer = b""
+        # The same answer every time, in the agent's own wire format.
+        self.body = json.dumps(HeartbeatAnswer(
+            host=host, boot_id=BOOT_ID, uptime=1.0, agent_version="farm",
+            fence_agent_types=frozenset({"ipmilan"})).to_body()).encode()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -43,8 +48,7 @@ class Heartbeat(asyncio.Protocol):
         self.buffer += data
         while b"\r\n\r\n" in self.buffer:
             _, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-            body = json.dumps({"host": self.host, "boot_id": BOOT_ID, "uptime": 1.0,
-                               "agent_version": "farm", "fence_agent_types": ["ipmilan"]}).encode()
+            body = self.body
             self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"  # type: ignore[attr-defined]
                                  b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 

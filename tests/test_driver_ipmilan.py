@@ -15,10 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from hostpower.fencing.drivers.base import DriverError
-from hostpower.fencing.drivers.ipmilan import NATIVE_TYPES, NativeIpmiDriver, native_settings
-from hostpower.fencing.drivers.registry import default_drivers, local_agent_types, select_driver
-from hostpower.fencing.drivers.script import ScriptDriver
+from hostpower.drivers.errors import DriverError, NoDriver, UnsupportedSpec
+from hostpower.drivers.ipmilan import NativeIpmiDriver
+from hostpower.drivers.ipmilan_options import NATIVE_TYPES, native_settings
+from hostpower.drivers.registry import (
+    default_drivers, driver_for, local_agent_types, select_driver,
+)
+from hostpower.drivers.script import ScriptDriver
 from hostpower.lab.bmc import VirtualBmc
 from hostpower.model.power import AgentSpec, FenceAction, Outcome
 from hostpower.model.secret import Secret
@@ -198,13 +201,16 @@ def test_commands_to_one_bmc_are_serialized_and_bmcs_run_in_parallel(
     ((("delay", "10"),), False),
     ((("ipmitool_path", "/opt/ipmitool"),), False),
 ])
-def test_handles_only_what_it_can_honour(options: tuple[tuple[str, str], ...],
+def test_validate_accepts_only_what_it_can_honour(options: tuple[tuple[str, str], ...],
                                          native_ok: bool) -> None:
     spec = AgentSpec(type="ipmilan", address="127.0.83.10", username=USER,
                      password=Secret(PASSWORD), options=options)
     driver = NativeIpmiDriver()
-    assert driver.handles(spec) is native_ok
-    if not native_ok:
+    if native_ok:
+        driver.validate(spec)
+    else:
+        with pytest.raises(UnsupportedSpec):
+            driver.validate(spec)
         with pytest.raises(DriverError):
             driver.run(spec, FenceAction.STATUS, 1)
 
@@ -217,10 +223,11 @@ def test_native_settings_and_types() -> None:
     assert (settings.port, settings.privlevel, settings.kg, settings.power_wait) == \
         (6230, 3, b"\x0a\x1b", 1.5)
     driver = NativeIpmiDriver()
-    assert driver.can_run("ipmilan") and driver.can_run("ipmilanplus")
-    assert not driver.can_run("redfish")
-    assert not driver.handles(AgentSpec(type="ipmilan", address="x", plug="1"))
-    assert set(driver.available_types()) == set(NATIVE_TYPES)
+    assert "ipmilan" in driver.agent_types() and "ipmilanplus" in driver.agent_types()
+    assert "redfish" not in driver.agent_types()
+    with pytest.raises(UnsupportedSpec):
+        driver.validate(AgentSpec(type="ipmilan", address="x", plug="1"))
+    assert set(driver.agent_types()) == set(NATIVE_TYPES)
 
 
 def _require_fence_ipmilan() -> None:
@@ -270,6 +277,29 @@ def test_select_driver_without_fence_agents(tmp_path: Path) -> None:
     assert select_driver(CYCLE, [no_scripts, native], prefer_native=True) is None
     unknown = AgentSpec(type="no_such_agent", address="127.0.83.13")
     assert select_driver(unknown, [no_scripts, native], prefer_native=True) is None
+
+
+def test_no_driver_says_why_the_drivers_that_run_the_type_refused(tmp_path: Path) -> None:
+    native, no_scripts = NativeIpmiDriver(), ScriptDriver(str(tmp_path))
+    with pytest.raises(NoDriver) as refused:
+        driver_for(CYCLE, [no_scripts, native], prefer_native=True)
+    why = "native IPMI cannot run this agent: method 'cycle' is not supported (onoff)"
+    assert refused.value.reasons == (why,)  # "not installed" says nothing of this spec
+    assert len(refused.value.refusals) == 2
+    assert str(refused.value) == f"no driver for agent type ipmilan: {why}"
+    assert refused.value.describe("the engine cannot run fence_ipmilan") == \
+        f"the engine cannot run fence_ipmilan: {why}"
+
+    unknown = AgentSpec(type="no_such_agent", address="127.0.83.13")
+    with pytest.raises(NoDriver) as refused:
+        driver_for(unknown, [no_scripts, native], prefer_native=True)
+    assert refused.value.reasons == ()
+    assert str(refused.value) == "no driver for agent type no_such_agent"
+
+
+def test_drivers_declare_their_kind() -> None:
+    assert NativeIpmiDriver().native is True
+    assert ScriptDriver("/usr/sbin").native is False
 
 
 def test_select_driver_with_fence_agents() -> None:

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from hostpower.fencing.drivers.base import DriverError
-from hostpower.fencing.drivers.script import CHILD_ENV, ScriptDriver, agent_input, outcome_for
+from hostpower.drivers.errors import DriverError
+from hostpower.drivers.installed import installed_agent_types, is_installed
+from hostpower.drivers.script import ScriptDriver
+from hostpower.drivers.script_protocol import CHILD_ENV, agent_input, outcome_for
 from hostpower.lab.bmc import VirtualBmc
 from hostpower.model.power import AgentSpec, FenceAction, Outcome
 from hostpower.model.secret import Secret
@@ -330,14 +332,15 @@ def test_metadata_of_fence_ipmilan_is_parsed_and_cached(tmp_path: Path) -> None:
         driver.metadata("dummy")
 
 
-def test_installed_types_and_can_run(tmp_path: Path) -> None:
+def test_installed_agent_types_and_is_installed(tmp_path: Path) -> None:
     require_agents()
     driver = ScriptDriver(str(AGENTS))
-    types = driver.available_types()
+    types = installed_agent_types(str(AGENTS))
     assert {"ipmilan", "dummy", "apc_snmp", "redfish"} <= set(types)
-    assert types == sorted(types)
-    assert driver.can_run("ipmilan") and driver.can_run("dummy")
-    assert not driver.can_run("no_such_agent")
-    assert not driver.can_run("../sbin/fence_ipmilan")
-    assert ScriptDriver(str(tmp_path)).available_types() == []
-    assert ScriptDriver(str(tmp_path / "missing")).available_types() == []
+    assert types == tuple(sorted(types))
+    assert driver.agent_types() == frozenset(types)
+    assert is_installed(str(AGENTS), "ipmilan") and is_installed(str(AGENTS), "dummy")
+    assert not is_installed(str(AGENTS), "no_such_agent")
+    assert not is_installed(str(AGENTS), "../sbin/fence_ipmilan")
+    assert ScriptDriver(str(tmp_path)).agent_types() == frozenset()
+    assert ScriptDriver(str(tmp_path / "missing")).agent_types() == frozenset()

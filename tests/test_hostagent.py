@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hostpower.fencing.drivers.base import FenceDriver
+from hostpower.drivers.base import FenceDriver
 from hostpower.hostagent import pki
 from hostpower.hostagent.client import (
     AgentClient,
@@ -72,6 +72,7 @@ class FakeDriver(FenceDriver):
     """Switches an imaginary device; can be held mid-run to simulate a slow BMC."""
 
     name = "fake"
+    native = True
 
     def __init__(self, types: tuple[str, ...] = ("wti",), message: str = "") -> None:
         self.types = set(types)
@@ -82,11 +83,8 @@ class FakeDriver(FenceDriver):
         self.proceed = threading.Event()
         self.proceed.set()
 
-    def can_run(self, agent_type: str) -> bool:
-        return agent_type in self.types
-
-    def available_types(self) -> list[str]:
-        return sorted(self.types)
+    def agent_types(self) -> frozenset[str]:
+        return frozenset(self.types)
 
     def run(self, spec: AgentSpec, action: FenceAction, timeout: float) -> FenceResult:
         self.calls.append((spec, action, timeout))
@@ -165,7 +163,7 @@ def script_driver() -> FenceDriver:
     from conftest import require
 
     require(FENCE_DUMMY.exists(), "fence-agents (fence_dummy) is not installed")
-    from hostpower.fencing.drivers.script import ScriptDriver
+    from hostpower.drivers.script import ScriptDriver
 
     return ScriptDriver(fence_agents_path="/usr/sbin")
 
@@ -273,6 +271,29 @@ def test_no_driver_for_the_type_is_an_error_result(lab: Lab, agents: StartAgent)
     result = asyncio.run(scenario())
     assert result.outcome == Outcome.ERROR
     assert result.message == "no driver for agent type apc on this host"
+
+
+def test_no_driver_answer_says_why_a_driver_of_the_type_refused(lab: Lab, agents: StartAgent,
+                                                              tmp_path: Path) -> None:
+    from hostpower.drivers.ipmilan import NativeIpmiDriver
+    from hostpower.drivers.script import ScriptDriver
+
+    native = NativeIpmiDriver()
+    server = agents("node1", "127.88.0.1", drivers=[native, ScriptDriver(str(tmp_path))])
+    spec = fake_spec("ipmilan", options=(("method", "cycle"),))
+
+    async def scenario() -> FenceResult:
+        async with lab.client() as client:
+            return await client.fence("127.88.0.1", server.address[1], spec,
+                                      FenceAction.STATUS, 5)
+
+    try:
+        result = asyncio.run(scenario())
+    finally:
+        native.close()
+    assert result.outcome == Outcome.ERROR
+    assert result.message == ("no driver for agent type ipmilan on this host: native IPMI "
+                              "cannot run this agent: method 'cycle' is not supported (onoff)")
 
 
 @pytest.mark.parametrize(("change", "field"), [

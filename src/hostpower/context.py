@@ -6,38 +6,18 @@ code, so none of them reads the environment or opens files on its own.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 from hostpower.config import Config
+from hostpower.drivers.installed import installed_agent_types
+from hostpower.drivers.ipmilan_options import NATIVE_TYPES
+from hostpower.drivers.script import ScriptDriver
 from hostpower.model.agenttypes import STANDARD_TYPES
 from hostpower.settings import Settings
 from hostpower.store.configstore import ConfigStore
 from hostpower.store.crypto import SecretBox
 from hostpower.store.db import Database
-
-
-def installed_agent_types(fence_agents_path: str) -> frozenset[str]:
-    """fence_<type> executables present in the fence-agents directory."""
-    try:
-        names = os.listdir(fence_agents_path)
-    except OSError:
-        return frozenset()
-    return frozenset(
-        n[len("fence_"):] for n in names
-        if n.startswith("fence_") and os.access(Path(fence_agents_path, n), os.X_OK)
-    )
-
-
-def native_agent_types() -> frozenset[str]:
-    """Agent types this engine can drive in-process, without a script."""
-    try:
-        from hostpower.fencing.drivers.registry import NATIVE_TYPES
-    except ImportError:
-        return frozenset()
-    return frozenset(NATIVE_TYPES)
 
 
 @dataclass
@@ -61,17 +41,18 @@ class EngineContext:
             return ConfigStore(s).load()
 
     @cached_property
-    def script_driver(self):  # type: ignore[no-untyped-def]
+    def script_driver(self) -> ScriptDriver:
         """One script driver per engine, so `-o metadata` is read once per type."""
-        from hostpower.fencing.drivers.script import ScriptDriver
         return ScriptDriver(self.config()["FenceAgentsPath"])
 
-    @cached_property
+    @property
     def native_types(self) -> frozenset[str]:
-        return native_agent_types()
+        """Agent types this engine can drive in-process, without a script."""
+        return NATIVE_TYPES
 
     def installed_types(self) -> frozenset[str]:
-        return installed_agent_types(self.config()["FenceAgentsPath"])
+        """fence_<type> programs present now (read anew: agents may be installed meanwhile)."""
+        return frozenset(installed_agent_types(self.config()["FenceAgentsPath"]))
 
     def engine_agent_types(self) -> frozenset[str]:
         """Types the `engine` proxy source can run: installed scripts and native drivers."""

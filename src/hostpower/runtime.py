@@ -11,7 +11,7 @@ import resource
 import time
 
 from hostpower.context import EngineContext
-from hostpower.fencing.drivers.registry import default_drivers, local_agent_types
+from hostpower.drivers.registry import default_drivers, local_agent_types
 from hostpower.fencing.gateway import EngineGateway
 from hostpower.fencing.service import FencingService
 from hostpower.hostagent.client import AgentClient
@@ -52,7 +52,7 @@ class EngineRuntime:
         self.client = AgentClient(paths.ca, paths.cert, paths.key)
         drivers = default_drivers(config["FenceAgentsPath"], config["PreferNativeFenceDrivers"])
         self.service = FencingService(EngineGateway(self.ctx), self.client, drivers,
-                                      frozenset(local_agent_types(drivers)), time.time())
+                                      local_agent_types(drivers), time.time())
         resumed = await self.service.resume()
         if resumed:
             log.warning("resumed %d unfinished fence flow(s)", len(resumed))

@@ -98,7 +98,7 @@ def set_config(name: str, body: S.ConfigValueIn, ctx: EngineCtx,
             dependencies=[Depends(current_user)], responses=E.responses(400, 401, 502, 503))
 def agent_type(agent_type: str, ctx: EngineCtx) -> S.AgentTypeOut:
     """One fence agent type with its parameters (read once from the agent's metadata)."""
-    from hostpower.fencing.drivers.base import DriverError
+    from hostpower.drivers.errors import DriverError
     from hostpower.model import validate
 
     name = validate.agent_type(agent_type, ctx.known_agent_types(), "agent_type")

@@ -1,1 +1,1 @@
-"""Fencing: drivers, executor, flows, treatment, journal."""
+"""Fencing: executor, flows, treatment, journal (the drivers are in hostpower.drivers)."""

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from hostpower.fencing.drivers.base import FenceDriver
-from hostpower.fencing.drivers.registry import select_driver
+from hostpower.drivers.base import FenceDriver
+from hostpower.drivers.errors import NoDriver
+from hostpower.drivers.registry import driver_for
 from hostpower.hostagent.client import AgentClient, AgentError
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
 from hostpower.proxies import Candidate
@@ -23,10 +24,11 @@ class ProxyDispatch:
     async def run(self, candidate: Candidate, spec: AgentSpec, action: FenceAction,
                   timeout: float) -> FenceResult:
         if candidate.host is None:
-            driver = select_driver(spec, self.local_drivers, self.prefer_native())
-            if driver is None:
+            try:
+                driver = driver_for(spec, self.local_drivers, self.prefer_native())
+            except NoDriver as exc:
                 return FenceResult(action, Outcome.ERROR,
-                                   f"the engine cannot run fence_{spec.type}")
+                                   exc.describe(f"the engine cannot run fence_{spec.type}"))
             return await asyncio.to_thread(driver.run, spec, action, timeout)
         if self.client is None:
             return FenceResult(action, Outcome.ERROR, "no agent client configured")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from hostpower.fencing.dispatch import ProxyDispatch
-from hostpower.fencing.drivers.base import FenceDriver
+from hostpower.drivers.base import FenceDriver
 from hostpower.fencing.executor import ChainExecutor
 from hostpower.fencing.flows import Flows
 from hostpower.fencing.gateway import EngineGateway, on_behalf_of

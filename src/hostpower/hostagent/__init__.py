@@ -7,7 +7,13 @@ role), the engine holds an "engine" certificate (client role), and an agent
 obeys only the engine role, never a fellow agent.
 
 Modules:
-* `pki`    - the engine's CA; issues agent and engine certificates.
-* `server` - the agent daemon (`python -m hostpower.hostagent.server`).
-* `client` - the engine's async, pooled client with typed errors.
+* `pki`       - the engine's CA; issues agent and engine certificates.
+* `wire`      - the wire format both sides speak: paths, request and answer bodies.
+* `agent`     - what the agent does (heartbeat, fence with its drivers), without HTTP.
+* `server`    - the agent daemon (`python -m hostpower.hostagent.server`).
+* `client`    - the engine's async, pooled client with typed errors (`errors`);
+  heartbeats go over their own lean channel (`heartbeat`).
+
+The agent side (pki, wire, agent, server) imports nothing of the engine
+(fencing, store, API): tests/test_layering.py enforces it.
 """

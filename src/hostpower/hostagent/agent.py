@@ -1,9 +1,10 @@
 """The host agent itself: what it answers to a heartbeat and how it runs a
 fence command, independent of how requests reach it (server.py).
 
-Input is validated field by field; errors name the field, never echo a
-value. The password is never logged: the one log line per fence command
-holds host, type, action, outcome, duration.
+Requests and answers are read and written with wire.py, which validates
+input field by field; errors name the field, never echo a value. The
+password is never logged: the one log line per fence command holds host,
+type, action, outcome, duration.
 """
 
 from __future__ import annotations
@@ -20,28 +21,25 @@ from pathlib import Path
 from typing import Any
 
 from hostpower import __version__
-from hostpower.fencing.drivers.base import DriverError, FenceDriver
+from hostpower.drivers.base import FenceDriver
+from hostpower.drivers.errors import DriverError, NoDriver
+from hostpower.drivers.registry import driver_for, local_agent_types
 from hostpower.hostagent import pki
-from hostpower.model import validate
-from hostpower.model.agenttypes import TYPE_RE
+from hostpower.hostagent.wire import (
+    FenceRequest, HeartbeatAnswer, fence_answer, validation_error_body,
+)
 from hostpower.model.errors import HostpowerError, ValidationError
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
-from hostpower.model.secret import Secret
 
 log = logging.getLogger("hostpower.hostagent")
 
 DEFAULT_PORT = 54321
 DEFAULT_CERT_DIR = Path("/etc/hostpower/agent")
 DEFAULT_FENCE_AGENTS_PATH = "/usr/sbin"
-HEARTBEAT_PATH = "/v1/heartbeat"
-FENCE_PATH = "/v1/fence"
-MAX_FENCE_TIMEOUT = 600.0
-DEFAULT_FENCE_TIMEOUT = 60.0
 # How long past its own timeout a driver may take before the agent gives up
 # waiting for it and answers "error" (the driver thread is left to finish).
 DRIVER_GRACE = 5.0
 AGENT_TYPES_TTL = 60.0
-_AGENT_FIELDS = frozenset({"type", "address", "port", "username", "password", "plug", "options"})
 
 
 class AgentStartError(HostpowerError):
@@ -130,79 +128,10 @@ class Faults:
 # --------------------------------------------------------------------------- the agent
 
 
-def parse_fence_request(body: object) -> tuple[AgentSpec, FenceAction, float]:
-    """Validate a /v1/fence body; raises ValidationError naming the field, never a value."""
-    if not isinstance(body, dict):
-        raise ValidationError("body", "must be a JSON object")
-    unknown = set(body) - {"agent", "action", "timeout", "prefer_native"}
-    if not isinstance(body.get("prefer_native", True), bool):
-        raise ValidationError("prefer_native", "must be true or false")
-    if unknown:
-        raise ValidationError(sorted(unknown)[0], "unknown field")
-    agent = body.get("agent")
-    if not isinstance(agent, dict):
-        raise ValidationError("agent", "must be an object")
-    unknown = set(agent) - _AGENT_FIELDS
-    if unknown:
-        raise ValidationError(f"agent.{sorted(unknown)[0]}", "unknown field")
-
-    agent_type = agent.get("type")
-    if not isinstance(agent_type, str) or not agent_type:
-        raise ValidationError("agent.type", "must be a non-empty string")
-    agent_type = agent_type.strip().lower().removeprefix("fence_")
-    if not TYPE_RE.match(agent_type):
-        raise ValidationError("agent.type", f"{agent_type!r} is not a fence agent type")
-
-    address = agent.get("address", "")
-    if not isinstance(address, str):
-        raise ValidationError("agent.address", "must be a string")
-    if address:
-        address = validate.address(address, "agent.address")
-    port = validate.port(agent.get("port"), "agent.port")
-    username = validate.single_line(agent.get("username") or "", "agent.username")
-    password = validate.single_line(agent.get("password") or "", "agent.password", secret=True)
-    plug = agent.get("plug")
-    if plug is not None:
-        plug = validate.single_line(plug, "agent.plug") or None
-
-    raw_options = agent.get("options") or []
-    if not isinstance(raw_options, list):
-        raise ValidationError("agent.options", "must be a list of [name, value] pairs")
-    pairs = []
-    for i, pair in enumerate(raw_options):
-        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
-                or not all(isinstance(p, str) for p in pair)):
-            raise ValidationError("agent.options",
-                                  f"entry {i + 1} is not a [name, value] pair of strings")
-        pairs.append((pair[0], pair[1]))
-    options = validate.options(pairs, "agent.options")
-
-    raw_action = body.get("action")
-    try:
-        action = FenceAction(raw_action)
-    except ValueError:
-        raise ValidationError("action", f"{raw_action!r} is not one of "
-                                        f"{', '.join(a.value for a in FenceAction)}") from None
-
-    timeout = body.get("timeout", DEFAULT_FENCE_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise ValidationError("timeout", "must be a number of seconds")
-    if not 0 < timeout <= MAX_FENCE_TIMEOUT:
-        raise ValidationError("timeout", f"{timeout!r} is out of range (0-{MAX_FENCE_TIMEOUT:g}]")
-
-    spec = AgentSpec(type=agent_type, address=address, username=username,
-                     password=Secret(password), port=port, plug=plug, options=options)
-    return spec, action, float(timeout)
-
-
 def _scrub(text: str, spec: AgentSpec) -> str:
     """Belt and braces: a driver must not echo the password, but never let it through."""
     secret = spec.password.reveal()
     return text.replace(secret, "********") if secret else text
-
-
-def _error_body(exc: ValidationError) -> dict[str, Any]:
-    return {"detail": str(exc), "field": exc.field}
 
 
 class HostAgent:
@@ -217,38 +146,26 @@ class HostAgent:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=config.max_parallel_fence, thread_name_prefix=f"fence-{config.host_name}")
         self._types_lock = threading.Lock()
-        self._types: tuple[float, list[str]] | None = None
+        self._types: tuple[float, frozenset[str]] | None = None
 
     # ---- heartbeat
 
-    def fence_agent_types(self) -> list[str]:
+    def fence_agent_types(self) -> frozenset[str]:
         """Agent types this host can run; cached, it only changes when packages are installed."""
-        from hostpower.fencing.drivers.registry import local_agent_types
-
         with self._types_lock:
             now = time.monotonic()
             if self._types is None or now - self._types[0] > AGENT_TYPES_TTL:
-                self._types = (now, sorted(local_agent_types(self.drivers)))
+                self._types = (now, local_agent_types(self.drivers))
             return self._types[1]
 
-    def heartbeat(self) -> dict[str, Any]:
+    def heartbeat(self) -> HeartbeatAnswer:
         """Identity and liveness; `uptime` counts from the start of this agent."""
-        return {
-            "host": self.config.host_name,
-            "boot_id": self.boot_id,
-            "uptime": round(time.monotonic() - self._started, 3),
-            "agent_version": __version__,
-            "fence_agent_types": self.fence_agent_types(),
-        }
+        return HeartbeatAnswer(host=self.config.host_name, boot_id=self.boot_id,
+                               uptime=time.monotonic() - self._started,
+                               agent_version=__version__,
+                               fence_agent_types=self.fence_agent_types())
 
     # ---- fence
-
-    def select_driver(self, spec: AgentSpec, prefer_native: bool | None = None) -> FenceDriver | None:
-        from hostpower.fencing.drivers.registry import select_driver
-
-        if prefer_native is None:
-            prefer_native = self.config.prefer_native
-        return select_driver(spec, self.drivers, prefer_native)
 
     def fence(self, spec: AgentSpec, action: FenceAction, timeout: float,
               prefer_native: bool | None = None) -> FenceResult:
@@ -262,9 +179,12 @@ class HostAgent:
             return FenceResult(action, Outcome.ERROR, _scrub(message, spec),
                                duration=time.monotonic() - started)
 
-        driver = self.select_driver(spec, prefer_native)
-        if driver is None:
-            return failed(f"no driver for agent type {spec.type} on this host")
+        if prefer_native is None:
+            prefer_native = self.config.prefer_native
+        try:
+            driver = driver_for(spec, self.drivers, prefer_native)
+        except NoDriver as exc:
+            return failed(exc.describe(f"no driver for agent type {spec.type} on this host"))
         name = driver.name or type(driver).__name__
         try:
             # The pool bounds how many fence agents run at once; the wait is
@@ -284,21 +204,22 @@ class HostAgent:
         return result
 
     def fence_request(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        """A /v1/fence request body in, (HTTP status, JSON answer) out."""
+        """A fence request body in, (HTTP status, JSON answer) out."""
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            return 400, _error_body(ValidationError("body", "is not valid JSON"))
+            return 400, validation_error_body(ValidationError("body", "is not valid JSON"))
         try:
-            spec, action, timeout = parse_fence_request(data)
+            request = FenceRequest.from_body(data)
         except ValidationError as exc:
             log.warning("fence refused host=%s: %s", self.config.host_name, exc)
-            return 400, _error_body(exc)
-        result = self.fence(spec, action, timeout, data.get("prefer_native"))
+            return 400, validation_error_body(exc)
+        spec, action = request.spec, request.action
+        result = self.fence(spec, action, request.timeout, request.prefer_native)
         log.info("fence host=%s type=%s action=%s outcome=%s duration=%.3fs",
                  self.config.host_name, spec.type, action.value, result.outcome.value,
                  result.duration)
-        return 200, result.to_dict()
+        return 200, fence_answer(result)
 
     def close(self) -> None:
         """Stop the worker pool; a fence run in progress finishes in the background."""

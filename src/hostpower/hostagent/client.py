@@ -35,34 +35,17 @@ from hostpower.hostagent.errors import (
     endpoint as _endpoint, find_ssl_error as _find_ssl_error,
 )
 from hostpower.hostagent.heartbeat import HeartbeatChannel
+from hostpower.hostagent.wire import (
+    FENCE_PATH, HEARTBEAT_PATH, FenceRequest, HeartbeatAnswer, read_error_body, read_fence_answer,
+)
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult
-
-HEARTBEAT_PATH = "/v1/heartbeat"
-FENCE_PATH = "/v1/fence"
-
-
-# --------------------------------------------------------------------------- answers
 
 
 @dataclass(frozen=True)
-class Heartbeat:
+class Heartbeat(HeartbeatAnswer):
     """An agent's answer to a heartbeat, and how long the round trip took."""
 
-    host: str
-    boot_id: str
-    uptime: float
-    agent_version: str
-    fence_agent_types: frozenset[str]
     round_trip: float
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], round_trip: float) -> "Heartbeat":
-        types = data["fence_agent_types"]
-        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
-            raise ValueError("fence_agent_types is not a list of strings")
-        return cls(host=str(data["host"]), boot_id=str(data["boot_id"]),
-                   uptime=float(data["uptime"]), agent_version=str(data["agent_version"]),
-                   fence_agent_types=frozenset(types), round_trip=round_trip)
 
 
 # --------------------------------------------------------------------------- the client
@@ -117,10 +100,11 @@ class AgentClient:
         data = await self._heartbeats.get(address, port, HEARTBEAT_PATH, timeout)
         round_trip = time.monotonic() - started
         try:
-            return Heartbeat.from_dict(data, round_trip)
-        except (KeyError, TypeError, ValueError) as exc:
+            answer = HeartbeatAnswer.from_body(data)
+        except ValueError as exc:
             raise AgentProtocolError(f"malformed heartbeat answer ({exc})", address, port) \
                 from None
+        return Heartbeat(**vars(answer), round_trip=round_trip)
 
     async def fence(self, address: str, port: int, spec: AgentSpec, action: FenceAction,
                     timeout: float, prefer_native: bool | None = None) -> FenceResult:
@@ -129,27 +113,12 @@ class AgentClient:
         A device failure is a FenceResult with outcome ERROR, not an exception;
         exceptions mean the agent itself could not be used.
         """
-        action = FenceAction(action)
-        body = {
-            "agent": {
-                "type": spec.type,
-                "address": spec.address,
-                "port": spec.port,
-                "username": spec.username,
-                "password": spec.password.reveal(),
-                "plug": spec.plug,
-                "options": [[k, v] for k, v in spec.options],
-            },
-            "action": action.value,
-            "timeout": timeout,
-        }
-        if prefer_native is not None:
-            body["prefer_native"] = prefer_native
+        body = FenceRequest(spec, FenceAction(action), timeout, prefer_native).to_body()
         data = await self._call("POST", address, port, FENCE_PATH, timeout + self.fence_margin,
                                 body=body, secret=spec.password.reveal())
         try:
-            return FenceResult.from_dict(data)
-        except (KeyError, TypeError, ValueError) as exc:
+            return read_fence_answer(data)
+        except ValueError as exc:
             raise AgentProtocolError(
                 _scrub(f"malformed fence answer ({exc})", spec.password.reveal()),
                 address, port) from None
@@ -247,14 +216,15 @@ class AgentClient:
 
 
 def _error_detail(response: httpx.Response) -> tuple[str, str | None]:
-    """The agent's own error text ({"detail", "field"}), or a trimmed raw body."""
+    """The agent's own error text and field (wire.error_body), or a trimmed raw body."""
     try:
         data = response.json()
     except ValueError:
         return response.text[:200].strip() or response.reason_phrase, None
-    if isinstance(data, dict) and "detail" in data:
-        field = data.get("field")
-        return str(data["detail"])[:500], field if isinstance(field, str) else None
+    refusal = read_error_body(data)
+    if refusal is not None:
+        detail, field = refusal
+        return detail[:500], field
     return str(data)[:200], None
 
 

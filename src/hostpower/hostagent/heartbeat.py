@@ -20,6 +20,7 @@ from hostpower.hostagent.errors import (
     AgentError, AgentProtocolError, AgentTimeout, AgentTLSError, AgentUnreachable,
     connect_reason, describe_ssl_error, find_ssl_error,
 )
+from hostpower.hostagent.wire import read_error_body
 
 MAX_ANSWER = 64 * 1024
 
@@ -114,7 +115,8 @@ class HeartbeatChannel:
         except ValueError:
             raise AgentProtocolError("answer is not JSON", address, port, status=status) from None
         if status != 200:
-            detail = data.get("detail", "") if isinstance(data, dict) else ""
+            refusal = read_error_body(data)
+            detail = refusal[0] if refusal is not None else ""
             raise AgentProtocolError(f"answered HTTP {status}: {detail}", address, port,
                                      status=status)
         if not isinstance(data, dict):

@@ -53,15 +53,17 @@ from typing import Any
 from cryptography import x509
 
 from hostpower import __version__
+from hostpower.drivers.registry import default_drivers
 from hostpower.hostagent import pki
+from hostpower.hostagent.agent import (  # noqa: F401  (re-exported: the agent's public API)
+    DEFAULT_CERT_DIR, DEFAULT_FENCE_AGENTS_PATH, DEFAULT_PORT,
+    AgentConfig, AgentStartError, Faults, HostAgent,
+)
+from hostpower.hostagent.wire import FENCE_PATH, HEARTBEAT_PATH, error_body
 from hostpower.model import validate
 from hostpower.model.errors import ValidationError
 
 log = logging.getLogger("hostpower.hostagent")
-from hostpower.hostagent.agent import (  # noqa: F401  (re-exported: the agent's public API)
-    DEFAULT_CERT_DIR, DEFAULT_FENCE_AGENTS_PATH, DEFAULT_PORT, FENCE_PATH, HEARTBEAT_PATH,
-    AgentConfig, AgentStartError, Faults, HostAgent, parse_fence_request, _error_body, _scrub,
-)
 
 MAX_BODY_BYTES = 64 * 1024
 HANDSHAKE_TIMEOUT = 10.0
@@ -111,18 +113,17 @@ class _Handler(BaseHTTPRequestHandler):
         if self._refused():
             return
         if self.path != HEARTBEAT_PATH:
-            self._send(404, {"detail": f"no such resource: {self.path[:100]}", "field": None})
+            self._send(404, error_body(f"no such resource: {self.path[:100]}"))
             return
         agent = self.server.agent
         agent.faults.pass_through()
-        self._send(200, agent.heartbeat())
+        self._send(200, agent.heartbeat().to_body())
 
     def do_POST(self) -> None:
         if self._refused():
             return
         if self.path != FENCE_PATH:
-            self._answer_early(404, {"detail": f"no such resource: {self.path[:100]}",
-                                     "field": None})
+            self._answer_early(404, error_body(f"no such resource: {self.path[:100]}"))
             return
         body = self._read_body()
         if body is None:
@@ -135,14 +136,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _method_not_allowed(self) -> None:
         if self._refused():
             return
-        self._answer_early(405, {"detail": f"method {self.command} not allowed", "field": None})
+        self._answer_early(405, error_body(f"method {self.command} not allowed"))
 
     do_PUT = do_DELETE = do_PATCH = _method_not_allowed
 
     def _refused(self) -> bool:
         if self.refusal is None:
             return False
-        self._answer_early(403, {"detail": self.refusal, "field": None})
+        self._answer_early(403, error_body(self.refusal))
         return True
 
     def _answer_early(self, status: int, payload: dict[str, Any]) -> None:
@@ -162,18 +163,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes | None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self._answer_early(411, {"detail": "body: send a Content-Length", "field": "body"})
+            self._answer_early(411, error_body("body: send a Content-Length", "body"))
             return None
         try:
             length = int(self.headers.get("Content-Length", "0"))
         except ValueError:
             length = -1
         if length < 0:
-            self._answer_early(400, {"detail": "body: bad Content-Length", "field": "body"})
+            self._answer_early(400, error_body("body: bad Content-Length", "body"))
             return None
         if length > MAX_BODY_BYTES:
-            self._answer_early(413, {"detail": f"body: larger than {MAX_BODY_BYTES} bytes",
-                                     "field": "body"})
+            self._answer_early(413, error_body(f"body: larger than {MAX_BODY_BYTES} bytes",
+                                               "body"))
             return None
         return self.rfile.read(length)
 
@@ -450,8 +451,6 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run_agent(argv: Sequence[str] | None = None) -> int:
     """The daemon: serve until SIGTERM or SIGINT, then shut down cleanly. Returns the exit code."""
-    from hostpower.fencing.drivers.registry import default_drivers
-
     args = _arguments(argv)
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -14,7 +14,7 @@ class HostpowerError(Exception):
     ├── SecretKeyError           store/crypto.py: the secret key file is unusable
     ├── AlreadyRunning           store/journal.py: a flow holds the host; join it
     ├── FlowFailed               fencing/flows.py: a step of a flow failed
-    ├── DriverError              fencing/drivers: a fence driver could not run
+    ├── DriverError              drivers/: a fence driver could not run
     ├── AgentError               hostagent/errors.py: talking to a host agent failed
     │   ├── AgentUnreachable, AgentTimeout, AgentTLSError, AgentProtocolError
     ├── AgentStartError          hostagent/agent.py: the agent cannot serve

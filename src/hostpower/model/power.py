@@ -93,22 +93,3 @@ class FenceResult:
     def ok(self) -> bool:
         """The command executed: the device answered (on, off, or done)."""
         return self.outcome in (Outcome.ON, Outcome.OFF)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "action": self.action.value,
-            "outcome": self.outcome.value,
-            "message": self.message,
-            "exit_code": self.exit_code,
-            "duration": round(self.duration, 6),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> "FenceResult":
-        return cls(
-            action=FenceAction(str(data["action"])),
-            outcome=Outcome(str(data["outcome"])),
-            message=str(data.get("message") or ""),
-            exit_code=None if data.get("exit_code") is None else int(data["exit_code"]),  # type: ignore[arg-type]
-            duration=float(data.get("duration") or 0.0),  # type: ignore[arg-type]
-        )

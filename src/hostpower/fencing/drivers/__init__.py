@@ -1,1 +1,0 @@
-"""Fence drivers: one small interface, several implementations."""
