@@ -40,6 +40,11 @@ def start(tmp: Path, doc: dict[str, Any] | None = None, loopback: bool = False,
     return start_lab(settings, topo, log=lambda m: None), settings
 
 
+def host_ns(lab: RunningLab, host: str) -> str:
+    """The network namespace of a lab host (named for the lab's instance)."""
+    return lab.instance.host_ns(lab.topo.host(host).index)
+
+
 def client(lab: RunningLab) -> AgentClient:
     d = lab.engine_cert_dir
     return AgentClient(d / "ca.crt", d / "engine.crt", d / "engine.key")
