@@ -138,11 +138,19 @@ def _root_links() -> list[str]:
             for line in ip("-o", "link", "show").splitlines()]
 
 
+def _unreachable_routes() -> list[str]:
+    return [line.strip() for line in ip("route", "show", "type", "unreachable").splitlines()]
+
+
+def _prefix_of(route: str) -> str:
+    """'unreachable 198.18.32.0/19 metric 4242' -> '198.18.32.0/19'"""
+    words = route.split()
+    return words[1] if len(words) > 1 else ""
+
+
 def guard_routes(inst: LabInstance) -> list[str]:
     """The instance's guard routes present in the root namespace."""
-    shown = ip("route", "show", "type", "unreachable").splitlines()
-    return [line.strip() for line in shown
-            if line.split()[1:2] and line.split()[1] in inst.ranges()]
+    return [line for line in _unreachable_routes() if _prefix_of(line) in inst.ranges()]
 
 
 def leftovers(inst: LabInstance | None = None) -> tuple[list[str], list[str]]:
@@ -160,18 +168,22 @@ def instances_present() -> set[LabInstance]:
     """Every instance that has a namespace, link or guard route on this machine."""
     namespaces, links = leftovers()
     present = {instance_of(name) for name in namespaces + links}
-    present |= {inst for inst in map(LabInstance, range(MAX_INSTANCES)) if guard_routes(inst)}
+    guarded = {_prefix_of(line) for line in _unreachable_routes()}
+    present |= {inst for inst in map(LabInstance, range(MAX_INSTANCES))
+                if guarded & set(inst.ranges())}
     return {i for i in present if i is not None}
 
 
 def ranges_in_use(inst: LabInstance) -> list[str]:
     """Routes and addresses of the root namespace inside the instance's
-    ranges other than its own guards: someone else (an older hostpower's
-    lab, a VPN) uses them, so this instance must not."""
+    ranges (call it once the instance's own leftovers are gone): someone
+    else (an older hostpower's lab, a VPN) uses them, so this instance must
+    not. Wider routes (a default route, an older lab's 198.18.0.0/15 guard)
+    do not count: the lab's more specific ones win over them."""
     used = []
     for prefix in inst.ranges():
         used += [line.strip() for line in ip("-o", "route", "show", "root", prefix).splitlines()
-                 if line.strip() and not line.startswith("unreachable")]
+                 if line.strip()]
         used += [" ".join(line.split()[1:4])
                  for line in ip("-o", "addr", "show", "to", prefix).splitlines() if line.strip()]
     return used
