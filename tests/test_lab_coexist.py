@@ -110,13 +110,13 @@ def test_an_owner_that_dies_frees_its_instance_and_its_processes_are_killed(tmp_
     run_dir = tmp_path / "run"
     owner = subprocess.Popen(
         [sys.executable, "-c",
-         "import os, subprocess, sys, time\n"
+         ("import os, subprocess, sys, time\n"
          "from pathlib import Path\n"
          "from hostpower.lab.instances import InstancePool\n"
          f"lease = InstancePool(Path({str(run_dir)!r}), manages_namespaces=False).reserve(False)\n"
          "child = subprocess.Popen(['sleep', '300'], env=lease.child_env(), start_new_session=True)\n"
          "print(lease.instance.number, child.pid, flush=True)\n"
-         "time.sleep(300)\n"],
+         "time.sleep(300)\n")],
         stdout=subprocess.PIPE, text=True)
     try:
         assert owner.stdout is not None
@@ -207,7 +207,7 @@ def test_two_labs_from_two_homes_run_side_by_side(first_lab: RunningLab, tmp_pat
             assert fence_via(lab, "k1-b", bmc, "status").outcome is Outcome.ON  # native driver
             wait_counts(lab, bmc.name, before, off=1, on=1, status=2)
             assert settled_counts(other, bmc.name) == other_before
-            wait_until(lambda: lab.lab.status()["hosts"]["k1-a"]["boots"] == 2, 10,
+            wait_until(lambda lab=lab: lab.lab.status()["hosts"]["k1-a"]["boots"] == 2, 10,
                        "k1-a to boot again")
         # A proxy of one lab cannot reach the other lab's BMCs: no route between instances.
         foreign = fence_via(one, "k1-b", two.topo.host("k1-a").bmcs[0], "status", timeout=5)

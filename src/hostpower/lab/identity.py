@@ -94,6 +94,9 @@ class LabInstance:
         return f"{self.front_subnet(0, True)}.1" if namespaced else "127.0.0.1"
 
 
+FIRST_INSTANCE = LabInstance(0)
+
+
 def instance_of(name: str) -> LabInstance | None:
     """The instance a namespace or link name belongs to (None: not a lab name,
     or one of an older hostpower without instance numbers, `hpl-…`)."""

@@ -121,7 +121,7 @@ class InstancePool:
         """The instance's owner lock if nobody holds it (call under _allocation)."""
         d = self.instance_dir(inst)
         d.mkdir(exist_ok=True)
-        f = open(d / "owner", "a+")
+        f = open(d / "owner", "a+")  # noqa: SIM115 - stays open: the open file holds the lock
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -32,7 +32,6 @@ class RunningLab:
     control: ControlServer
     run_dir: Path
     engine_cert_dir: Path
-
     lease: InstanceLease
 
     @property

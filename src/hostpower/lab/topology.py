@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from hostpower.lab.identity import MAX_CLUSTERS, LabInstance
+from hostpower.lab.identity import FIRST_INSTANCE, MAX_CLUSTERS, LabInstance
 from hostpower.model import validate
 from hostpower.model.errors import ValidationError
 
@@ -81,7 +81,7 @@ class Topology:
     bmc_username: str
     bmc_password: str
     boot_delay: float
-    instance: LabInstance = LabInstance(0)
+    instance: LabInstance = FIRST_INSTANCE
     # The claim on the instance (runner.load_topology takes it, stopping the
     # lab gives it back); not part of what a topology is.
     lease: InstanceLease | None = field(default=None, compare=False, repr=False)
@@ -137,7 +137,7 @@ def _field(data: Mapping[str, Any], key: str, path: str, kind: type, default: An
 
 
 def parse(doc: Any, namespaced: bool, bmc_port: int | None = None,
-          instance: LabInstance = LabInstance(0)) -> Topology:
+          instance: LabInstance = FIRST_INSTANCE) -> Topology:
     """Build a topology from its YAML document, addressed inside the lab
     instance's ranges; errors name the path."""
     if not isinstance(doc, Mapping):
