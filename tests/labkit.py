@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +20,7 @@ import yaml
 from conftest import require
 from hostpower.hostagent.client import AgentClient
 from hostpower.lab import netns
+from hostpower.lab.identity import LabInstance
 from hostpower.lab.runner import RunningLab, load_topology, start_lab
 from hostpower.lab.topology import LabBmc, Topology
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult
@@ -23,6 +28,16 @@ from hostpower.model.secret import Secret
 from hostpower.settings import Settings
 
 T = TypeVar("T")
+HOSTPOWER = str(Path(sys.executable).with_name("hostpower"))
+SMALL = """
+name: small
+boot_delay: 0.2
+data_centers:
+  - name: d1
+    clusters:
+      - name: k1
+        hosts: [{name: k1-a}, {name: k1-b}]
+"""
 
 
 def require_lab_tools(namespaces: bool = True) -> None:
@@ -38,6 +53,11 @@ def start(tmp: Path, doc: dict[str, Any] | None = None, loopback: bool = False,
     settings = Settings(home=tmp / "home", db_url=f"sqlite:///{tmp / 'engine.db'}")
     topo = load_topology(doc, loopback=loopback, boot_delay=boot_delay)
     return start_lab(settings, topo, log=lambda m: None), settings
+
+
+def host_ns(lab: RunningLab, host: str) -> str:
+    """The network namespace of a lab host (named for the lab's instance)."""
+    return lab.instance.host_ns(lab.topo.host(host).index)
 
 
 def client(lab: RunningLab) -> AgentClient:
@@ -122,3 +142,50 @@ def wait_all_agents(lab: RunningLab, timeout: float = 15) -> None:
                 return False
         return True
     wait_until(ready, timeout, "every agent to listen", step=0.1)
+
+
+# -- `hostpower lab start` as a separate process ---------------------------------------------
+
+def launch(tmp: Path, *args: str, home: str = "home", topology: str = SMALL
+           ) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """`hostpower lab start` with its own HOSTPOWER_HOME under tmp."""
+    (tmp / f"{home}.yaml").write_text(topology)
+    env = {**os.environ, "HOSTPOWER_HOME": str(tmp / home)}
+    proc = subprocess.Popen([HOSTPOWER, "lab", "start", "--topology", str(tmp / f"{home}.yaml"),
+                             *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    return proc, env
+
+
+def wait_started(proc: subprocess.Popen[str]) -> str:
+    out = []
+    assert proc.stdout is not None
+    for line in proc.stdout:  # bounded: the process prints a few dozen lines, then waits
+        out.append(line)
+        if "Ctrl-C stops" in line or "Traceback" in line:
+            break
+    return "".join(out)
+
+
+def interrupt(proc: subprocess.Popen[str]) -> str:
+    """Ctrl-C a launched lab (killed if it does not stop); the rest of its output."""
+    if proc.poll() is not None:
+        return proc.communicate(timeout=30)[0] or ""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=30)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate(timeout=30)[0]
+
+
+def announced_instance(start_output: str) -> LabInstance:
+    """The lab instance `hostpower lab start` announced."""
+    found = re.search(r"lab: instance (\d): names hpl(\d)-\*", start_output)
+    assert found and found.group(1) == found.group(2), start_output
+    return LabInstance(int(found.group(1)))
+
+
+def unreachable_routes() -> str:
+    return subprocess.run(["ip", "route", "show", "type", "unreachable"], capture_output=True,
+                          text=True, timeout=10).stdout

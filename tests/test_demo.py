@@ -3,6 +3,7 @@ an admin who can log in, and Ctrl-C leaving nothing behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from hostpower.lab import netns
+from hostpower.lab.identity import LabInstance
 from labkit import free_port, require_lab_tools
 
 pytestmark = pytest.mark.lab
@@ -50,12 +52,20 @@ def test_demo_serves_the_lab_inventory_and_stops_cleanly(tmp_path: Path) -> None
         status = subprocess.run([HOSTPOWER, "lab", "status"], env=env, capture_output=True,
                                 text=True, timeout=30)
         assert "c1-h1" in status.stdout
+        state = json.loads((tmp_path / "demo" / "lab" / "lab.json").read_text())
+        inst = LabInstance(state["instance"])
+        assert netns.leftovers(inst)[0]  # the lab's namespaces, named for its instance
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=60)[0]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # a failed assertion: still let the demo stop its lab
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     assert proc.returncode == 0, rest
     assert "demo: stopped, nothing left behind" in rest
-    assert netns.leftovers() == ([], [])
+    assert netns.leftovers(inst) == ([], [])
+    assert netns.guard_routes(inst) == []

@@ -15,8 +15,8 @@ from hostpower.lab import netns
 from hostpower.lab.runner import RunningLab
 from hostpower.model.power import Outcome
 from labkit import (
-    counts, fence_via, require_lab_tools, run, start, tcp_reachable_from, wait_all_agents,
-    wait_counts, wait_until,
+    counts, fence_via, host_ns, require_lab_tools, run, start, tcp_reachable_from,
+    wait_all_agents, wait_counts, wait_until,
 )
 
 pytestmark = pytest.mark.lab
@@ -28,7 +28,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
     running, _ = start(tmp_path_factory.mktemp("lab"))
     yield running
     running.stop()
-    assert netns.leftovers() == ([], [])
+    assert netns.leftovers(running.instance) == ([], [])
+    assert netns.guard_routes(running.instance) == []
 
 
 @pytest.fixture(autouse=True)
@@ -68,14 +69,13 @@ def fence_ipmilan_in(ns: str, bmc_address: str, action: str = "status") -> subpr
 
 
 def test_fence_ipmilan_works_from_a_host_on_the_bmcs_management_network(lab: RunningLab) -> None:
-    r = fence_ipmilan_in("hpl-h2", lab.topo.host("c1-h1").bmcs[0].address)
+    r = fence_ipmilan_in(host_ns(lab, "c1-h2"), lab.topo.host("c1-h1").bmcs[0].address)
     assert r.returncode == 0, r.stderr
     assert "Status: ON" in r.stdout
 
 
 def test_fence_ipmilan_fails_from_a_host_of_another_cluster(lab: RunningLab) -> None:
-    c2 = lab.topo.host("c2-h1")
-    r = fence_ipmilan_in(f"hpl-h{c2.index}", lab.topo.host("c1-h1").bmcs[0].address)
+    r = fence_ipmilan_in(host_ns(lab, "c2-h1"), lab.topo.host("c1-h1").bmcs[0].address)
     assert r.returncode == 1
     assert "Status: ON" not in r.stdout
 
@@ -185,8 +185,7 @@ def test_isolated_host_is_cut_off_from_the_engine_but_not_from_its_peers(lab: Ru
     lab.lab.fault("c1-h2", "isolate")
     with pytest.raises(AgentError):
         heartbeat(lab, "c1-h2", timeout=1)
-    peer = lab.topo.host("c2-h1")
-    assert tcp_reachable_from(f"hpl-h{peer.index}", h.front_address, h.agent_port)
+    assert tcp_reachable_from(host_ns(lab, "c2-h1"), h.front_address, h.agent_port)
     lab.lab.fault("c1-h2", "isolate", clear=True)
     assert heartbeat(lab, "c1-h2").host == "c1-h2"
 

@@ -6,45 +6,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from hostpower.lab import netns
 from hostpower.model.power import Outcome
-from labkit import fence_via, require_lab_tools, run, start, wait_until
+from labkit import (
+    HOSTPOWER, SMALL, announced_instance, fence_via, launch, require_lab_tools, run, start,
+    unreachable_routes, wait_started, wait_until,
+)
 
 pytestmark = pytest.mark.lab
-HOSTPOWER = str(Path(sys.executable).with_name("hostpower"))
-SMALL = """
-name: small
-boot_delay: 0.2
-data_centers:
-  - name: d1
-    clusters:
-      - name: k1
-        hosts: [{name: k1-a}, {name: k1-b}]
-"""
-
-
-def launch(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    (tmp_path / "small.yaml").write_text(SMALL)
-    env = {**os.environ, "HOSTPOWER_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen([HOSTPOWER, "lab", "start", "--topology", str(tmp_path / "small.yaml"),
-                             *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    return proc, env
-
-
-def wait_started(proc: subprocess.Popen[str]) -> str:
-    out = []
-    assert proc.stdout is not None
-    for line in proc.stdout:  # bounded: the process prints a few dozen lines, then waits
-        out.append(line)
-        if "Ctrl-C stops" in line or "Traceback" in line:
-            break
-    return "".join(out)
 
 
 def test_ctrl_c_stops_the_lab_and_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -53,7 +26,10 @@ def test_ctrl_c_stops_the_lab_and_leaves_nothing_behind(tmp_path: Path) -> None:
     try:
         text = wait_started(proc)
         assert "on network namespaces (management networks confined)" in text
-        assert "ip netns exec hpl-h1 fence_ipmilan" in text
+        inst = announced_instance(text)
+        assert f"ip netns exec hpl{inst.number}-h1 fence_ipmilan" in text
+        for prefix in inst.ranges():
+            assert f"unreachable {prefix} metric" in unreachable_routes()
         status = subprocess.run([HOSTPOWER, "lab", "status"], env=env, capture_output=True,
                                 text=True, timeout=30)
         assert "k1-a  on     running  1" in status.stdout
@@ -68,30 +44,32 @@ def test_ctrl_c_stops_the_lab_and_leaves_nothing_behind(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 0
     assert "lab: stopped, nothing left behind" in rest
-    assert netns.leftovers() == ([], [])
-    assert "unreachable 198.18.0.0/15" not in subprocess.run(
-        ["ip", "route", "show", "type", "unreachable"], capture_output=True, text=True).stdout
+    assert netns.leftovers(inst) == ([], [])
+    for prefix in inst.ranges():
+        assert f"unreachable {prefix}" not in unreachable_routes()
 
 
 def test_next_start_removes_what_a_crashed_lab_left_behind(tmp_path: Path) -> None:
     require_lab_tools()
     proc, env = launch(tmp_path)
-    wait_started(proc)
+    crashed = announced_instance(wait_started(proc))
     proc.kill()  # SIGKILL: no chance to clean up
     proc.wait()
-    namespaces, _ = netns.leftovers()
-    assert "hpl-front" in namespaces  # a crash leaves the lab's network behind
+    namespaces, _ = netns.leftovers(crashed)
+    assert crashed.front_ns in namespaces  # a crash leaves the lab's network behind
     proc, env = launch(tmp_path)
     try:
         text = wait_started(proc)
         assert "removed" in text and "leftovers of an earlier lab" in text
+        second = announced_instance(text)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
     r = subprocess.run([HOSTPOWER, "lab", "cleanup"], env=env, capture_output=True, text=True,
                        timeout=30)
     assert r.stdout.strip() == "nothing to clean up"
-    assert netns.leftovers() == ([], [])
+    assert netns.leftovers(crashed) == ([], []) and netns.leftovers(second) == ([], [])
+    assert netns.guard_routes(crashed) == [] and netns.guard_routes(second) == []
 
 
 def test_fault_without_a_running_lab_says_so(tmp_path: Path) -> None:
@@ -109,7 +87,7 @@ def test_loopback_mode_runs_without_namespaces(tmp_path: Path) -> None:
         assert not lab.topo.namespaced
         a, b = lab.topo.host("k1-a"), lab.topo.host("k1-b")
         assert a.front_address.startswith("127.18.") and a.bmcs[0].address.startswith("127.19.")
-        assert netns.leftovers() == ([], []) if netns.available() else True
+        assert netns.leftovers(lab.instance) == ([], []) if netns.available() else True
         assert fence_via(lab, "k1-b", a.bmcs[0], "status").outcome is Outcome.ON
         hb = run(lambda c: c.heartbeat(b.front_address, b.agent_port, 2), lab)
         assert hb.host == "k1-b"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import threading
 
@@ -35,15 +34,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     fault.set_defaults(func=inject)
     stop = lsub.add_parser("stop", help="stop the running lab")
     stop.set_defaults(func=stop_lab)
-    clean = lsub.add_parser("cleanup", help="remove namespaces and links a crashed lab left")
+    clean = lsub.add_parser("cleanup", help="remove what crashed labs left (running labs are kept)")
     clean.set_defaults(func=cleanup)
+    listing = lsub.add_parser("list", help="the labs running on this machine, any home")
+    listing.set_defaults(func=list_labs)
 
 
 def _control_url() -> str:
-    state = Settings.from_env().home / "lab" / "lab.json"
-    if not state.exists():
+    from hostpower.lab.runner import STATE_FILE, running_lab_state
+
+    home = Settings.from_env().home
+    if not (home / "lab" / STATE_FILE).exists():
         raise CliError("no lab is running (start one with 'hostpower lab start')")
-    return json.loads(state.read_text())["control"]
+    state = running_lab_state(home)
+    if state is None:
+        raise CliError(f"no lab is running from {home}: the one started there has died "
+                       f"('hostpower lab cleanup' removes what it left)")
+    return state["control"]
 
 
 def _call(method: str, path: str, body: dict | None = None) -> dict:
@@ -67,8 +74,11 @@ def start(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     mode = ("network namespaces (management networks confined)" if topo.namespaced else
             "loopback addresses, WITHOUT confinement (run as root for namespaces)")
+    inst = topo.instance
     print(f"lab: starting topology {topo.name!r}: {len(topo.hosts)} hosts, "
           f"{len(topo.bmcs)} BMCs, on {mode}", flush=True)
+    print(f"lab: instance {inst.number}: names {inst.prefix}*, addresses "
+          f"{' and '.join(inst.ranges(topo.namespaced))}", flush=True)
     done = threading.Event()
     running = start_lab(settings, topo, log=lambda m: print(m, flush=True), on_stop=done.set)
     try:
@@ -86,7 +96,7 @@ def start(args: argparse.Namespace) -> int:
                  " ".join(f"{b.address}:{b.port}" for b in h.bmcs)) for h in topo.hosts]
         print(table(rows, ("HOST", "CLUSTER", "AGENT", "BMC")))
         first = topo.hosts[0]
-        prefix = f"ip netns exec hpl-h{first.index} " if topo.namespaced else ""
+        prefix = f"ip netns exec {topo.instance.host_ns(first.index)} " if topo.namespaced else ""
         print(f"\nlab: try  {prefix}fence_ipmilan -P -a {first.bmcs[0].address} "
               f"-u {first.bmcs[0].port} -l {topo.bmc_username} -p {topo.bmc_password} -o status")
         print(f"lab: control API {running.control.url}; 'hostpower lab fault HOST FAULT'; "
@@ -125,8 +135,25 @@ def stop_lab(_: argparse.Namespace) -> int:
 
 
 def cleanup(_: argparse.Namespace) -> int:
-    from hostpower.lab import netns
-    removed = netns.teardown() if netns.available() else []
+    """Everything of every dead lab (any home); this home's state file only
+    if its lab is dead too."""
+    from hostpower.lab.instances import InstancePool
+    from hostpower.lab.runner import STATE_FILE, running_lab_state
+
+    removed = InstancePool().cleanup()
+    home = Settings.from_env().home
+    if running_lab_state(home) is None:
+        (home / "lab" / STATE_FILE).unlink(missing_ok=True)
     print("\n".join(removed) or "nothing to clean up")
-    (Settings.from_env().home / "lab" / "lab.json").unlink(missing_ok=True)
+    return 0
+
+
+def list_labs(_: argparse.Namespace) -> int:
+    from hostpower.lab.instances import InstancePool
+
+    running = InstancePool().running()
+    rows = [(inst.number, inst.prefix + "*", owner.get("pid"),
+             "namespaces" if owner.get("namespaced") else "loopback", owner.get("home"))
+            for inst, owner in sorted(running.items(), key=lambda item: item[0].number)]
+    print(table(rows, ("INSTANCE", "NAMES", "PID", "MODE", "HOME")) if rows else "no lab is running")
     return 0

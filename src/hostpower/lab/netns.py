@@ -1,31 +1,25 @@
 """Real, confined lab networks out of Linux network namespaces (root only).
 
-    root ns (engine) --veth hpl-f0 198.18.0.1/16-- [hpl-front: bridge] --veth-- [hpl-hN: host N, eth0]
-    [hpl-hN] --veth mN 198.19.n.2xx/24-- [hpl-mN: bridge, BMC addresses 198.19.n.x/24]
-    root ns --veth hpl-eN 198.19.n.1/24-- [hpl-mN]     (only where the topology grants engine access)
+For lab instance N (names and ranges: identity.py):
+
+    root ns (engine) --veth hplN-f0 198.18.32N.1/19-- [hplN-front: bridge] --veth-- [hplN-hI: host I, eth0]
+    [hplN-hI] --veth mn 198.19.(32N+n).2xx/24-- [hplN-mn: bridge, BMC addresses]
+    root ns --veth hplN-en 198.19.(32N+n).1/24-- [hplN-mn]   (only where the topology grants engine access)
 
 A BMC is reachable only from namespaces with a leg on its management
-network; everything the lab creates is named hpl-* so that a later start can
-remove what a crashed one left behind.
+network. Everything an instance creates carries its name prefix (`hplN-`)
+or lies in its ranges, so that what a crashed instance left behind can be
+removed without touching another instance's lab.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import time
 
+from hostpower.lab.identity import GUARD_METRIC, MAX_INSTANCES, LabInstance, instance_of
+from hostpower.lab.processes import kill_and_wait
 from hostpower.lab.topology import Topology
-
-PREFIX = "hpl-"
-FRONT_NS = "hpl-front"
-# The whole benchmark range the lab uses. While the lab exists, the root
-# namespace gets an `unreachable` route for it, so traffic to a lab address
-# without a lab link (a BMC network the engine has no leg on) fails at once
-# instead of leaving the machine by the default route. The lab's own links
-# are more specific routes and win.
-LAB_RANGE = "198.18.0.0/15"
 
 
 class NetnsError(Exception):
@@ -40,14 +34,6 @@ def ip(*args: str, ns: str | None = None) -> str:
     return proc.stdout
 
 
-def host_ns(index: int) -> str:
-    return f"hpl-h{index}"
-
-
-def mgmt_ns(index: int) -> str:
-    return f"hpl-m{index}"
-
-
 def available() -> bool:
     """Namespace mode needs root and a working `ip netns`."""
     if os.geteuid() != 0:
@@ -58,6 +44,8 @@ def available() -> bool:
     except (NetnsError, OSError):
         return False
 
+
+# -- building ---------------------------------------------------------------------------
 
 def _veth(a: str, a_ns: str | None, b: str, b_ns: str) -> None:
     args = ["link", "add", a]
@@ -78,40 +66,54 @@ def _enslave(ns: str, link: str) -> None:
     ip("link", "set", link, "up", ns=ns)
 
 
+def add_guards(inst: LabInstance) -> None:
+    """`unreachable` routes for the instance's two ranges in the root
+    namespace, so traffic to a lab address without a lab link (a BMC network
+    the engine has no leg on, a link not built yet or already gone) fails at
+    once instead of leaving the machine by the default route. The lab's own
+    links are more specific (management legs) or have a lower metric (the
+    front uplink, same /19) and win."""
+    for prefix in inst.ranges():
+        ip("route", "replace", "unreachable", prefix, "metric", str(GUARD_METRIC))
+
+
 def build(topo: Topology) -> None:
-    """Create every namespace, bridge, link and address of the topology."""
-    ip("route", "replace", "unreachable", LAB_RANGE)
-    _bridge_ns(FRONT_NS)
-    _veth("hpl-f0", None, "up0", FRONT_NS)
-    _enslave(FRONT_NS, "up0")
-    ip("addr", "add", f"{topo.engine_front_address}/16", "dev", "hpl-f0")
-    ip("link", "set", "hpl-f0", "up")
+    """Create every namespace, bridge, link and address of the topology,
+    named and addressed for its lab instance."""
+    inst = topo.instance
+    add_guards(inst)
+    _bridge_ns(inst.front_ns)
+    _veth(inst.uplink, None, "up0", inst.front_ns)
+    _enslave(inst.front_ns, "up0")
+    ip("addr", "add", f"{topo.engine_front_address}/19", "dev", inst.uplink)
+    ip("link", "set", inst.uplink, "up")
 
     for net in topo.networks:
-        ns = mgmt_ns(net.index)
+        ns = inst.mgmt_ns(net.index)
         _bridge_ns(ns)
         for bmc in (b for b in topo.bmcs if b.network == net.name):
             ip("addr", "add", f"{bmc.address}/24", "dev", "br0", ns=ns)
         if net.engine_access:
-            _veth(f"hpl-e{net.index}", None, "eng", ns)
+            leg = inst.engine_leg(net.index)
+            _veth(leg, None, "eng", ns)
             _enslave(ns, "eng")
-            ip("addr", "add", f"{net.engine_address}/24", "dev", f"hpl-e{net.index}")
-            ip("link", "set", f"hpl-e{net.index}", "up")
+            ip("addr", "add", f"{net.engine_address}/24", "dev", leg)
+            ip("link", "set", leg, "up")
 
     slots: dict[str, int] = {}
     for host in topo.hosts:
-        ns = host_ns(host.index)
+        ns = inst.host_ns(host.index)
         ip("netns", "add", ns)
         ip("link", "set", "lo", "up", ns=ns)
-        _veth("eth0", ns, f"h{host.index}", FRONT_NS)
-        _enslave(FRONT_NS, f"h{host.index}")
-        ip("addr", "add", f"{host.front_address}/16", "dev", "eth0", ns=ns)
+        _veth("eth0", ns, f"h{host.index}", inst.front_ns)
+        _enslave(inst.front_ns, f"h{host.index}")
+        ip("addr", "add", f"{host.front_address}/19", "dev", "eth0", ns=ns)
         ip("link", "set", "eth0", "up", ns=ns)
         for net_name in host.networks:
             net = topo.network(net_name)
             slots[net_name] = slots.get(net_name, 0) + 1
-            _veth(f"m{net.index}", ns, f"h{host.index}", mgmt_ns(net.index))
-            _enslave(mgmt_ns(net.index), f"h{host.index}")
+            _veth(f"m{net.index}", ns, f"h{host.index}", inst.mgmt_ns(net.index))
+            _enslave(inst.mgmt_ns(net.index), f"h{host.index}")
             ip("addr", "add", f"{net.host_address(slots[net_name])}/24", "dev", f"m{net.index}",
                ns=ns)
             ip("link", "set", f"m{net.index}", "up", ns=ns)
@@ -121,44 +123,101 @@ def isolate_from_engine(topo: Topology, host_index: int, isolated: bool) -> None
     """Cut (or restore) the host's path to the engine only: a blackhole route
     for the engine's address, so its peers still reach it."""
     verb = "add" if isolated else "del"
-    ip("route", verb, "blackhole", f"{topo.engine_front_address}/32", ns=host_ns(host_index))
+    ip("route", verb, "blackhole", f"{topo.engine_front_address}/32",
+       ns=topo.instance.host_ns(host_index))
 
 
-def leftovers() -> tuple[list[str], list[str]]:
-    namespaces = [line.split()[0] for line in ip("netns", "list").splitlines()
-                  if line.startswith(PREFIX)]
-    links = [line.split(":")[1].strip().split("@")[0]
-             for line in ip("-o", "link", "show").splitlines()
-             if line.split(":")[1].strip().startswith(PREFIX)]
-    return namespaces, links
+# -- what exists --------------------------------------------------------------------------
+
+def _namespaces() -> list[str]:
+    return [line.split()[0] for line in ip("netns", "list").splitlines() if line.strip()]
 
 
-def teardown() -> list[str]:
-    """Kill whatever still runs in hpl-* namespaces, then delete them and the
-    root-side links. Returns what was removed."""
-    removed = []
+def _root_links() -> list[str]:
+    return [line.split(":")[1].strip().split("@")[0]
+            for line in ip("-o", "link", "show").splitlines()]
+
+
+def _unreachable_routes() -> list[str]:
+    return [line.strip() for line in ip("route", "show", "type", "unreachable").splitlines()]
+
+
+def _prefix_of(route: str) -> str:
+    """'unreachable 198.18.32.0/19 metric 4242' -> '198.18.32.0/19'"""
+    words = route.split()
+    return words[1] if len(words) > 1 else ""
+
+
+def guard_routes(inst: LabInstance) -> list[str]:
+    """The instance's guard routes present in the root namespace."""
+    return [line for line in _unreachable_routes() if _prefix_of(line) in inst.ranges()]
+
+
+def leftovers(inst: LabInstance | None = None) -> tuple[list[str], list[str]]:
+    """Namespaces and root-namespace links named for the instance (for any
+    instance when None). Names of an older hostpower without instance
+    numbers (`hpl-…`) are never counted: nothing tells whether their lab
+    still runs."""
+    def ours(name: str) -> bool:
+        owner = instance_of(name)
+        return owner is not None and (inst is None or owner == inst)
+    return [n for n in _namespaces() if ours(n)], [link for link in _root_links() if ours(link)]
+
+
+def instances_present() -> set[LabInstance]:
+    """Every instance that has a namespace, link or guard route on this machine."""
     namespaces, links = leftovers()
+    present = {instance_of(name) for name in namespaces + links}
+    guarded = {_prefix_of(line) for line in _unreachable_routes()}
+    present |= {inst for inst in map(LabInstance, range(MAX_INSTANCES))
+                if guarded & set(inst.ranges())}
+    return {i for i in present if i is not None}
+
+
+def ranges_in_use(inst: LabInstance) -> list[str]:
+    """Routes and addresses of the root namespace inside the instance's
+    ranges (call it once the instance's own leftovers are gone): someone
+    else (an older hostpower's lab, a VPN) uses them, so this instance must
+    not. Wider routes (a default route, an older lab's 198.18.0.0/15 guard)
+    do not count: the lab's more specific ones win over them."""
+    used = []
+    for prefix in inst.ranges():
+        used += [line.strip() for line in ip("-o", "route", "show", "root", prefix).splitlines()
+                 if line.strip()]
+        used += [" ".join(line.split()[1:4])
+                 for line in ip("-o", "addr", "show", "to", prefix).splitlines() if line.strip()]
+    return used
+
+
+# -- removing -----------------------------------------------------------------------------
+
+def _kill_everything_in(namespaces: list[str]) -> None:
+    pids: list[int] = []
     for ns in namespaces:
-        pids = [int(p) for p in ip("netns", "pids", ns).split()]
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 5
-        while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if os.path.exists(f"/proc/{p}")]
-            time.sleep(0.02)
+        pids += [int(p) for p in ip("netns", "pids", ns).split()]
+    kill_and_wait(pids)
+
+
+def teardown(inst: LabInstance) -> list[str]:
+    """Kill whatever still runs in the instance's namespaces, then delete
+    them, its root-side links and its guard routes. Returns what was removed.
+    Only ever called by the instance's owner or for an instance nobody owns."""
+    removed = []
+    namespaces, _ = leftovers(inst)
+    _kill_everything_in(namespaces)
     for ns in namespaces:
         ip("netns", "del", ns)
         removed.append(f"netns {ns}")
-    for link in leftovers()[1]:
+    for link in leftovers(inst)[1]:
         try:
             ip("link", "del", link)
         except NetnsError:
             pass  # gone with its peer's namespace
         removed.append(f"link {link}")
-    if f"unreachable {LAB_RANGE}" in ip("route", "show", "type", "unreachable"):
-        ip("route", "del", "unreachable", LAB_RANGE)
-        removed.append(f"route unreachable {LAB_RANGE}")
+    for route in guard_routes(inst):
+        try:
+            ip("route", "del", *route.split())
+        except NetnsError:
+            pass  # removed meanwhile
+        removed.append(f"route {route}")
     return removed

@@ -1,6 +1,8 @@
-"""Starting a whole lab: topology, certificates, processes, control API.
+"""Starting a whole lab: instance, topology, certificates, processes,
+control API.
 
-Shared by `hostpower lab start` and by the tests, so both run the same thing.
+Shared by `hostpower lab start`, `hostpower demo`, the benchmarks and the
+tests, so all run the same thing.
 """
 
 from __future__ import annotations
@@ -14,9 +16,14 @@ from typing import Any
 from hostpower.hostagent.pki import CertificateAuthority, enroll_host, ensure_engine_certificate
 from hostpower.lab import netns
 from hostpower.lab.control import ControlServer
+from hostpower.lab.errors import LabError
+from hostpower.lab.identity import LabInstance
+from hostpower.lab.instances import InstanceLease, InstancePool
 from hostpower.lab.supervisor import Lab
 from hostpower.lab.topology import Topology, default_document, parse
 from hostpower.settings import Settings
+
+STATE_FILE = "lab.json"   # under $HOSTPOWER_HOME/lab: how the lab commands find the running lab
 
 
 @dataclass
@@ -25,31 +32,85 @@ class RunningLab:
     control: ControlServer
     run_dir: Path
     engine_cert_dir: Path
+    lease: InstanceLease
 
     @property
     def topo(self) -> Topology:
         return self.lab.topo
 
+    @property
+    def instance(self) -> LabInstance:
+        return self.lease.instance
+
     def stop(self) -> None:
         self.control.stop()
         self.lab.stop()
-        (self.run_dir / "lab.json").unlink(missing_ok=True)
+        (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+        self.lease.release()  # last: the instance is free only once nothing of it is left
 
 
-def load_topology(doc: Any | None, loopback: bool, boot_delay: float | None = None) -> Topology:
+def load_topology(doc: Any | None, loopback: bool, boot_delay: float | None = None,
+                  pool: InstancePool | None = None) -> Topology:
+    """Parse the topology and claim a lab instance for it: names and
+    addresses depend on the instance, so the topology is final (its
+    inventory document can be loaded) before the lab starts. start_lab runs
+    it and the lab's stop gives the instance back; a topology never started
+    gives it back when garbage-collected (its lock file closes)."""
     namespaced = not loopback and netns.available()
-    topo = parse(doc if doc is not None else default_document(), namespaced=namespaced)
-    if boot_delay is not None:
-        topo = Topology(**{**topo.__dict__, "boot_delay": boot_delay})
-    return topo
+    doc = doc if doc is not None else default_document()
+    parse(doc, namespaced=namespaced)  # refuse an invalid document before claiming anything
+    lease = (pool or InstancePool()).reserve(namespaced)
+    try:
+        topo = parse(doc, namespaced=namespaced, instance=lease.instance)
+    except BaseException:
+        lease.release()
+        raise
+    return Topology(**{**topo.__dict__, "lease": lease,
+                       **({"boot_delay": boot_delay} if boot_delay is not None else {})})
+
+
+def running_lab_state(home: Path) -> dict[str, Any] | None:
+    """What the lab started from this home recorded, if it still runs; None
+    when no lab was started from it or the one that was has died."""
+    path = home / "lab" / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    pool = InstancePool(Path(state["runtime"])) if state.get("runtime") else None
+    if pool is None or "instance" not in state:
+        return state  # written by an older hostpower: trust it as before
+    owner = pool.running().get(LabInstance(int(state["instance"])))
+    return state if owner and owner.get("pid") == state.get("pid") else None
 
 
 def start_lab(settings: Settings, topo: Topology, fence_agents_path: str = "/usr/sbin",
               log: Any = print, on_stop: Any = None) -> RunningLab:
     """Certificates from the engine's CA (so the engine can command the
-    agents), then the processes, then the control API."""
+    agents), then the processes, then the control API. One lab per home:
+    the lab commands find it through the home."""
+    lease = topo.lease
+    if lease is None or not lease.held:
+        raise LabError("the topology holds no lab instance (load it with load_topology)")
+    try:
+        running = _start(settings, topo, lease, fence_agents_path, log, on_stop)
+    except BaseException:
+        lease.release()
+        raise
+    return running
+
+
+def _start(settings: Settings, topo: Topology, lease: InstanceLease, fence_agents_path: str,
+           log: Any, on_stop: Any) -> RunningLab:
     settings.ensure_home()
     run_dir = settings.home / "lab"
+    other = running_lab_state(settings.home)
+    if other is not None:
+        raise LabError(f"a lab started from {settings.home} is running (pid {other.get('pid')}, "
+                       f"instance {other.get('instance')}): stop it first")
+    lease.record(namespaced=topo.namespaced, home=str(settings.home))
+    if lease.removed:
+        log(f"lab: removed {len(lease.removed)} leftovers of an earlier lab")
     ca = CertificateAuthority.load_or_create(settings.pki_dir)
     engine_cert_dir = settings.pki_dir / "engine"
     ensure_engine_certificate(ca, engine_cert_dir)
@@ -57,13 +118,19 @@ def start_lab(settings: Settings, topo: Topology, fence_agents_path: str = "/usr
     for host in topo.hosts:
         cert_dirs[host.name] = run_dir / "certs" / host.name
         enroll_host(ca, host.name, [host.front_address], cert_dirs[host.name])
-    lab = Lab(topo, run_dir, cert_dirs, fence_agents_path, log=log)
+    lab = Lab(topo, run_dir, cert_dirs, fence_agents_path, log=log, child_env=lease.child_env())
     lab.start()
     holder: dict[str, RunningLab] = {}
-    control = ControlServer(lab, on_stop=lambda: (on_stop or holder["lab"].stop)()).start()
-    running = RunningLab(lab, control, run_dir, engine_cert_dir)
+    try:
+        control = ControlServer(lab, on_stop=lambda: (on_stop or holder["lab"].stop)()).start()
+    except BaseException:
+        lab.stop()
+        raise
+    running = RunningLab(lab, control, run_dir, engine_cert_dir, lease)
     holder["lab"] = running
-    (run_dir / "lab.json").write_text(json.dumps({
+    inst = lease.instance
+    (run_dir / STATE_FILE).write_text(json.dumps({
         "pid": os.getpid(), "control": control.url, "topology": topo.name,
-        "namespaced": topo.namespaced}))
+        "namespaced": topo.namespaced, "instance": inst.number, "runtime": str(lease.pool.dir),
+        "prefix": inst.prefix, "ranges": list(inst.ranges(topo.namespaced))}))
     return running

@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from hostpower.lab import netns
+from hostpower.lab.errors import LabError
 from hostpower.lab.topology import LabHost, Topology
 
+__all__ = ["FAULTS", "Lab", "LabError"]
+
 FAULTS = ("agent_hang", "agent_crash", "bmc_unresponsive", "isolate")
-
-
-class LabError(Exception):
-    """The lab could not start, or a request to it was invalid."""
 
 
 @dataclass
@@ -57,8 +56,12 @@ class HostState:
 class Lab:
     def __init__(self, topo: Topology, run_dir: Path, cert_dirs: dict[str, Path],
                  fence_agents_path: str = "/usr/sbin",
-                 log: Callable[[str], None] = lambda msg: None) -> None:
+                 log: Callable[[str], None] = lambda msg: None,
+                 child_env: dict[str, str] | None = None) -> None:
+        """child_env: the environment of every process the lab starts (it
+        carries the instance's marker, instances.MARKER)."""
         self.topo = topo
+        self.child_env = child_env
         self.run_dir = run_dir
         self.cert_dirs = cert_dirs
         self.fence_agents_path = fence_agents_path
@@ -76,9 +79,6 @@ class Lab:
     def start(self, timeout: float = 60.0) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.topo.namespaced:
-            removed = netns.teardown()
-            if removed:
-                self.log(f"lab: removed {len(removed)} leftovers of an earlier lab")
             netns.build(self.topo)
         deadline = time.monotonic() + timeout
         try:
@@ -113,7 +113,7 @@ class Lab:
                 _signal(p, signal.SIGKILL)
                 p.wait(timeout=5)
         if self.topo.namespaced:
-            netns.teardown()
+            netns.teardown(self.topo.instance)
 
     # -- processes -----------------------------------------------------------------
 
@@ -129,8 +129,10 @@ class Lab:
         }
         log = (self.run_dir / f"bmc-{network}.log").open("ab")
         proc = subprocess.Popen(
-            self._in_ns(netns.mgmt_ns(net.index)) + [sys.executable, "-m", "hostpower.lab.bmcserver"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+            self._in_ns(self.topo.instance.mgmt_ns(net.index))
+            + [sys.executable, "-m", "hostpower.lab.bmcserver"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+            env=self.child_env)
         assert proc.stdin is not None and proc.stdout is not None
         # The password goes over stdin, never argv.
         proc.stdin.write((json.dumps(spec) + "\n").encode())
@@ -200,14 +202,14 @@ class Lab:
     def _start_agent(self, state: HostState) -> None:
         h = state.host
         log = (self.run_dir / f"agent-{h.name}.log").open("ab")
-        cmd = self._in_ns(netns.host_ns(h.index)) + [
+        cmd = self._in_ns(self.topo.instance.host_ns(h.index)) + [
             sys.executable, "-m", "hostpower.hostagent.server",
             "--bind", f"{h.front_address}:{h.agent_port}", "--host-name", h.name,
             "--cert-dir", str(self.cert_dirs[h.name]),
             "--fence-agents-path", self.fence_agents_path,
         ]
         state.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True)
+                                         start_new_session=True, env=self.child_env)
         state.agent = "running"
         state.boots += 1
 
@@ -273,6 +275,7 @@ class Lab:
         with self._lock:
             return {
                 "topology": self.topo.name, "namespaced": self.topo.namespaced,
+                "instance": self.topo.instance.number,
                 "hosts": {
                     name: {
                         "power": self._host_power(s.host), "agent": s.agent,

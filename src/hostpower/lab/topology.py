@@ -1,24 +1,29 @@
 """Lab topologies: data centers, clusters, simulated hosts, their BMCs and
 management networks, with every address assigned.
 
-Two address plans, one shape:
-* namespace mode (root): the front network is 198.18.0.0/16 (engine
-  198.18.0.1), cluster n's management network is 198.19.n.0/24;
-* loopback mode: the same numbers under 127.18.x.y and 127.19.n.x, with no
+Two address plans, one shape, both inside the lab instance's ranges
+(identity.py): with instance N and cluster n,
+* namespace mode (root): hosts on 198.18.(32N+n).x (engine 198.18.32N.1),
+  cluster n's management network 198.19.(32N+n).0/24;
+* loopback mode: the same numbers under 127.18 and 127.19, with no
   confinement at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from hostpower.lab.identity import FIRST_INSTANCE, MAX_CLUSTERS, LabInstance
 from hostpower.model import validate
 from hostpower.model.errors import ValidationError
+
+if TYPE_CHECKING:
+    from hostpower.lab.instances import InstanceLease
 
 AGENT_PORT = 54321
 
@@ -47,9 +52,9 @@ class LabHost:
 @dataclass(frozen=True)
 class MgmtNetwork:
     name: str          # the cluster's name
-    index: int         # n of 198.19.n.0/24
+    index: int         # n: the cluster's network within its lab instance, 1..31
     engine_access: bool
-    subnet_prefix: str  # "198.19.n" or "127.19.n"
+    subnet_prefix: str  # e.g. "198.19.33" (instance 1, n = 1) or "127.19.33"
 
     def host_address(self, slot: int) -> str:
         return f"{self.subnet_prefix}.{200 + slot}"
@@ -76,6 +81,10 @@ class Topology:
     bmc_username: str
     bmc_password: str
     boot_delay: float
+    instance: LabInstance = FIRST_INSTANCE
+    # The claim on the instance (runner.load_topology takes it, stopping the
+    # lab gives it back); not part of what a topology is.
+    lease: InstanceLease | None = field(default=None, compare=False, repr=False)
 
     @property
     def networks(self) -> tuple[MgmtNetwork, ...]:
@@ -83,7 +92,7 @@ class Topology:
 
     @property
     def engine_front_address(self) -> str:
-        return "198.18.0.1" if self.namespaced else "127.0.0.1"
+        return self.instance.engine_front_address(self.namespaced)
 
     @property
     def bmcs(self) -> tuple[LabBmc, ...]:
@@ -127,13 +136,14 @@ def _field(data: Mapping[str, Any], key: str, path: str, kind: type, default: An
     return value
 
 
-def parse(doc: Any, namespaced: bool, bmc_port: int | None = None) -> Topology:
-    """Build a topology from its YAML document; errors name the path."""
+def parse(doc: Any, namespaced: bool, bmc_port: int | None = None,
+          instance: LabInstance = FIRST_INSTANCE) -> Topology:
+    """Build a topology from its YAML document, addressed inside the lab
+    instance's ranges; errors name the path."""
     if not isinstance(doc, Mapping):
         raise ValidationError("topology", "must be a mapping")
     bmc_port = bmc_port or (623 if namespaced else 16230)
     creds = doc.get("bmc_credentials") or {}
-    prefix_front, prefix_mgmt = ("198.18", "198.19") if namespaced else ("127.18", "127.19")
     dcs: list[str] = []
     clusters: list[LabCluster] = []
     hosts: list[LabHost] = []
@@ -148,10 +158,11 @@ def parse(doc: Any, namespaced: bool, bmc_port: int | None = None) -> Topology:
             c_name = validate.name(_field(cl, "name", cpath, str), f"{cpath}.name")
             mgmt = cl.get("management") or {}
             n = len(clusters) + 1
-            if n > 250:
-                raise ValidationError(cpath, "at most 250 clusters")
+            if n > MAX_CLUSTERS:
+                raise ValidationError(cpath, f"at most {MAX_CLUSTERS} clusters (the management "
+                                             f"networks of one lab instance)")
             net = MgmtNetwork(c_name, n, bool(mgmt.get("engine_access", False)),
-                              f"{prefix_mgmt}.{n}")
+                              instance.mgmt_subnet(n, namespaced))
             clusters.append(LabCluster(c_name, dc_name, net))
             extra[c_name] = list(mgmt.get("extra_hosts") or [])
             for k, h in enumerate(_field(cl, "hosts", cpath, list)):
@@ -169,10 +180,11 @@ def parse(doc: Any, namespaced: bool, bmc_port: int | None = None) -> Topology:
                     raise ValidationError(cpath, "at most 99 hosts per cluster")
                 bmcs = tuple(
                     LabBmc(f"{h_name}-psu{p}" if psus > 1 else f"{h_name}-bmc", h_name, c_name,
-                           f"{prefix_mgmt}.{n}.{10 + slot + 100 * (p - 1)}", bmc_port)
+                           f"{net.subnet_prefix}.{10 + slot + 100 * (p - 1)}", bmc_port)
                     for p in range(1, psus + 1))
                 hosts.append(LabHost(h_name, idx, c_name, dc_name,
-                                     f"{prefix_front}.{n}.{10 + slot}", AGENT_PORT, bmcs,
+                                     f"{instance.front_subnet(n, namespaced)}.{10 + slot}",
+                                     AGENT_PORT, bmcs,
                                      (c_name,)))
     # Hosts a topology attaches to other clusters' management networks.
     by_name = {h.name: h for h in hosts}
@@ -191,7 +203,7 @@ def parse(doc: Any, namespaced: bool, bmc_port: int | None = None) -> Topology:
         clusters=tuple(clusters), hosts=tuple(hosts),
         bmc_username=str(creds.get("username", "admin")),
         bmc_password=str(creds.get("password", "lab-bmc-password")),
-        boot_delay=float(doc.get("boot_delay", 1.0)),
+        boot_delay=float(doc.get("boot_delay", 1.0)), instance=instance,
     )
 
 
