@@ -117,3 +117,6 @@ def test_text_with_a_nul_byte_is_refused_by_the_schema(ctx) -> None:  # type: ig
                      json={"name": "dc1", "description": "a\x00b"})
         assert r.status_code == 422 and r.json()["field"] == "description"
         assert api.get("/api/datacenters", headers=admin).json() == []
+        for name in ("host", "user"):
+            r = api.get("/api/events", headers=admin, params={name: "a\x00b"})
+            assert (r.status_code, r.json()["field"]) == (422, name), r.text

@@ -124,9 +124,9 @@ def event_out(e: Event) -> S.EventOut:
 
 @router.get("/events", response_model=list[S.EventOut], dependencies=[Depends(current_user)],
             responses=E.responses(400, 401, 404, 422, 503))
-def list_events(ctx: EngineCtx, host: str | None = None, severity: Severity | None = None,
+def list_events(ctx: EngineCtx, host: S.QueryText = None, severity: Severity | None = None,
                 since: S.IsoTime | None = None, operation: S.QueryId = None,
-                user: str | None = None,
+                user: S.QueryText = None,
                 limit: int = Query(500, ge=1, le=5000)) -> list[S.EventOut]:
     """Filters: host (name, address or id), severity (at least), since (ISO time),
     user (the engine user who did it or whom it is about: logins, writes, power requests)."""

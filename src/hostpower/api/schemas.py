@@ -23,7 +23,9 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 AgentOrder = Annotated[int, Field(ge=1, le=1000)]
 Percent = Annotated[int, Field(ge=0, le=100)]
 # Text a user gives: anything but a NUL byte, which PostgreSQL cannot store.
-Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, Field(pattern=NO_NUL)]
+QueryText = Annotated[str | None, Query(pattern=NO_NUL)]
 
 
 

@@ -13,11 +13,11 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hostpower.store import revisions
-from hostpower.store.dberrors import conflict_from, unavailable_from
+from hostpower.store.dberrors import conflict_from, refused_value_from, unavailable_from
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 log = logging.getLogger("hostpower.store")
@@ -117,6 +117,9 @@ class Database:
             except OperationalError as exc:
                 _rollback(session)
                 raise unavailable_from(exc) from exc
+            except DataError as exc:
+                _rollback(session)
+                raise refused_value_from(exc) from exc
             except BaseException:
                 _rollback(session)
                 raise

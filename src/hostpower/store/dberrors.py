@@ -8,7 +8,8 @@ in the repositories:
   It becomes a ConflictError naming the column and, where the database says
   it, the value;
 * an operational error: the disk is full, the file system is read-only, the
-  server is gone. It becomes StorageUnavailable naming the cause.
+  server is gone. It becomes StorageUnavailable naming the cause;
+* a data error: a value the database will not take. It becomes ValidationError.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
-from hostpower.model.errors import ConflictError, StorageUnavailable
+from hostpower.model.errors import ConflictError, StorageUnavailable, ValidationError
 
 # SQLite: "UNIQUE constraint failed: data_centers.name"
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (\w+)\.(\w+)")
@@ -71,6 +72,14 @@ def _bound_value(statement: str, params: Any, column: str) -> Any:
         return params[columns.index(column)]
     except (ValueError, IndexError):
         return None
+
+
+def refused_value_from(exc: DataError) -> ValidationError:
+    """A value the database will not take (a NUL byte in text on PostgreSQL, a
+    number beyond its column): the API schema refuses these first; this is the
+    net under every other path."""
+    first = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc).strip() else ""
+    return ValidationError("request", f"a value cannot be stored: {first or 'refused'}")
 
 
 def unavailable_from(exc: OperationalError) -> StorageUnavailable:
