@@ -41,7 +41,7 @@ def run(samples: int = 60) -> dict[str, object]:
             Users(s).add("bench", "admin", "bench-password")
         hid = host_id(ctx, "c1-h1")
     # (the in-process engine is stopped; the API is measured on a real `hostpower serve`)
-        from labkit import free_port
+        from helpers import free_port
         port = free_port()
         proc = _serve(settings, port)
         try:

@@ -12,7 +12,8 @@ from bench.labsetup import lab_and_engine
 from bench.stats import summary
 from enginekit import set_config, status_of
 from hostpower.model.inventory import HostStatus
-from labkit import wait_all_agents, wait_until
+from helpers import wait_until
+from labkit import wait_all_agents
 
 GRACE, INTERVAL = 5, 3
 

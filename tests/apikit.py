@@ -4,17 +4,18 @@ as schemathesis. Stopped by the test that starts it."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import Any
 
 import httpx
 import uvicorn
 
+from helpers import wait_until
 from hostpower.api.app import create_app
 from hostpower.context import EngineContext
 from hostpower.runtime import EngineRuntime
 from hostpower.store.users import Users
-from labkit import free_port, wait_until
 
 ADMIN, ADMIN_PASSWORD = "root", "admin-password"
 
@@ -30,11 +31,15 @@ class ServedApp:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "ServedApp":
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self._server = uvicorn.Server(uvicorn.Config(
-            self._app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        # Bound here, before uvicorn starts: no other process can take the port.
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self._server = uvicorn.Server(uvicorn.Config(self._app, log_level="warning",
+                                                     lifespan="on"))
+        self._thread = threading.Thread(target=self._server.run,
+                                        kwargs={"sockets": [self._socket]}, daemon=True)
         self._thread.start()
         server = self._server
         wait_until(lambda: server.started or not self._thread.is_alive(), 30, "uvicorn to start")
@@ -45,6 +50,7 @@ class ServedApp:
         assert self._server is not None and self._thread is not None
         self._server.should_exit = True
         self._thread.join(30)
+        self._socket.close()
 
     def admin_headers(self) -> dict[str, str]:
         """A bearer token of an admin (created on first use)."""

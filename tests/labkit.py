@@ -10,13 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from helpers import wait_until
 from conftest import require
 from hostpower.hostagent.client import AgentClient
 from hostpower.lab import netns
@@ -92,14 +92,6 @@ def counts(lab: RunningLab, bmc: str) -> dict[str, int]:
     return dict(lab.lab.status()["hosts"][bmc.rsplit("-", 1)[0]]["bmcs"][bmc]["counts"])
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, step: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def tcp_reachable_from(ns: str | None, address: str, port: int) -> bool:
@@ -113,10 +105,6 @@ def load_yaml(text: str) -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_counts(lab: RunningLab, bmc: str, base: dict[str, int], timeout: float = 5,

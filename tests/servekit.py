@@ -7,7 +7,6 @@ would (`engine_ca` for an engine-issued one).
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
 import sys
@@ -22,10 +21,6 @@ import pytest
 HOSTPOWER = [str(Path(sys.executable).with_name("hostpower"))]
 
 
-def free_port(address: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
 
 
 def engine_ca(home: Path) -> ssl.SSLContext:

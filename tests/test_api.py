@@ -8,6 +8,7 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
+from helpers import bearer
 from hostpower.api.app import create_app
 from hostpower.context import EngineContext
 from hostpower.store.configstore import ConfigStore
@@ -36,20 +37,14 @@ def configure(ctx: EngineContext, **values: object) -> None:
 NO_BACKOFF = {"LoginFailureBackoffInMs": 0}
 
 
-def token(api: TestClient, user: str, password: str) -> dict[str, str]:
-    r = api.post("/api/auth/token", json={"username": user, "password": password})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
-
-
 @pytest.fixture
 def admin(api: TestClient) -> dict[str, str]:
-    return token(api, "root", "admin-password")
+    return bearer(api, "root", "admin-password")
 
 
 @pytest.fixture
 def viewer(api: TestClient) -> dict[str, str]:
-    return token(api, "watcher", "viewer-password")
+    return bearer(api, "watcher", "viewer-password")
 
 
 @pytest.fixture

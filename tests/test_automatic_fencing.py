@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from helpers import wait_until
 from enginekit import (
     SCENARIO_TOPOLOGY, EngineThread, engine_context, events, last_event_id, reset, set_config,
     status_of,
@@ -16,7 +17,7 @@ from hostpower.lab.runner import RunningLab
 from hostpower.model.inventory import HostStatus
 from hostpower.store.journal import Journal
 from labkit import (
-    counts, fence_via, load_yaml, require_lab_tools, start, wait_all_agents, wait_counts, wait_until,
+    counts, fence_via, load_yaml, require_lab_tools, start, wait_all_agents, wait_counts,
 )
 
 pytestmark = pytest.mark.lab
@@ -65,7 +66,7 @@ def operations(engine: EngineThread, name: str):  # type: ignore[no-untyped-def]
         return Journal(s).list(hid)
 
 
-def test_crashed_agent_gets_its_host_fenced_automatically_exactly_once(
+def test_auto_crashed_agent_gets_its_host_fenced_exactly_once(
         lab: RunningLab, engine: EngineThread) -> None:
     since = last_event_id(engine.ctx)
     before = counts(lab, "c1-h2-bmc")
@@ -84,7 +85,7 @@ def test_crashed_agent_gets_its_host_fenced_automatically_exactly_once(
                      ("fence.started", None), ("fence.succeeded", None), ("host.status", "up")]
 
 
-def test_host_cut_off_from_the_engine_is_fenced_through_a_peer(
+def test_auto_host_cut_off_from_the_engine_is_fenced_through_a_peer(
         lab: RunningLab, engine: EngineThread) -> None:
     def heal_on_power_off(event: dict) -> None:  # type: ignore[type-arg]
         if event == {"event": "power", "bmc": "c1-h1-bmc", "power": "off"}:
@@ -102,7 +103,7 @@ def test_host_cut_off_from_the_engine_is_fenced_through_a_peer(
     assert stop.proxies[0]["proxy"] in ("c1-h2", "c1-h3")  # a peer, not the engine
 
 
-def test_connectivity_broken_threshold_skips_fencing(lab: RunningLab, engine: EngineThread) -> None:
+def test_auto_connectivity_broken_threshold_skips_fencing(lab: RunningLab, engine: EngineThread) -> None:
     since = last_event_id(engine.ctx)
     before = {b: counts(lab, b) for b in ("c2-h1-bmc", "c2-h2-bmc")}
     lab.lab.fault("c2-h1", "agent_crash")
@@ -118,7 +119,7 @@ def test_connectivity_broken_threshold_skips_fencing(lab: RunningLab, engine: En
     assert not [o for o in operations(engine, "c2-h1") if o.origin == "automatic" and o.created_at.timestamp() > time.time() - 60]
 
 
-def test_startup_window_skips_fencing(lab: RunningLab, engine: EngineThread) -> None:
+def test_auto_startup_window_skips_fencing(lab: RunningLab, engine: EngineThread) -> None:
     set_config(engine.ctx, DisableFenceAtStartupInSec="3600")
     since = last_event_id(engine.ctx)
     before = counts(lab, "c3-h1-bmc")

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from servekit import engine_ca, free_port, running_engine
+from helpers import free_port
+from servekit import engine_ca, running_engine
 
 # The console script pip installed, as an operator runs it.
 HOSTPOWER = [str(Path(sys.executable).with_name("hostpower"))]

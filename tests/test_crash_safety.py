@@ -10,20 +10,23 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from helpers import bearer, free_port, wait_until
 from enginekit import SCENARIO_TOPOLOGY, engine_context, host_id, reset
 from hostpower.context import EngineContext
 from hostpower.lab.runner import RunningLab
 from hostpower.model.power import Outcome
 from hostpower.settings import Settings
 from hostpower.store.users import Users
+from servekit import running_engine
 from labkit import (
-    counts, fence_via, free_port, load_yaml, require_lab_tools, start, wait_all_agents,
-    wait_counts, wait_until,
+    counts, fence_via, load_yaml, require_lab_tools, start, wait_all_agents, wait_counts,
 )
 
 pytestmark = pytest.mark.lab
@@ -48,65 +51,44 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningLab
         lab.stop()
 
 
+@contextmanager
+def serving(settings: Settings, log: Path, failpoint: str | None = None) -> Iterator[Engine]:
+    """`hostpower serve` as a separate process (servekit), killable like a real
+    engine; with `failpoint`, it kills itself there."""
+    env = {**os.environ, "HOSTPOWER_HOME": str(settings.home), "HOSTPOWER_DB_URL": settings.db_url}
+    env.pop("HOSTPOWER_FAILPOINT", None)
+    if failpoint:
+        env["HOSTPOWER_FAILPOINT"] = failpoint
+    url = f"http://127.0.0.1:{free_port()}"
+    with running_engine(env, url, log, "--plain-http") as proc:  # loopback: plain is fine
+        yield Engine(url, proc, bearer(httpx, "ops", "ops-password", base=url))
+
+
+@dataclass
 class Engine:
-    """`hostpower serve` as a separate process, killable like a real engine."""
-
-    def __init__(self, settings: Settings, log: Path, failpoint: str | None = None) -> None:
-        self.port = free_port()
-        env = {**os.environ, "HOSTPOWER_HOME": str(settings.home), "HOSTPOWER_DB_URL": settings.db_url}
-        env.pop("HOSTPOWER_FAILPOINT", None)
-        if failpoint:
-            env["HOSTPOWER_FAILPOINT"] = failpoint
-        self.log = log.open("a")
-        self.proc = subprocess.Popen([HOSTPOWER, "serve", "--bind", f"127.0.0.1:{self.port}",
-                                      "--plain-http"],  # loopback: plain HTTP is fine here
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.port}"
-        wait_until(self._healthy, 30, "the engine to serve", step=0.1)
-        token = httpx.post(f"{self.url}/api/auth/token",
-                           json={"username": "ops", "password": "ops-password"}).json()["access_token"]
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def _healthy(self) -> bool:
-        assert self.proc.poll() is None, "engine exited during start-up"
-        try:
-            return httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
+    url: str
+    proc: subprocess.Popen[bytes]
+    headers: dict[str, str]
 
     def api(self, method: str, path: str, **kw) -> httpx.Response:  # type: ignore[no-untyped-def]
         return httpx.request(method, self.url + path, headers=self.headers, timeout=30, **kw)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
 
 @pytest.mark.parametrize("kill_point", KILL_POINTS)
-def test_engine_killed_mid_restart_resumes_and_fences_exactly_once(
+def test_crash_engine_killed_mid_restart_resumes_and_fences_exactly_once(
         world, kill_point: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     lab, settings, ctx = world
     reset(ctx, lab)
     target = "c1-h2"
     hid = host_id(ctx, target)
     before = counts(lab, f"{target}-bmc")
-    first = Engine(settings, tmp_path / "engine.log", failpoint=kill_point)
-    try:
+    with serving(settings, tmp_path / "engine.log", failpoint=kill_point) as first:
         r = first.api("POST", f"/api/hosts/{hid}/fence", json={"fence_type": "restart"})
         assert r.status_code == 202, r.text
         op_id = r.json()["id"]
         first.proc.wait(60)
         assert first.proc.returncode == -signal.SIGKILL, "the failpoint did not kill the engine"
-    finally:
-        first.stop()
-    second = Engine(settings, tmp_path / "engine.log")
-    try:
+    with serving(settings, tmp_path / "engine.log") as second:
         def finished() -> dict | None:  # type: ignore[type-arg]
             op = second.api("GET", f"/api/operations/{op_id}").json()
             return op if op["state"] != "running" else None
@@ -114,8 +96,6 @@ def test_engine_killed_mid_restart_resumes_and_fences_exactly_once(
         assert op["state"] == "succeeded", op["message"]
         kinds = [e["kind"] for e in second.api("GET", "/api/events",
                                                params={"operation": op_id}).json()]
-    finally:
-        second.stop()
     after = wait_counts(lab, f"{target}-bmc", before, off=1, on=1)
     assert (after["off"] - before["off"], after["on"] - before["on"]) == (1, 1), kill_point
     assert lab.lab.status()["hosts"][target]["power"] == "on"

@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from helpers import free_port
 from hostpower.lab import netns
 from hostpower.lab.identity import LabInstance
-from labkit import free_port, require_lab_tools
+from labkit import require_lab_tools
 
 pytestmark = pytest.mark.lab
 HOSTPOWER = str(Path(sys.executable).with_name("hostpower"))

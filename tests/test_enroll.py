@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from helpers import free_port
 from hostpower.hostagent.client import AgentClient
 from hostpower.hostagent.pki import CertificateAuthority, ensure_engine_certificate
 
@@ -29,14 +29,8 @@ data_centers:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.7.7", 0))
-        return s.getsockname()[1]
-
-
 def test_enrolled_host_agent_is_trusted_by_the_engine(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_port("127.0.7.7")
     env = {**os.environ, "HOSTPOWER_HOME": str(tmp_path / "engine")}
     env.pop("HOSTPOWER_DB_URL", None)
     assert subprocess.run([HOSTPOWER, "inventory", "load", "-"], input=INVENTORY % port, env=env,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import require
+from helpers import bearer, dummy_host
 from hostpower.api.app import create_app
 from hostpower.context import EngineContext
 from hostpower.inventory_file import load_document
@@ -62,24 +62,6 @@ FAST_CONFIG = {
 }
 
 
-def closed_port() -> int:
-    """A loopback port nobody listens on: the monitor's heartbeats fail at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def dummy_host(name: str, address: str, power: Path, **options: str) -> dict[str, Any]:
-    """A host in maintenance (the monitor leaves it alone) fenced by fence_dummy."""
-    return {
-        "name": name, "address": address, "agent_port": closed_port(), "status": "maintenance",
-        "power_management": {
-            "enabled": True, "automatic_pm_enabled": False, "pm_proxies": "engine",
-            "agents": [{"type": "dummy", "address": "10.99.0.1", "username": "admin",
-                        "password": SECRET,
-                        "options": {"type": "file", "status_file": str(power), **options}}]}}
-
-
 @dataclass
 class Engine:
     api: TestClient
@@ -112,12 +94,6 @@ class Engine:
             time.sleep(0.1)
 
 
-def token(api: TestClient, user: str, password: str) -> dict[str, str]:
-    r = api.post("/api/auth/token", json={"username": user, "password": password})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
-
-
 def prepare(ctx: EngineContext, tmp_path: Path) -> dict[str, Path]:
     """h1 answers at once; h2's stop takes about two seconds (fence_dummy delay=1),
     long enough to act on a running flow."""
@@ -125,8 +101,8 @@ def prepare(ctx: EngineContext, tmp_path: Path) -> dict[str, Path]:
     for path in power.values():
         path.write_text("on")
     doc = {"config": FAST_CONFIG, "data_centers": [{"name": "dc1", "clusters": [{
-        "name": "c1", "hosts": [dummy_host("h1", "127.0.0.11", power["h1"]),
-                                dummy_host("h2", "127.0.0.12", power["h2"], delay="1")]}]}]}
+        "name": "c1", "hosts": [dummy_host("h1", "127.0.0.11", power["h1"], SECRET),
+                                dummy_host("h2", "127.0.0.12", power["h2"], SECRET, delay="1")]}]}]}
     with ctx.db.session() as s:
         load_document(Inventory(s, ctx.box, ctx.known_agent_types()), ConfigStore(s), doc)
         Users(s).add("root", "admin", "admin-password")
@@ -141,9 +117,9 @@ def engine(db_url: str, tmp_path: Path) -> Iterator[Engine]:
     power = prepare(ctx, tmp_path)
     try:
         with TestClient(create_app(ctx, EngineRuntime(ctx))) as api:
-            admin = token(api, "root", "admin-password")
+            admin = bearer(api, "root", "admin-password")
             hosts = {h["name"]: h["id"] for h in api.get("/api/hosts", headers=admin).json()}
-            yield Engine(api, admin, token(api, "watcher", "viewer-password"), hosts, power, ctx)
+            yield Engine(api, admin, bearer(api, "watcher", "viewer-password"), hosts, power, ctx)
     finally:
         ctx.close()
 
@@ -294,7 +270,7 @@ def test_joining_a_flow_names_both_users(engine: Engine) -> None:
         Users(s).add("other", "admin", "other-password")
     first = engine.fence("h2", "restart")
     assert first.status_code == 202, first.text
-    joined = engine.fence("h2", "stop", token(engine.api, "other", "other-password"))
+    joined = engine.fence("h2", "stop", bearer(engine.api, "other", "other-password"))
     assert (joined.json()["joined"], joined.json()["requested_by"]) == (True, "root")
     engine.wait(first.json()["id"])
     [event] = engine.events(host="h2", user="other")
@@ -343,7 +319,7 @@ def test_without_a_runtime_power_operations_answer_503(ctx: EngineContext) -> No
     with ctx.db.session() as s:
         Users(s).add("root", "admin", "admin-password")
     with TestClient(create_app(ctx)) as api:
-        admin = token(api, "root", "admin-password")
+        admin = bearer(api, "root", "admin-password")
         for fence_type in ("status", "restart"):
             r = api.post("/api/hosts/1/fence", json={"fence_type": fence_type}, headers=admin)
             assert r.status_code == 503

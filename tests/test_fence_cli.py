@@ -33,8 +33,9 @@ import httpx
 import pytest
 import yaml
 
+from helpers import dummy_host, free_port
 from conftest import _create_pg_database, _drop_pg_database, require
-from servekit import HOSTPOWER, engine_ca, free_port, running_engine
+from servekit import HOSTPOWER, engine_ca, running_engine
 
 FENCE_DUMMY = Path("/usr/sbin/fence_dummy")
 PASSWORD = "admin-password"
@@ -60,16 +61,9 @@ CONFIG = {
 }
 
 
-def dummy_host(n: int, power: Path, **options: str) -> dict[str, Any]:
-    """Host hN in maintenance, fenced by fence_dummy through the engine."""
-    return {
-        "name": f"h{n}", "address": f"127.0.0.{10 + n}", "agent_port": free_port(),
-        "status": "maintenance",
-        "power_management": {
-            "enabled": True, "automatic_pm_enabled": False, "pm_proxies": "engine",
-            "agents": [{"type": "dummy", "address": "10.99.0.1", "username": "admin",
-                        "password": SECRET,
-                        "options": {"type": "file", "status_file": str(power), **options}}]}}
+def host_n(n: int, power: Path, **options: str) -> dict[str, Any]:
+    """Host hN (address 127.0.0.1N), fenced by fence_dummy through the engine."""
+    return dummy_host(f"h{n}", f"127.0.0.{10 + n}", power, SECRET, **options)
 
 
 @dataclass
@@ -107,13 +101,13 @@ def prepare(env: dict[str, str], tmp: Path) -> dict[str, Path]:
     power = {f"h{n}": tmp / f"h{n}.power" for n in range(1, 9)}
     for path in power.values():
         path.write_text("on")
-    hosts = [dummy_host(n, power[f"h{n}"]) for n in (1, 2, 4, 5, 7)]
+    hosts = [host_n(n, power[f"h{n}"]) for n in (1, 2, 4, 5, 7)]
     # h3: its device cannot be switched (the status file's directory is missing).
     power["h3"] = tmp / "missing" / "h3.power"
-    hosts.append(dummy_host(3, power["h3"]))
+    hosts.append(host_n(3, power["h3"]))
     # h6, h8: a stop takes about three seconds (fence_dummy delay=2): time to act on a
     # running flow even on a busy machine.
-    hosts += [dummy_host(n, power[f"h{n}"], delay="2") for n in (6, 8)]
+    hosts += [host_n(n, power[f"h{n}"], delay="2") for n in (6, 8)]
     doc = {"config": CONFIG,
            "data_centers": [{"name": "dc1", "clusters": [{"name": "c1", "hosts": hosts}]}]}
     steps = [(("inventory", "load", "-"), yaml.safe_dump(doc)),

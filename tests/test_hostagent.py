@@ -40,6 +40,7 @@ from hostpower.hostagent.client import (
     AgentUnreachable,
     client_ssl_context,
 )
+from helpers import wait_until
 from hostpower.hostagent.server import (
     AgentConfig,
     AgentServer,
@@ -56,13 +57,6 @@ FENCE_DUMMY = Path("/usr/sbin/fence_dummy")
 PASSWORD = "pw-S3cret-4711-do-not-log"
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.005)
 
 
 # --------------------------------------------------------------------------- a test driver
@@ -612,7 +606,7 @@ def test_stop_is_bounded_with_held_requests_and_open_connections(lab: Lab,
 
     caller = threading.Thread(target=asyncio.run, args=(pending_call(),))
     caller.start()
-    wait_until(lambda: server.agent.faults.waiting == 1, what="a held request")
+    wait_until(lambda: server.agent.faults.waiting == 1, 10, "a held request", step=0.005)
     t0 = time.monotonic()
     assert server.stop(timeout=5)
     assert time.monotonic() - t0 < 5

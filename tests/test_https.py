@@ -21,11 +21,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from helpers import free_port
 from hostpower.cli.fence_cmd import warn_if_in_clear
 from hostpower.cli.transport import choose_transport, is_loopback, web_sans
 from hostpower.hostagent import pki
 from hostpower.model.errors import ValidationError
-from servekit import HOSTPOWER, engine_ca, free_port, running_engine
+from servekit import HOSTPOWER, engine_ca, running_engine
 
 PASSWORD = "https-admin-password"
 HSTS = "max-age=31536000"

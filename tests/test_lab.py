@@ -10,13 +10,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from helpers import wait_until
 from hostpower.hostagent.client import AgentError, AgentTimeout
 from hostpower.lab import netns
 from hostpower.lab.runner import RunningLab
 from hostpower.model.power import Outcome
 from labkit import (
-    counts, fence_via, host_ns, require_lab_tools, run, start, tcp_reachable_from,
-    wait_all_agents, wait_counts, wait_until,
+    counts, fence_via, host_ns, require_lab_tools, run, start, tcp_reachable_from, wait_all_agents, wait_counts,
 )
 
 pytestmark = pytest.mark.lab

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from helpers import wait_until
 from hostpower.lab import netns
 from hostpower.lab.errors import LabError
 from hostpower.lab.identity import MAX_CLUSTERS, MAX_INSTANCES, LabInstance
@@ -27,8 +28,7 @@ from hostpower.model.errors import ValidationError
 from hostpower.model.power import Outcome
 from hostpower.settings import Settings
 from labkit import (
-    HOSTPOWER, SMALL, announced_instance, counts, fence_via, host_ns, interrupt, launch, load_yaml,
-    require_lab_tools, run, start, tcp_reachable_from, wait_counts, wait_started, wait_until,
+    HOSTPOWER, SMALL, announced_instance, counts, fence_via, host_ns, interrupt, launch, load_yaml, require_lab_tools, run, start, tcp_reachable_from, wait_counts, wait_started,
 )
 
 # -- the pool and the identity, without a lab ---------------------------------------------------

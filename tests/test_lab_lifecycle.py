@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import wait_until
 from hostpower.lab import netns
 from hostpower.model.power import Outcome
 from labkit import (
-    HOSTPOWER, SMALL, announced_instance, fence_via, launch, require_lab_tools, run, start,
-    unreachable_routes, wait_started, wait_until,
+    HOSTPOWER, SMALL, announced_instance, fence_via, launch, require_lab_tools, run, start, unreachable_routes, wait_started,
 )
 
 pytestmark = pytest.mark.lab

@@ -78,7 +78,7 @@ def proxies_of(step_) -> list[str]:  # type: ignore[no-untyped-def]
     return [c["proxy"] for c in step_.proxies]
 
 
-def test_default_chain_picks_a_proxy_in_the_same_cluster(engine: EngineThread) -> None:
+def test_chain_default_picks_a_proxy_in_the_same_cluster(engine: EngineThread) -> None:
     result = status(engine, "c1-h1")
     assert result.outcome is Outcome.ON
     [command] = result.commands
@@ -86,14 +86,14 @@ def test_default_chain_picks_a_proxy_in_the_same_cluster(engine: EngineThread) -
     assert command.attempts[0].source == "cluster"
 
 
-def test_whole_cluster_down_falls_back_to_a_dc_proxy(engine: EngineThread) -> None:
+def test_chain_whole_cluster_down_falls_back_to_a_dc_proxy(engine: EngineThread) -> None:
     set_status(engine.ctx, "c1-h2", DOWN)
     set_status(engine.ctx, "c1-h3", HostStatus.MAINTENANCE)
     [command] = status(engine, "c1-h1").commands
     assert (command.proxy, command.attempts[-1].source) == ("c2-h1", "dc")
 
 
-def test_whole_data_center_down_falls_back_to_the_engine(engine: EngineThread) -> None:
+def test_chain_whole_data_center_down_falls_back_to_the_engine(engine: EngineThread) -> None:
     set_status(engine.ctx, "c3-h2", DOWN)
     result = status(engine, "c3-h1")
     assert result.outcome is Outcome.ON
@@ -101,7 +101,7 @@ def test_whole_data_center_down_falls_back_to_the_engine(engine: EngineThread) -
     assert [a.source for a in result.commands[0].attempts] == ["engine"]
 
 
-def test_proxy_dying_between_stop_and_start_hands_the_start_to_the_next_proxy(
+def test_chain_proxy_dying_between_stop_and_start_hands_the_start_to_the_next_proxy(
         lab: RunningLab, engine: EngineThread) -> None:
     def kill_proxy_once_off_is_done(event) -> None:  # type: ignore[no-untyped-def]
         d = event.details
@@ -120,7 +120,7 @@ def test_proxy_dying_between_stop_and_start_hands_the_start_to_the_next_proxy(
     assert tried == ["c1-h2", "c1-h3"]  # the dead proxy was tried, then the next one won
 
 
-def test_every_proxy_failing_gives_one_error_event_listing_them(
+def test_chain_every_proxy_failing_gives_one_error_event_listing_them(
         lab: RunningLab, engine: EngineThread) -> None:
     set_config(engine.ctx, FenceProxyImplicitPreferences="", FenceCommandTimeoutInSec="2")
     lab.lab.fault("c2-h2", "bmc_unresponsive")
@@ -139,14 +139,14 @@ def test_every_proxy_failing_gives_one_error_event_listing_them(
     assert [a["proxy"] for a in error.details["attempts"]] == ["c2-h1", "c3-h1"]
 
 
-def test_named_host_in_the_chain_is_used_first(engine: EngineThread) -> None:
+def test_chain_named_host_is_used_first(engine: EngineThread) -> None:
     set_chain(engine.ctx, "c1-h1", "c3-h2,cluster")
     [command] = status(engine, "c1-h1").commands
     assert command.proxy == "c3-h2"
     assert [a.source for a in command.attempts] == ["c3-h2"]
 
 
-def test_other_dc_finds_a_proxy_in_another_data_center(engine: EngineThread) -> None:
+def test_chain_other_dc_finds_a_proxy_in_another_data_center(engine: EngineThread) -> None:
     set_config(engine.ctx, FenceProxyImplicitPreferences="")
     set_chain(engine.ctx, "c1-h1", "other_dc")
     [command] = status(engine, "c1-h1").commands
@@ -155,7 +155,7 @@ def test_other_dc_finds_a_proxy_in_another_data_center(engine: EngineThread) -> 
     assert command.proxy == "c3-h2"
 
 
-def test_two_power_supplies_are_each_switched_once_and_verified(
+def test_group_two_power_supplies_are_each_switched_once_and_verified(
         lab: RunningLab, engine: EngineThread) -> None:
     before = {b: counts(lab, b) for b in ("c1-h3-psu1", "c1-h3-psu2")}
     op = run_flow(engine, "c1-h3", "restart")
@@ -166,7 +166,7 @@ def test_two_power_supplies_are_each_switched_once_and_verified(
         assert (after["off"] - before[b]["off"], after["on"] - before[b]["on"]) == (1, 1)
 
 
-def test_fence_request_for_a_host_already_in_a_flow_joins_it(
+def test_flow_request_for_a_host_already_in_a_flow_joins_it(
         lab: RunningLab, engine: EngineThread) -> None:
     before = counts(lab, "c2-h1-bmc")
     hid = host_id(engine.ctx, "c2-h1")
@@ -183,7 +183,7 @@ def test_fence_request_for_a_host_already_in_a_flow_joins_it(
     assert len(events(engine.ctx, "c2-h1", "fence.joined")) >= 2
 
 
-def test_host_already_verified_off_counts_as_fenced(lab: RunningLab, engine: EngineThread) -> None:
+def test_flow_host_already_verified_off_counts_as_fenced(lab: RunningLab, engine: EngineThread) -> None:
     bmc = lab.topo.host("c2-h2").bmcs[0]
     before = counts(lab, bmc.name)
     assert fence_via(lab, "c2-h1", bmc, "off").outcome is Outcome.OFF
@@ -195,7 +195,7 @@ def test_host_already_verified_off_counts_as_fenced(lab: RunningLab, engine: Eng
     assert any("already verified off" in e.message for e in events(engine.ctx, "c2-h2", "fence.note"))
 
 
-def test_restart_moves_the_host_through_reboot_to_connecting(
+def test_flow_restart_moves_the_host_through_reboot_to_connecting(
         lab: RunningLab, engine: EngineThread) -> None:
     seen = []
     def record(event: dict) -> None:  # type: ignore[type-arg]
@@ -213,7 +213,7 @@ def test_restart_moves_the_host_through_reboot_to_connecting(
     assert op.steps[-1].name == "verify_on" and op.steps[-1].outcome == "on"
 
 
-def test_failed_restart_marks_the_host_non_responsive_with_an_error(
+def test_flow_failed_restart_marks_the_host_non_responsive_with_an_error(
         lab: RunningLab, engine: EngineThread) -> None:
     set_config(engine.ctx, FenceProxyImplicitPreferences="", FenceCommandTimeoutInSec="2")
     set_chain(engine.ctx, "c2-h2", "cluster")
@@ -226,7 +226,7 @@ def test_failed_restart_marks_the_host_non_responsive_with_an_error(
     assert failed.severity.value == "error"
 
 
-def test_a_source_without_eligible_proxy_is_searched_again_before_moving_on(
+def test_chain_a_source_without_eligible_proxy_is_searched_again_before_moving_on(
         engine: EngineThread) -> None:
     set_config(engine.ctx, FindFenceProxyRetries="2", FenceProxyImplicitPreferences="")
     set_chain(engine.ctx, "c2-h2", "cluster")
@@ -238,7 +238,7 @@ def test_a_source_without_eligible_proxy_is_searched_again_before_moving_on(
     assert [e.message.endswith(f"({n}/2)") for n, e in enumerate(searches, 1)] == [True, True]
 
 
-def test_test_button_checks_an_unsaved_agent_definition(lab: RunningLab, engine: EngineThread) -> None:
+def test_flow_test_button_checks_an_unsaved_agent_definition(lab: RunningLab, engine: EngineThread) -> None:
     bmc = lab.topo.host("c1-h1").bmcs[0]
     hid = host_id(engine.ctx, "c1-h1")
     set_config(engine.ctx, FenceProxyImplicitPreferences="")
@@ -252,7 +252,7 @@ def test_test_button_checks_an_unsaved_agent_definition(lab: RunningLab, engine:
     assert engine.call(engine.service.test_agent(hid, bad)).outcome is Outcome.ERROR
 
 
-def test_a_slow_bmc_does_not_hold_up_other_hosts_flows(lab: RunningLab, engine: EngineThread) -> None:
+def test_flow_a_slow_bmc_does_not_hold_up_other_hosts_flows(lab: RunningLab, engine: EngineThread) -> None:
     import time
     set_config(engine.ctx, FenceProxyImplicitPreferences="", FenceCommandTimeoutInSec="3")
     set_chain(engine.ctx, "c2-h2", "cluster")

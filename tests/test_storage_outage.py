@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import free_port, wait_until
 from apikit import ServedApp
 from conftest import require
 from hostpower.context import EngineContext
@@ -24,7 +25,6 @@ from hostpower.runtime import EngineRuntime
 from hostpower.settings import Settings
 from hostpower.store.configstore import ConfigStore
 from hostpower.store.inventory import HostInput, Inventory
-from labkit import free_port, wait_until
 
 FILLER_CHUNK = b"\0" * (1 << 20)
 

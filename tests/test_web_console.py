@@ -13,9 +13,6 @@ from __future__ import annotations
 import os
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +21,8 @@ import httpx
 import pytest
 
 from conftest import IN_CI, require
-from hostpower.api.app import create_app
+from apikit import ServedApp
+from helpers import bearer
 from hostpower.context import EngineContext
 from hostpower.inventory_file import load_document
 from hostpower.model.inventory import HostStatus
@@ -124,17 +122,13 @@ class Engine:
     def api(self, user: tuple[str, str] = ADMIN) -> httpx.Client:
         """A bearer-token client, to check what the console did."""
         client = httpx.Client(base_url=self.url, timeout=10)
-        r = client.post("/api/auth/token", json={"username": user[0], "password": user[1]})
-        r.raise_for_status()
-        client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        client.headers.update(bearer(client, *user))
         return client
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     require(FENCE_DUMMY.exists(), "fence-agents (fence_dummy) is not installed")
-    import uvicorn
-
     tmp = tmp_path_factory.mktemp("web")
     power = tmp / "power"
     power.mkdir()
@@ -148,22 +142,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
         (power / f"{name}.power").write_text("on")
     (power / "east-b-1.power").write_text("off")
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = create_app(ctx, EngineRuntime(ctx, monitor=False))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "engine did not start"
-        time.sleep(0.05)
-    yield Engine(f"http://127.0.0.1:{port}", ctx, power)
-    server.should_exit = True
-    thread.join(15)
-    sock.close()
+    with ServedApp(ctx, EngineRuntime(ctx, monitor=False)) as served:
+        yield Engine(served.url, ctx, power)
     ctx.close()
 
 
