@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -157,3 +158,20 @@ Listener = Callable[[dict[str, Any]], None]
 
 def settings_for(tmp: Path) -> Settings:
     return Settings(home=tmp / "home", db_url=f"sqlite:///{tmp / 'engine.db'}")
+
+
+@contextmanager
+def scenario_world(tmp: Path, monitor: bool) -> Iterator[tuple[RunningLab, EngineThread]]:
+    """The lab of SCENARIO_TOPOLOGY and an engine beside it (with or without
+    the monitor), both stopped on exit."""
+    from labkit import load_yaml, require_lab_tools, start
+
+    require_lab_tools()
+    lab, settings = start(tmp, load_yaml(SCENARIO_TOPOLOGY))
+    ctx = engine_context(lab, settings)
+    try:
+        with EngineThread(ctx, monitor=monitor) as engine:
+            yield lab, engine
+    finally:
+        ctx.close()
+        lab.stop()

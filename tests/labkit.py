@@ -10,7 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from helpers import wait_until
 from conftest import require
 from hostpower.hostagent.client import AgentClient
 from hostpower.lab import netns
+from hostpower.lab.bmc import VirtualBmc
 from hostpower.lab.identity import LabInstance
 from hostpower.lab.runner import RunningLab, load_topology, start_lab
 from hostpower.lab.topology import LabBmc, Topology
@@ -177,3 +179,21 @@ def announced_instance(start_output: str) -> LabInstance:
 def unreachable_routes() -> str:
     return subprocess.run(["ip", "route", "show", "type", "unreachable"], capture_output=True,
                           text=True, timeout=10).stdout
+
+
+@contextmanager
+def virtual_bmcs(**defaults: Any) -> Iterator[Callable[..., VirtualBmc]]:
+    """`start(address, **options)` runs a virtual IPMI BMC on a free port of
+    `address` (options over `defaults`); every one started is stopped on exit."""
+    started: list[VirtualBmc] = []
+
+    def start(address: str, **options: Any) -> VirtualBmc:
+        bmc = VirtualBmc(address, 0, **{**defaults, **options}).start()
+        started.append(bmc)
+        return bmc
+
+    try:
+        yield start
+    finally:
+        for bmc in started:
+            bmc.stop()

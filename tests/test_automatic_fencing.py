@@ -10,14 +10,13 @@ import pytest
 
 from helpers import wait_until
 from enginekit import (
-    SCENARIO_TOPOLOGY, EngineThread, engine_context, events, last_event_id, reset, set_config,
-    status_of,
+    EngineThread, events, last_event_id, reset, scenario_world, set_config, status_of,
 )
 from hostpower.lab.runner import RunningLab
 from hostpower.model.inventory import HostStatus
 from hostpower.store.journal import Journal
 from labkit import (
-    counts, fence_via, load_yaml, require_lab_tools, start, wait_all_agents, wait_counts,
+    counts, fence_via, wait_all_agents, wait_counts,
 )
 
 pytestmark = pytest.mark.lab
@@ -25,15 +24,8 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningLab, EngineThread]]:
-    require_lab_tools()
-    lab, settings = start(tmp_path_factory.mktemp("auto"), load_yaml(SCENARIO_TOPOLOGY))
-    ctx = engine_context(lab, settings)
-    try:
-        with EngineThread(ctx, monitor=True) as engine:
-            yield lab, engine
-    finally:
-        ctx.close()
-        lab.stop()
+    with scenario_world(tmp_path_factory.mktemp("auto"), monitor=True) as world:
+        yield world
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from hostpower.drivers.registry import (
 )
 from hostpower.drivers.script import ScriptDriver
 from hostpower.lab.bmc import VirtualBmc
+from labkit import virtual_bmcs
 from hostpower.model.power import AgentSpec, FenceAction, Outcome
 from hostpower.model.secret import Secret
 
@@ -33,16 +34,8 @@ FAST = (("lanplus", "1"), ("power_wait", "0"))
 
 @pytest.fixture
 def start_bmc() -> Iterator[Callable[..., VirtualBmc]]:
-    started: list[VirtualBmc] = []
-
-    def start(address: str, state: str = "on", **kwargs: object) -> VirtualBmc:
-        bmc = VirtualBmc(address, 0, USER, PASSWORD, state=state, **kwargs).start()  # type: ignore[arg-type]
-        started.append(bmc)
-        return bmc
-
-    yield start
-    for bmc in started:
-        bmc.stop()
+    with virtual_bmcs(user=USER, password=PASSWORD, state="on") as start:
+        yield start
 
 
 @pytest.fixture

@@ -41,13 +41,8 @@ from hostpower.hostagent.client import (
     client_ssl_context,
 )
 from helpers import wait_until
-from hostpower.hostagent.server import (
-    AgentConfig,
-    AgentServer,
-    AgentStartError,
-    HostAgent,
-    server_ssl_context,
-)
+from hostpower.hostagent.agent import AgentConfig, AgentStartError, HostAgent
+from hostpower.hostagent.server import AgentServer, server_ssl_context
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
 from hostpower.model.secret import Secret
 
@@ -654,14 +649,14 @@ def _read_lines(stream: object, into: queue.Queue) -> None:
 
 
 def test_daemon_serves_fences_and_stops_on_sigterm(lab: Lab, tmp_path: Path) -> None:
-    """`python -m hostpower.hostagent.server` as the lab and a real host start it."""
+    """`python -m hostpower.hostagent.daemon` as the lab and a real host start it."""
     script_driver()  # skips or fails clearly if the fence agents are missing
     cert_dir = lab.enroll("daemon1", "127.88.10.1")
     status_file = tmp_path / "power"
     status_file.write_text("on")
     env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     process = subprocess.Popen(
-        [sys.executable, "-m", "hostpower.hostagent.server", "--bind", "127.88.10.1:0",
+        [sys.executable, "-m", "hostpower.hostagent.daemon", "--bind", "127.88.10.1:0",
          "--host-name", "daemon1", "--cert-dir", str(cert_dir), "--log-level", "DEBUG",
          "--fence-agents-path", str(FENCE_DUMMY.parent)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -706,7 +701,7 @@ def test_daemon_serves_fences_and_stops_on_sigterm(lab: Lab, tmp_path: Path) -> 
 def test_daemon_refuses_to_start_without_certificates(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     done = subprocess.run(
-        [sys.executable, "-m", "hostpower.hostagent.server", "--bind", "127.88.10.2:0",
+        [sys.executable, "-m", "hostpower.hostagent.daemon", "--bind", "127.88.10.2:0",
          "--cert-dir", str(tmp_path / "none")],
         capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 1

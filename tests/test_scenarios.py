@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from enginekit import (
-    SCENARIO_TOPOLOGY, EngineThread, engine_context, events, host_id, last_event_id, operation,
-    reset, set_chain, set_config, set_status, status_of,
+    EngineThread, events, host_id, last_event_id, operation, reset, scenario_world, set_chain,
+    set_config, set_status, status_of,
 )
 from hostpower.lab.runner import RunningLab
 from hostpower.model.inventory import FenceAgent, HostStatus
@@ -20,7 +20,7 @@ from hostpower.model.power import Outcome
 from hostpower.model.secret import Secret
 from hostpower.model.operations import FlowAction, Origin
 from labkit import (
-    counts, fence_via, load_yaml, require_lab_tools, start, wait_all_agents, wait_counts,
+    counts, fence_via, wait_all_agents, wait_counts,
 )
 
 pytestmark = pytest.mark.lab
@@ -29,15 +29,8 @@ DOWN = HostStatus.NON_RESPONSIVE
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningLab, EngineThread]]:
-    require_lab_tools()
-    lab, settings = start(tmp_path_factory.mktemp("scenarios"), load_yaml(SCENARIO_TOPOLOGY))
-    ctx = engine_context(lab, settings)
-    try:
-        with EngineThread(ctx) as engine:
-            yield lab, engine
-    finally:
-        ctx.close()
-        lab.stop()
+    with scenario_world(tmp_path_factory.mktemp("scenarios"), monitor=False) as world:
+        yield world
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import pytest
 from pyghmi.ipmi.command import Command
 
 from hostpower.lab.bmc import VirtualBmc
+from labkit import virtual_bmcs
 
 USER = "admin"
 PASSWORD = "vbmc-Secret-42"
@@ -40,18 +41,8 @@ def require_ipmitool() -> str:
 @pytest.fixture
 def bmcs() -> Iterator[StartBmc]:
     """Start virtual BMCs on free ports; all are stopped after the test."""
-    started: list[VirtualBmc] = []
-
-    def start(address: str, **kwargs: object) -> VirtualBmc:
-        kwargs.setdefault("user", USER)
-        kwargs.setdefault("password", PASSWORD)
-        bmc = VirtualBmc(address, 0, **kwargs).start()  # type: ignore[arg-type]
-        started.append(bmc)
-        return bmc
-
-    yield start
-    for bmc in started:
-        bmc.stop()
+    with virtual_bmcs(user=USER, password=PASSWORD) as start:
+        yield start
 
 
 @pytest.fixture

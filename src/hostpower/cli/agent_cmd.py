@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_agent_argv(argv: list[str]) -> int:
-    from hostpower.hostagent.server import run_agent as agent_main
+    from hostpower.hostagent.daemon import run_agent as agent_main
     return agent_main(argv)
 
 

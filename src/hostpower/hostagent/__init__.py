@@ -10,10 +10,11 @@ Modules:
 * `pki`       - the engine's CA; issues agent and engine certificates.
 * `wire`      - the wire format both sides speak: paths, request and answer bodies.
 * `agent`     - what the agent does (heartbeat, fence with its drivers), without HTTP.
-* `server`    - the agent daemon (`python -m hostpower.hostagent.server`).
+* `server`    - the agent's mutual-TLS HTTP server.
+* `daemon`    - its command line (`python -m hostpower.hostagent.daemon`, `hostpower agent`).
 * `client`    - the engine's async, pooled client with typed errors (`errors`);
   heartbeats go over their own lean channel (`heartbeat`).
 
-The agent side (pki, wire, agent, server) imports nothing of the engine
+The agent side (pki, wire, agent, server, daemon) imports nothing of the engine
 (fencing, store, API): tests/test_layering.py enforces it.
 """

@@ -203,7 +203,7 @@ class Lab:
         h = state.host
         log = (self.run_dir / f"agent-{h.name}.log").open("ab")
         cmd = self._in_ns(self.topo.instance.host_ns(h.index)) + [
-            sys.executable, "-m", "hostpower.hostagent.server",
+            sys.executable, "-m", "hostpower.hostagent.daemon",
             "--bind", f"{h.front_address}:{h.agent_port}", "--host-name", h.name,
             "--cert-dir", str(self.cert_dirs[h.name]),
             "--fence-agents-path", self.fence_agents_path,

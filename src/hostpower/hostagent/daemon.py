@@ -1,0 +1,111 @@
+"""The host agent daemon's command line: `python -m hostpower.hostagent.daemon`
+(what `hostpower agent` and the lab run). Parses the options, builds the
+agent and its server (server.py), serves until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from hostpower.drivers.registry import default_drivers
+from hostpower.hostagent.agent import (
+    DEFAULT_CERT_DIR, DEFAULT_FENCE_AGENTS_PATH, DEFAULT_PORT, AgentConfig, AgentStartError,
+    HostAgent,
+)
+from hostpower.hostagent.server import AgentServer
+from hostpower.model import validate
+from hostpower.model.errors import ValidationError
+
+log = logging.getLogger("hostpower.hostagent")
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """ADDRESS:PORT, IPv6 in brackets: 127.0.0.5:54321, [::1]:54321."""
+    try:
+        return validate.bind_address(text, f"0.0.0.0:{DEFAULT_PORT}", allow_any_port=True)
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m hostpower.hostagent.daemon",
+        description="hostpower host agent: heartbeats and fence commands over mutual TLS")
+    parser.add_argument("--bind", default=f"0.0.0.0:{DEFAULT_PORT}",
+                        help="ADDRESS:PORT to listen on (default %(default)s)")
+    parser.add_argument("--host-name", default=socket.gethostname(),
+                        help="this host's name as the engine knows it (default: hostname)")
+    parser.add_argument("--cert-dir", type=Path, default=DEFAULT_CERT_DIR,
+                        help="directory with agent.crt, agent.key, ca.crt (default %(default)s)")
+    parser.add_argument("--fence-agents-path", default=DEFAULT_FENCE_AGENTS_PATH,
+                        help="where the fence_* programs are (default %(default)s)")
+    parser.add_argument("--boot-id", default=None,
+                        help="boot id (UUID) to report (default: a new one per process)")
+    parser.add_argument("--no-native", action="store_true",
+                        help="run fence-agents scripts even where a native driver exists")
+    parser.add_argument("--max-parallel-fence", type=int, default=8,
+                        help="fence commands run at once (default %(default)s)")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser.parse_args(argv)
+
+
+def run_agent(argv: Sequence[str] | None = None) -> int:
+    """The daemon: serve until SIGTERM or SIGINT, then shut down cleanly. Returns the exit code."""
+    args = _arguments(argv)
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        address, port = parse_bind(args.bind)
+        boot_id = None if args.boot_id is None else str(uuid.UUID(args.boot_id))
+    except ValueError as exc:
+        print(f"hostagent: {exc}", file=sys.stderr)
+        return 2
+    config = AgentConfig(host_name=args.host_name, bind_address=address, port=port,
+                         cert_dir=args.cert_dir, boot_id=boot_id,
+                         fence_agents_path=args.fence_agents_path,
+                         prefer_native=not args.no_native,
+                         max_parallel_fence=max(1, args.max_parallel_fence))
+    drivers = default_drivers(config.fence_agents_path, config.prefer_native)
+    agent = HostAgent(config, drivers)
+    server = AgentServer(agent)
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    code = 0
+    try:
+        server.start()
+        print(f"hostpower agent {config.host_name} listening on {server.url}", flush=True)
+        while not stop.wait(0.5):
+            if not server.running:
+                log.error("agent host=%s: server thread ended unexpectedly", config.host_name)
+                code = 1
+                break
+    except AgentStartError as exc:
+        print(f"hostagent: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        if not server.stop() and code == 0:
+            code = 1
+        agent.close()
+        for driver in drivers:
+            driver.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("agent host=%s stopped", config.host_name)
+    return code
+
+
+def main() -> None:
+    sys.exit(run_agent())
+
+
+if __name__ == "__main__":
+    main()
