@@ -91,7 +91,10 @@ def run_engine(bind: str, transport: Transport) -> int:
     print(f"hostpower engine listening on {transport.scheme}://{shown}:{port}/  "
           f"(API /api, docs /api/docs)", flush=True)
     config = uvicorn.Config(app, log_level="warning", **uvicorn_tls_options(transport))
-    uvicorn.Server(config).run(sockets=[listener])
+    try:
+        uvicorn.Server(config).run(sockets=[listener])
+    except KeyboardInterrupt:
+        pass  # Ctrl-C: uvicorn shut down cleanly, then re-raised the signal (as uvicorn.run does)
     ctx.close()
     return 0
 
