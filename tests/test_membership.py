@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hostpower.context import EngineContext
+from hostpower.membership import EngineRefused, Identity, Membership
 from hostpower.model.lease import EngineState, LeaseTerms, RowState, engine_state
+from hostpower.store.db import Database
 from hostpower.store.engines import Engines
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -68,3 +70,65 @@ def test_store_claim_renew_expire_leave(ctx: EngineContext) -> None:
         assert not engines.expire(e2)  # renewed since it was seen: not taken
         assert engines.expire(engines.get("e2"))  # type: ignore[arg-type]
         assert engines.get("e2").state == EngineState.EXPIRED  # type: ignore[union-attr]
+
+
+# -- membership.py: readiness on a fake clock, joining on a real database -------------------
+
+class FakeClock:
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_may_act_until_the_lease_less_its_margin_after_the_last_renewal_sent() -> None:
+    clock = FakeClock()
+    m = Membership(None, Identity("e1", "http://127.0.0.1:1"), 1,  # type: ignore[arg-type]
+                   LeaseTerms(10), sent_at=clock.now, clock=clock)
+    assert m.may_act() and m.why_not() == ""
+    clock.now += 7.4
+    assert m.may_act()
+    clock.now += 0.2  # 7.6 s: less than a quarter of the lease left
+    assert not m.may_act()
+    assert "last renewed 7.6 s ago" in m.why_not()
+
+
+def test_join_on_sqlite_refuses_a_second_engine_naming_postgresql(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    db = Database(f"sqlite:///{tmp_path / 'hp.db'}")
+    db.upgrade()
+    first = Membership.join(db, Identity("one", "http://127.0.0.1:1"))
+    with pytest.raises(EngineRefused, match="PostgreSQL"):
+        Membership.join(db, Identity("two", "http://127.0.0.1:2"))
+    first.leave()  # lets go of the lock and the lease
+    second = Membership.join(db, Identity("two", "http://127.0.0.1:2"))
+    assert second.generation == 1 and second.may_act()
+    second.leave()
+    db.dispose()
+
+
+def test_join_under_a_live_name_is_refused_and_a_stale_one_taken_over(pg_url: str) -> None:
+    db = Database(pg_url)
+    db.upgrade()
+    me = Identity("e1", "http://127.0.0.1:1")
+    first = Membership.join(db, me)
+    clock = FakeClock()
+
+    def renewing_sleep(seconds: float) -> None:  # the first engine is alive: it renews
+        clock.sleep(seconds)
+        assert first.renew_once()
+
+    with pytest.raises(EngineRefused, match="in use by a live engine"):
+        Membership.join(db, me, clock=clock, sleep=renewing_sleep)
+    # Nobody renews it any more (a crash): watched, ended, taken over.
+    again = Membership.join(db, me, clock=clock, sleep=clock.sleep)
+    assert again.generation == 2
+    # The old incarnation cannot renew, nor take the name back from a live engine.
+    assert not first.renew_once()
+    assert first.generation == 1 and "held by another live engine" in first._failure
+    with db.session() as s:
+        assert Engines(s).get("e1").generation == 2  # type: ignore[union-attr]
+    db.dispose()
