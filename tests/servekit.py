@@ -2,7 +2,8 @@
 
 `running_engine` starts it, waits until /api/health answers and always stops
 it; over https the client verifies the engine's certificate like an operator's
-would (`engine_ca` for an engine-issued one).
+would (`engine_ca` for an engine-issued one). `run_hostpower` runs any other
+command (or a `serve` expected to be refused) to its end, bounded.
 """
 
 from __future__ import annotations
@@ -43,6 +44,18 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path,
             time.sleep(0.1)
     pytest.fail(f"engine did not answer {url}/api/health within {timeout:g} s "
                 f"(last error: {last}): {log.read_text()}")
+
+
+def run_hostpower(env: dict[str, str], *args: str, timeout: float = 60,
+                  ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(HOSTPOWER + list(args), env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL, as a crash: the engine cleans nothing up."""
+    proc.kill()
+    proc.wait(timeout=10)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -149,6 +149,10 @@ KEYS: tuple[ConfigKey, ...] = (
     _key("LoginLockoutInSec", "int", "900",
          "How long a lockout lasts; failed logins further apart than this are forgotten.",
          1, 86400, "s"),
+    _key("EngineLeaseInSec", "int", "10",
+         "Lease of each engine in the database, renewed every third of it; an engine "
+         "that could not renew stops starting external actions a quarter of it before "
+         "the lease ends, and its peers see it expired when it ends.", 2, 600, "s"),
 )
 
 REGISTRY: dict[str, ConfigKey] = {k.name: k for k in KEYS}

@@ -16,6 +16,7 @@ from hostpower.fencing.gateway import EngineGateway
 from hostpower.fencing.service import FencingService
 from hostpower.hostagent.client import AgentClient
 from hostpower.hostagent.pki import CertificateAuthority, ensure_engine_certificate
+from hostpower.membership import Membership
 from hostpower.monitor import Monitor
 
 log = logging.getLogger("hostpower.engine")
@@ -37,14 +38,22 @@ def raise_open_file_limit() -> int:
 
 
 class EngineRuntime:
-    def __init__(self, ctx: EngineContext, monitor: bool = True) -> None:
+    """`membership` (joined by `hostpower serve` before it listens) renews the
+    engine's lease from start to stop; without it (tests, inventory-only use)
+    the engine is always ready."""
+
+    def __init__(self, ctx: EngineContext, monitor: bool = True,
+                 membership: Membership | None = None) -> None:
         self.ctx = ctx
         self.with_monitor = monitor
+        self.membership = membership
         self.client: AgentClient | None = None
         self.service: FencingService | None = None
         self.monitor: Monitor | None = None
 
     async def start(self) -> None:
+        if self.membership is not None:
+            self.membership.start()  # first: the lease was taken at join, keep it
         raise_open_file_limit()
         config = self.ctx.config()
         ca = CertificateAuthority.load_or_create(self.ctx.settings.pki_dir)
@@ -67,3 +76,5 @@ class EngineRuntime:
             await self.service.close()
         if self.client:
             await self.client.aclose()
+        if self.membership is not None:
+            await self.membership.stop()  # last: nothing of this engine acts any more

@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Request
 from hostpower.api.auth import Principal, admin_user, current_user
 from hostpower.context import EngineContext
 from hostpower.fencing.service import FencingService
+from hostpower.membership import Membership
 
 
 def engine_context(request: Request) -> EngineContext:
@@ -25,7 +26,14 @@ def fencing_service(request: Request) -> FencingService:
     return runtime.service  # type: ignore[no-any-return]
 
 
+def membership(request: Request) -> Membership | None:
+    """This engine's membership; None when it runs without one (no lease: always ready)."""
+    runtime = request.app.state.runtime
+    return runtime.membership if runtime is not None else None
+
+
 EngineCtx = Annotated[EngineContext, Depends(engine_context)]
 Service = Annotated[FencingService, Depends(fencing_service)]
 CurrentUser = Annotated[Principal, Depends(current_user)]
 AdminUser = Annotated[Principal, Depends(admin_user)]
+Member = Annotated[Membership | None, Depends(membership)]

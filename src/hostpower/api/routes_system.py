@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
 from hostpower import __version__
 from hostpower.api import errors as E
 from hostpower.api import schemas as S
-from hostpower.api.deps import EngineCtx
+from hostpower.api.deps import EngineCtx, Member
 from hostpower.api.audit import (
     WriteAudit, audited_admin, auth_event, client_address, log_events,
 )
@@ -26,10 +27,17 @@ from hostpower.store.users import Users
 router = APIRouter(prefix="/api", tags=["system"])
 
 
-@router.get("/health")
-def health(ctx: EngineCtx) -> dict[str, str]:
-    """The only resource that answers without a token."""
-    return {"status": "ok", "version": __version__}
+@router.get("/health", response_model=S.HealthOut, responses={503: {
+    "model": S.HealthOut, "description": "not ready: the engine cannot renew its lease in "
+                                         "the database, so it starts no external action"}})
+def health(member: Member) -> S.HealthOut | JSONResponse:
+    """The only resource that answers without a token. 503 "not ready" while
+    the engine cannot renew its lease (the database is gone): a load balancer
+    then sends requests to another engine."""
+    if member is not None and not member.may_act():
+        body = S.HealthOut(status="not ready", version=__version__, detail=member.why_not())
+        return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
+    return S.HealthOut(status="ok", version=__version__)
 
 
 @router.post("/auth/token", response_model=S.TokenOut, tags=["auth"],

@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from hostpower.model.events import Severity
 from hostpower.model.inventory import HostStatus, NonOperationalReason
+from hostpower.model.lease import EngineState
 from hostpower.model.operations import FenceType, FlowAction, OperationState, Origin, Phase
 from hostpower.model.power import Outcome
 from hostpower.store.tables import MAX_ID
@@ -353,3 +354,26 @@ class EventOut(BaseModel):
     user: str | None = Field(description="the engine user who did it or whom it is about")
     message: str
     details: dict
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "not ready"] = Field(
+        description="'not ready' (with 503) while the engine cannot renew its lease in the "
+                    "database: it starts no external action then")
+    version: str
+    detail: str | None = Field(None, description="why the engine is not ready")
+
+
+class EngineOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str
+    address: str = Field(description="the URL the engine was bound to")
+    generation: int = Field(description="grows with each start of this name, and when the "
+                                        "engine comes back after its lease expired")
+    state: EngineState = Field(description="alive: lease valid; expired: stopped renewing "
+                                           "(crashed or cut off); stopped: stopped cleanly")
+    started_at: str
+    renewed_at: str
+    lease_expires_at: str = Field(description="on the database's clock, like the other times")
+    is_self: bool = Field(alias="self", description="true for the engine that answered")

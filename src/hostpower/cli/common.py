@@ -22,6 +22,15 @@ def open_context() -> EngineContext:
     return EngineContext.open(Settings.from_env())
 
 
+def open_existing_context() -> EngineContext:
+    """The engine's database; a missing SQLite file is an error, not a new database."""
+    missing = Settings.from_env().missing_sqlite_file
+    if missing is not None:
+        raise CliError(f"no database at {missing}: is HOSTPOWER_HOME or HOSTPOWER_DB_URL "
+                       f"right?", 1)
+    return open_context()
+
+
 def read_config() -> Config:
     """The stored configuration, or the defaults when no database exists yet
     (so read-only commands do not create one)."""

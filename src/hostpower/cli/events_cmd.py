@@ -11,12 +11,11 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 
-from hostpower.cli.common import CliError, open_context
+from hostpower.cli.common import CliError, open_existing_context
 from hostpower.cli.fence_cmd import _seconds
 from hostpower.context import EngineContext
 from hostpower.model.errors import NotFoundError
 from hostpower.model.events import Event, Severity
-from hostpower.settings import Settings
 from hostpower.store.events import Events
 from hostpower.store.inventory import Inventory
 
@@ -88,7 +87,7 @@ def _duration(text: str) -> timedelta:
 # -- hostpower events --------------------------------------------------------------------
 
 def events(args: argparse.Namespace) -> int:
-    ctx = _open_existing()
+    ctx = open_existing_context()
     try:
         host_id = _host_filter(ctx, args.host)
         severity = Severity(args.severity) if args.severity else None
@@ -106,15 +105,6 @@ def events(args: argparse.Namespace) -> int:
         return 0
     finally:
         ctx.close()
-
-
-def _open_existing() -> EngineContext:
-    """The engine's database; a missing SQLite file is an error, not a new database."""
-    missing = Settings.from_env().missing_sqlite_file
-    if missing is not None:
-        raise CliError(f"no database at {missing}: is HOSTPOWER_HOME or HOSTPOWER_DB_URL "
-                       f"right?", 1)
-    return open_context()
 
 
 def _host_filter(ctx: EngineContext, host: str | None) -> int | None:

@@ -15,8 +15,9 @@ from hostpower.cli.transport import (
     Transport, choose_transport, uvicorn_tls_options, with_engine_certificate,
 )
 from hostpower.inventory_file import load_document
+from hostpower.membership import EngineRefused, Identity, Membership
 from hostpower.model import validate
-from hostpower.model.errors import NotFoundError
+from hostpower.model.errors import NotFoundError, StorageUnavailable, ValidationError
 from hostpower.store.configstore import ConfigStore
 from hostpower.store.inventory import Inventory
 from hostpower.store.users import Users
@@ -34,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-key", metavar="FILE",
                    help="unencrypted PEM private key of --tls-cert, mode 0600")
     _add_plain_http(p)
+    p.add_argument("--engine-name", type=_engine_name, metavar="NAME",
+                   help="this engine's name among the engines sharing the database "
+                        "(default HOSTNAME:PORT)")
     p.set_defaults(func=serve)
     d = sub.add_parser("demo", help="the engine with the lab's hosts under var/demo "
                                     "(Ctrl-C stops); plain HTTP on loopback")
@@ -50,6 +54,13 @@ def _add_plain_http(parser: argparse.ArgumentParser) -> None:
              "harmless; on any other it sends passwords and tokens in clear (a WARNING says so)")
 
 
+def _engine_name(text: str) -> str:
+    try:
+        return validate.engine_name(text)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
 def parse_bind(text: str) -> tuple[str, int]:
     return validate.bind_address(text, "127.0.0.1:8080")
 
@@ -59,27 +70,42 @@ def configure_logging() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def run_engine(bind: str, transport: Transport) -> int:
-    """Serve the engine on `bind` over `transport` (decided and checked by the caller)."""
+def run_engine(bind: str, transport: Transport, engine_name: str | None = None) -> int:
+    """Serve the engine on `bind` over `transport` (decided and checked by the
+    caller), named `engine_name` (default HOSTNAME:PORT) among the engines
+    sharing its database. Exit 2, with nothing started, when the database
+    is SQLite and another engine runs on it, or the name is in use."""
     import uvicorn
 
     from hostpower.api.app import create_app
     from hostpower.runtime import EngineRuntime
 
     host, port = parse_bind(bind)
+    shown = f"[{host}]" if ":" in host else host
+    ctx = open_context()
+    issued = transport.engine_issued
+    transport = with_engine_certificate(transport, ctx.settings, host)
+    me = Identity(engine_name or f"{socket.gethostname()}:{port}",
+                  f"{transport.scheme}://{shown}:{port}")
+    try:
+        membership = Membership.join(ctx.db, me)
+    except (EngineRefused, StorageUnavailable) as exc:
+        ctx.close()
+        print(f"hostpower serve: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, EngineRefused) else 1
     try:
         # Bound before "listening" is printed: whoever reads that line may
         # connect at once (the connection waits until the engine has started).
         listener = listening_socket(host, port)
     except OSError as exc:
+        membership.leave()
+        ctx.close()
         print(f"hostpower serve: cannot listen on {bind}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    ctx = open_context()
-    issued = transport.engine_issued
-    transport = with_engine_certificate(transport, ctx.settings, host)
-    app = create_app(ctx, EngineRuntime(ctx))
-    shown = f"[{host}]" if ":" in host else host
+    app = create_app(ctx, EngineRuntime(ctx, membership=membership))
     print(f"hostpower engine: database {ctx.db.engine.url.render_as_string(hide_password=True)}")
+    print(f"hostpower engine: {me.name}, generation {membership.generation}, "
+          f"lease {membership.terms.seconds:g} s")
     if issued:
         print(f"hostpower engine: TLS certificate {transport.cert_file} issued by the engine CA; "
               f"clients trust {ctx.settings.pki_dir / CA_CERT_FILE}")
@@ -116,7 +142,7 @@ def serve(args: argparse.Namespace) -> int:
     host, _port = parse_bind(args.bind)
     transport = choose_transport(host, plain_http=args.plain_http, tls_cert=args.tls_cert,
                                  tls_key=args.tls_key)
-    return run_engine(args.bind, transport)
+    return run_engine(args.bind, transport, args.engine_name)
 
 
 # Quicker than production defaults, so a person watching the demo sees a

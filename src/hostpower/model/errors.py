@@ -20,6 +20,7 @@ class HostpowerError(Exception):
     ├── AgentStartError          hostagent/agent.py: the agent cannot serve
     ├── PKIError                 hostagent/pki.py: a CA or certificate problem
     ├── LabError, NetnsError     lab/: the lab could not be built or driven
+    ├── EngineRefused            membership.py: another engine holds the SQLite database or the name
     └── CliError                 cli/common.py: a command's error with its exit code
     """
 

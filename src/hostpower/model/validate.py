@@ -28,6 +28,19 @@ def name(value: str, field: str = "name") -> str:
     return value
 
 
+ENGINE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def engine_name(value: str, field: str = "--engine-name") -> str:
+    """An engine's name among the engines sharing a database: like other
+    names, and ':' too (the default is HOSTNAME:PORT)."""
+    value = value.strip() if isinstance(value, str) else ""
+    if not ENGINE_NAME_RE.match(value):
+        raise ValidationError(field, f"{value!r} is invalid: use letters, digits, '.', '_', "
+                                     f"':' and '-' (at most 128, starting with a letter or digit)")
+    return value
+
+
 def host_name(value: str, field: str = "name") -> str:
     value = name(value, field)
     if value.lower() in {k.value for k in KEYWORDS}:

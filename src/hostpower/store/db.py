@@ -23,13 +23,18 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 log = logging.getLogger("hostpower.store")
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of an SQLite URL; None for another database or an in-memory one."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(url[len("sqlite:///"):].split("?", 1)[0])
+
+
 def read_only_sqlite_file(url: str) -> Path | None:
     """The SQLite file of `url` when it exists on a file system this process
     cannot write (a read-only mount); None otherwise."""
-    if not url.startswith("sqlite:///"):
-        return None
-    path = Path(url[len("sqlite:///"):].split("?", 1)[0])
-    if path.exists() and not os.access(path.parent, os.W_OK):
+    path = sqlite_file(url)
+    if path is not None and path.exists() and not os.access(path.parent, os.W_OK):
         return path
     return None
 

@@ -182,3 +182,18 @@ class LoginFailureRow(Base):
     last_failure_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     # No login attempt for this subject before this time (back-off or lockout).
     blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class EngineRow(Base):
+    """An engine sharing this database (store/engines.py). Lease times come
+    from the database's clock. `generation` grows with each incarnation of the
+    name: a start, or a return after the lease expired."""
+
+    __tablename__ = "engines"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    address: Mapped[str] = mapped_column(String(255))
+    generation: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # running | stopped
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    renewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lease_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
