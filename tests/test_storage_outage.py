@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from helpers import free_port, wait_until
@@ -25,6 +26,8 @@ from hostpower.runtime import EngineRuntime
 from hostpower.settings import Settings
 from hostpower.store.configstore import ConfigStore
 from hostpower.store.inventory import HostInput, Inventory
+from hostpower.store.users import Users
+from servekit import running_engine
 
 FILLER_CHUNK = b"\0" * (1 << 20)
 
@@ -146,3 +149,28 @@ def test_storage_read_only_home_answers_503_for_writes_and_serves_reads(small_ho
             assert not runtime.monitor._task.done()
     finally:
         ctx.close()
+
+
+def test_storage_serve_on_a_read_only_home_serves_reads_and_refuses_writes(
+        small_home: Path, tmp_path: Path) -> None:
+    """The same through `hostpower serve` itself: it starts (without joining the
+    engines, which would be a write), says why, and answers as above."""
+    ctx = engine_on(small_home)
+    with ctx.db.session() as s:
+        token, _ = Users(s).issue_token(Users(s).add("root", "admin", "admin-password"))
+    ctx.close()
+    env = {**os.environ, "HOSTPOWER_HOME": str(small_home)}
+    env.pop("HOSTPOWER_DB_URL", None)
+    url = f"http://127.0.0.1:{free_port()}"
+    log = tmp_path / "serve.log"
+    admin = {"Authorization": f"Bearer {token}"}
+    with running_engine(env, url, log, "--plain-http"):
+        pass  # the engine ran here before (its CA and certificates exist)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_home)], check=True, timeout=30)
+    with running_engine(env, url, log, "--plain-http"):
+        hosts = httpx.get(f"{url}/api/hosts", headers=admin, timeout=30)
+        assert hosts.status_code == 200 and [h["name"] for h in hosts.json()] == ["h1"]
+        r = httpx.post(f"{url}/api/datacenters", headers=admin, json={"name": "dc2"}, timeout=30)
+        assert r.status_code == 503 and "readonly" in r.json()["detail"], r.text
+    assert "read-only file system: serving reads only" in log.read_text()
+

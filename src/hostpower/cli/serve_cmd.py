@@ -15,6 +15,7 @@ from hostpower.cli.transport import (
     Transport, choose_transport, uvicorn_tls_options, with_engine_certificate,
 )
 from hostpower.inventory_file import load_document
+from hostpower.store.db import read_only_sqlite_file
 from hostpower.membership import EngineRefused, Identity, Membership
 from hostpower.model import validate
 from hostpower.model.errors import NotFoundError, StorageUnavailable, ValidationError
@@ -87,25 +88,36 @@ def run_engine(bind: str, transport: Transport, engine_name: str | None = None) 
     transport = with_engine_certificate(transport, ctx.settings, host)
     me = Identity(engine_name or f"{socket.gethostname()}:{port}",
                   f"{transport.scheme}://{shown}:{port}")
-    try:
-        membership = Membership.join(ctx.db, me)
-    except (EngineRefused, StorageUnavailable) as exc:
-        ctx.close()
-        print(f"hostpower serve: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, EngineRefused) else 1
+    membership: Membership | None = None
+    read_only = read_only_sqlite_file(ctx.db.url)
+    if read_only is not None:
+        # Nothing can be written there, by this engine or another: serve
+        # reads without joining (joining is a write), every write answers 503.
+        print(f"hostpower serve: {read_only} is on a read-only file system: serving reads "
+              f"only (writes answer 503) until it is writable and the engine restarts",
+              file=sys.stderr, flush=True)
+    else:
+        try:
+            membership = Membership.join(ctx.db, me)
+        except (EngineRefused, StorageUnavailable) as exc:
+            ctx.close()
+            print(f"hostpower serve: {exc}", file=sys.stderr)
+            return 2 if isinstance(exc, EngineRefused) else 1
     try:
         # Bound before "listening" is printed: whoever reads that line may
         # connect at once (the connection waits until the engine has started).
         listener = listening_socket(host, port)
     except OSError as exc:
-        membership.leave()
+        if membership is not None:
+            membership.leave()
         ctx.close()
         print(f"hostpower serve: cannot listen on {bind}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     app = create_app(ctx, EngineRuntime(ctx, membership=membership))
     print(f"hostpower engine: database {ctx.db.engine.url.render_as_string(hide_password=True)}")
-    print(f"hostpower engine: {me.name}, generation {membership.generation}, "
-          f"lease {membership.terms.seconds:g} s")
+    if membership is not None:
+        print(f"hostpower engine: {me.name}, generation {membership.generation}, "
+              f"lease {membership.terms.seconds:g} s")
     if issued:
         print(f"hostpower engine: TLS certificate {transport.cert_file} issued by the engine CA; "
               f"clients trust {ctx.settings.pki_dir / CA_CERT_FILE}")
