@@ -18,12 +18,12 @@ import psycopg
 import pytest
 
 from conftest import PG_ADMIN_DSN
+from helpers import free_port, wait_until
 from hostpower.context import EngineContext
 from hostpower.settings import Settings
 from hostpower.store.configstore import ConfigStore
 from hostpower.store.users import Users
-from labkit import wait_until
-from servekit import free_port, kill, run_hostpower, running_engine
+from servekit import kill, run_hostpower, running_engine
 
 LEASE = 2
 USER, PASSWORD = "viewer1", "viewer-password"
