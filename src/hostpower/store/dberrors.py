@@ -78,11 +78,15 @@ def refused_value_from(exc: DataError) -> ValidationError:
     """A value the database will not take (a NUL byte in text on PostgreSQL, a
     number beyond its column): the API schema refuses these first; this is the
     net under every other path."""
-    first = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc).strip() else ""
-    return ValidationError("request", f"a value cannot be stored: {first or 'refused'}")
+    return ValidationError("request", f"a value cannot be stored: {_first_line(exc) or 'refused'}")
 
 
 def unavailable_from(exc: OperationalError) -> StorageUnavailable:
     """Why the database refused: the first line of the driver's message."""
-    message = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc).strip() else ""
-    return StorageUnavailable(message or type(exc.orig or exc).__name__)
+    return StorageUnavailable(_first_line(exc) or type(exc.orig or exc).__name__)
+
+
+def _first_line(exc: DataError | OperationalError) -> str:
+    """The first line of the driver's message (the rest is SQL and parameters)."""
+    lines = str(exc.orig or exc).strip().splitlines()
+    return lines[0] if lines else ""
