@@ -107,7 +107,7 @@ def test_storage_full_disk_answers_503_while_reads_and_monitoring_go_on(small_ho
             assert app.request("GET", "/api/health", {}).status_code == 200
             hosts = app.request("GET", "/api/hosts", admin)
             assert hosts.status_code == 200 and [h["name"] for h in hosts.json()] == ["h1"]
-            assert runtime.monitor is not None and not runtime.monitor._task.done()
+            assert runtime.monitor is not None and runtime.monitor.running
 
             filler.unlink()
             r = app.request("POST", "/api/datacenters", admin, json={"name": "after-full"})
@@ -146,7 +146,7 @@ def test_storage_read_only_home_answers_503_for_writes_and_serves_reads(small_ho
             assert runtime.monitor is not None
             wait_until(lambda: runtime.monitor is not None and runtime.monitor.liveness, 10,
                        "the monitor to heartbeat h1")
-            assert not runtime.monitor._task.done()
+            assert runtime.monitor.running
     finally:
         ctx.close()
 

@@ -7,6 +7,14 @@ what each answer means for the host's status is model/liveness.py.
 A non_responsive host goes through the treatment gates (model/treatment.py)
 each round; a skip is an event when its reason changes, a pass starts the
 restart flow (or joins the running one).
+
+With several engines, each monitors only the hosts it owns (the hash ring
+of model/ownership.py over the live engines, re-read every round). A host
+it begins to watch (at start, or taken over from an engine that left) gets
+a fresh grace period before any fencing. Before fencing, it asks its peers
+for a second opinion (fencing/opinions.py), and it answers theirs. Every
+full round it also takes over the flows left by dead engines
+(`FencingService.adopt_orphans`).
 """
 
 from __future__ import annotations
@@ -15,9 +23,10 @@ import asyncio
 import logging
 import time
 
+from hostpower.fencing.opinions import SecondOpinion, Verdict
 from hostpower.fencing.service import FencingService
 from hostpower.hostagent.client import AgentClient, AgentError
-from hostpower.model.errors import StorageUnavailable
+from hostpower.model.errors import EngineNotReady, StorageUnavailable
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import Host, HostStatus
 from hostpower.model.operations import FlowAction, Origin
@@ -32,6 +41,8 @@ HEARTBEAT_CONCURRENCY = 512
 # Hosts already connecting are probed this often between full rounds, so the
 # grace period ends when it says, not at the next full round.
 CONNECTING_PROBE = 1.0
+# Peers' probes for a second opinion are looked for this often.
+ANSWER_EVERY = 0.25
 
 
 class Monitor:
@@ -43,16 +54,25 @@ class Monitor:
         self.clock = clock
         self.liveness: dict[int, Liveness] = {}
         self.skipped_gate: dict[int, str] = {}   # the gate that last held each host back
+        self.watched_since: dict[int, float] = {}  # hosts this engine owns, since when
+        self.peers: list[str] = []                # the other live engines, as of the last round
+        self.opinions = SecondOpinion(self.gateway, client)
         self._sem = asyncio.Semaphore(HEARTBEAT_CONCURRENCY)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="monitor")
+        self._tasks = [asyncio.create_task(self._loop(), name="monitor"),
+                       asyncio.create_task(self._answer_loop(), name="second-opinions")]
+
+    @property
+    def running(self) -> bool:
+        """Whether every task of the monitor still runs (none died of an error)."""
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _loop(self) -> None:
         while True:
@@ -70,23 +90,98 @@ class Monitor:
                 log.exception("monitor round failed")
             await asyncio.sleep(max(0.0, next_round - time.monotonic()))
 
+    async def _answer_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ANSWER_EVERY)
+            if not self.peers:
+                continue  # alone: nobody asks
+            try:
+                config = await self.gateway.config()
+                await self.opinions.answer_open(float(config["HostHeartbeatTimeoutInSec"]))
+            except StorageUnavailable:
+                pass  # the monitor round reports the outage
+            except Exception:
+                log.exception("answering peers' second-opinion probes failed")
+
     async def tick(self, only_connecting: bool = False) -> float:
         """One round (or only the hosts now connecting); returns the heartbeat interval."""
         snapshot, config = await self.gateway.state()
+        owned = await self._owned(snapshot)
         timeout = float(config["HostHeartbeatTimeoutInSec"])
-        hosts = [h for h in snapshot.hosts if h.status not in UNMANAGED
+        hosts = [h for h in owned if h.status not in UNMANAGED
                  and not self.service.in_flow(h.id)
                  and (not only_connecting or h.status is HostStatus.CONNECTING)]
         answers = await asyncio.gather(*(self._beat(h, timeout) for h in hosts))
         now = self.clock()
         for host, answer in zip(hosts, answers):
             await self._transition(host, answer, now, config)
-        for host in snapshot.hosts:
+        if not only_connecting:
+            await self.service.adopt_orphans()
+        try:
+            self.gateway.check_may_act()
+        except EngineNotReady:
+            return float(config["HostHeartbeatIntervalInSec"])  # no fencing decision now
+        chosen = []
+        for host in owned:
             if host.status is HostStatus.NON_RESPONSIVE and not self.service.in_flow(host.id):
                 fresh = await self.gateway.host(host.id)
-                if fresh.status is HostStatus.NON_RESPONSIVE:
-                    await self.treat(fresh, snapshot, config)
+                if fresh.status is HostStatus.NON_RESPONSIVE and await self.treat(
+                        fresh, snapshot, config):
+                    chosen.append(fresh)
+        for host in await self._confirmed(chosen, timeout):
+            self.skipped_gate.pop(host.id, None)
+            await self.service.request(host.id, FlowAction.RESTART, Origin.AUTOMATIC)
         return float(config["HostHeartbeatIntervalInSec"])
+
+    async def _owned(self, snapshot) -> list[Host]:  # type: ignore[no-untyped-def]
+        """The hosts this engine owns now; those new to it are watched from now."""
+        ring, alive = await self.gateway.ownership()
+        me = self.gateway.runner.name
+        self.peers = sorted(name for name in alive if name != me)
+        owned = [h for h in snapshot.hosts if ring.owner(h.id) == me]
+        now = self.clock()
+        mine = {h.id for h in owned}
+        for host_id in mine - self.watched_since.keys():
+            self.watched_since[host_id] = now
+            self.liveness.pop(host_id, None)
+        for host_id in self.watched_since.keys() - mine:
+            # Another engine watches it now; if it comes back, it starts afresh.
+            del self.watched_since[host_id]
+            self.liveness.pop(host_id, None)
+            self.skipped_gate.pop(host_id, None)
+        return owned
+
+    async def _confirmed(self, hosts: list[Host], timeout: float) -> list[Host]:
+        """The hosts no peer reaches (all of them when this engine is alone)."""
+        if not hosts or not self.peers:
+            return hosts
+        verdicts = await self.opinions.ask(hosts, self.peers, timeout)
+        confirmed = []
+        for v in verdicts:
+            if v.outvoted:
+                await self._outvoted(v)
+                continue
+            confirmed.append(v.host)
+            silent = f"; no answer in time from {', '.join(v.silent)}" if v.silent else ""
+            who = ", ".join(a.engine for a in v.not_reached_by) or "no peer"
+            await self._event(Severity.INFO, "treatment.confirmed", v.host,
+                              f"second opinion on {v.host.name}: {who} cannot reach its agent "
+                              f"either{silent}; fencing it",
+                              {"not_reached_by": [a.engine for a in v.not_reached_by],
+                               "silent": v.silent})
+        return confirmed
+
+    async def _outvoted(self, v: Verdict) -> None:
+        me = self.gateway.runner.name
+        if self.skipped_gate.get(v.host.id) == "outvoted":
+            return
+        self.skipped_gate[v.host.id] = "outvoted"
+        peers = ", ".join(f"{a.engine} ({a.detail})" for a in v.reached_by)
+        await self._event(Severity.WARNING, "treatment.outvoted", v.host,
+                          f"automatic fencing of {v.host.name} skipped: engine {me} cannot reach "
+                          f"its agent but {peers} can; {me}'s own network is the likelier "
+                          f"culprit", {"gate": "outvoted",
+                                       "reached_by": [a.engine for a in v.reached_by]})
 
     async def _beat(self, host: Host, timeout: float) -> object:
         async with self._sem:
@@ -114,7 +209,8 @@ class Monitor:
             await self._event(step.change.severity, "host.status", host, step.change.message,
                               {"status": step.change.status.value})
 
-    async def treat(self, host: Host, snapshot, config) -> None:  # type: ignore[no-untyped-def]
+    async def treat(self, host: Host, snapshot, config) -> bool:  # type: ignore[no-untyped-def]
+        """Whether the gates let the host be fenced (a skip is an event when its reason changes)."""
         last = await self.gateway.last_operation_end(host.id)
         agents = await self.gateway.agents(host.id)
         cluster = snapshot.cluster(host.cluster_id)
@@ -125,7 +221,9 @@ class Monitor:
             startup_window=config["DisableFenceAtStartupInSec"],
             quiet_time=config["FenceQuietTimeBetweenOperationsInSec"],
             last_operation_at=last.timestamp() if last else None,
-            in_flow=self.service.in_flow(host.id), agent_count=len(agents))
+            in_flow=self.service.in_flow(host.id), agent_count=len(agents),
+            watched_since=self.watched_since.get(host.id),
+            grace=float(config["TimeoutToResetHostInSeconds"]))
         decision = decide(facts)
         if not decision.fence:
             if self.skipped_gate.get(host.id) != decision.gate:
@@ -134,9 +232,8 @@ class Monitor:
                                   else Severity.ERROR, "treatment.skipped", host,
                                   f"automatic fencing of {host.name} skipped: {decision.reason}",
                                   {"gate": decision.gate})
-            return
-        self.skipped_gate.pop(host.id, None)
-        await self.service.request(host.id, FlowAction.RESTART, Origin.AUTOMATIC)
+            return False
+        return True
 
     async def _event(self, severity: Severity, kind: str, host: Host, message: str,
                      details: dict | None = None) -> None:  # type: ignore[type-arg]

@@ -60,7 +60,7 @@ class EngineRuntime:
         paths = ensure_engine_certificate(ca, self.ctx.settings.pki_dir / "engine")
         self.client = AgentClient(paths.ca, paths.cert, paths.key)
         drivers = default_drivers(config["FenceAgentsPath"], config["PreferNativeFenceDrivers"])
-        self.service = FencingService(EngineGateway(self.ctx), self.client, drivers,
+        self.service = FencingService(EngineGateway(self.ctx, self.membership), self.client, drivers,
                                       local_agent_types(drivers), time.time())
         resumed = await self.service.resume()
         if resumed:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hostpower.model.errors import (
-    ConflictError, NotFoundError, StorageUnavailable, ValidationError,
+    ConflictError, EngineNotReady, NotFoundError, StorageUnavailable, ValidationError,
 )
 
 log = logging.getLogger("hostpower.api")
@@ -128,6 +128,11 @@ def install(app: FastAPI) -> None:
     async def _storage(_: Request, exc: StorageUnavailable) -> JSONResponse:
         log.error("%s", exc)
         return error(503, str(exc), headers={"Retry-After": "10"})
+
+    @app.exception_handler(EngineNotReady)
+    async def _not_ready(_: Request, exc: EngineNotReady) -> JSONResponse:
+        log.warning("%s", exc)
+        return error(503, str(exc), headers={"Retry-After": "5"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -22,11 +22,13 @@ def list_engines(ctx: EngineCtx, member: Member) -> list[S.EngineOut]:
     for `self`."""
     with ctx.db.session() as s:
         engines = Engines(s).list()
+        shares = Engines(s).host_shares(engines)
     me = (member.me.name, member.generation) if member is not None else None
-    return [engine_out(e, (e.name, e.generation) == me) for e in engines]
+    return [engine_out(e, (e.name, e.generation) == me, shares[e.name]) for e in engines]
 
 
-def engine_out(e: EngineMember, is_self: bool) -> S.EngineOut:
+def engine_out(e: EngineMember, is_self: bool, hosts: int) -> S.EngineOut:
     return S.EngineOut(name=e.name, address=e.address, generation=e.generation, state=e.state,
                        started_at=e.started_at.isoformat(), renewed_at=e.renewed_at.isoformat(),
-                       lease_expires_at=e.lease_expires_at.isoformat(), is_self=is_self)
+                       lease_expires_at=e.lease_expires_at.isoformat(), is_self=is_self,
+                       hosts=hosts)

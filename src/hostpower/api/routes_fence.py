@@ -119,6 +119,7 @@ def event_out(e: Event) -> S.EventOut:
     return S.EventOut(id=e.id or 0, time=e.created_at.isoformat() if e.created_at else "",
                       severity=e.severity, kind=e.kind, host=e.host_name,
                       host_id=e.host_id, operation_id=e.operation_id, user=e.user,
+                      engine=e.engine,
                       message=e.message, details=e.details)
 
 

@@ -352,6 +352,8 @@ class EventOut(BaseModel):
     host_id: int | None
     operation_id: int | None
     user: str | None = Field(description="the engine user who did it or whom it is about")
+    engine: str | None = Field(None, description="the engine that wrote it (None: written "
+                                                 "by the CLI or before engines had names)")
     message: str
     details: dict
 
@@ -377,3 +379,5 @@ class EngineOut(BaseModel):
     renewed_at: str
     lease_expires_at: str = Field(description="on the database's clock, like the other times")
     is_self: bool = Field(alias="self", description="true for the engine that answered")
+    hosts: int = Field(description="how many hosts the engine owns (monitors and treats): "
+                                   "the hash ring over the alive engines; 0 unless alive")

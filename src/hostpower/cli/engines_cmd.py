@@ -28,10 +28,12 @@ def engines(args: argparse.Namespace) -> int:
     try:
         with ctx.db.session() as s:
             members = Engines(s).list()
+            shares = Engines(s).host_shares(members)
     finally:
         ctx.close()
-    rows = [(m.name, m.state.value, m.generation, m.address, _time(m.started_at),
-             _time(m.renewed_at), _time(m.lease_expires_at)) for m in members]
-    print(table(rows, ("NAME", "STATE", "GENERATION", "ADDRESS", "STARTED", "RENEWED",
+    rows = [(m.name, m.state.value, m.generation, shares[m.name], m.address,
+             _time(m.started_at), _time(m.renewed_at), _time(m.lease_expires_at))
+            for m in members]
+    print(table(rows, ("NAME", "STATE", "GENERATION", "HOSTS", "ADDRESS", "STARTED", "RENEWED",
                        "LEASE EXPIRES")))
     return 0

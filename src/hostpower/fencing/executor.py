@@ -70,13 +70,17 @@ class ChainExecutor:
     def __init__(self, load_state: StateLoader, dispatch: Dispatch, emit: EventSink,
                  engine_agent_types: Set[str],
                  host_agent_types: Mapping[int, Set[str]] | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 guard: Callable[[], None] = lambda: None) -> None:
         self.load_state = load_state
         self.dispatch = dispatch
         self.emit = emit
         self.engine_agent_types = engine_agent_types
         self.host_agent_types = host_agent_types if host_agent_types is not None else {}
         self.sleep = sleep
+        # Raises (EngineNotReady) when this engine may not send a command now;
+        # called right before each one, outside the handling of a proxy's failure.
+        self.guard = guard
         self.in_flight: Counter[int] = Counter()   # commands each proxy host runs now
         self._locator: ProxyLocator | None = None
 
@@ -115,6 +119,7 @@ class ChainExecutor:
             for candidate in plan.candidates:
                 if candidate.host is not None:
                     listed[candidate.host.id] = entry.text
+                self.guard()
                 result = await self._try(candidate, spec, action, timeout)
                 attempt = Attempt(candidate.name, entry.text, result.outcome.value,
                                   result.message, round(result.duration, 3))

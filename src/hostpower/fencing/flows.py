@@ -3,7 +3,9 @@
 The phase is written to the journal *before* each external action, so a
 flow picked up after an engine crash knows what it may already have done
 and checks the device before repeating anything: a host is never switched
-off twice nor left off.
+off twice nor left off. Writing a step also checks the flow's reservation
+(store/journal.py): a flow taken over by another engine stops here, before
+its next command.
 
     restart: check -> stop -> stop_verify -> start -> start_verify
              (a host already verified off at the check counts as fenced)
@@ -30,7 +32,7 @@ log = logging.getLogger("hostpower.flows")
 
 
 class FlowStore(Protocol):
-    async def start_step(self, op_id: int, name: str, phase: Phase | None = None) -> int: ...
+    async def start_step(self, op: Operation, name: str, phase: Phase | None = None) -> int: ...
     async def finish_step(self, step_id: int, outcome: str, proxies: list[dict[str, object]],
                           message: str) -> None: ...
     async def set_host_status(self, host_id: int, status: HostStatus) -> None: ...
@@ -150,7 +152,7 @@ class Flows:
                     phase: Phase | None = None, before: str | None = None) -> PowerResult:
         """One journaled step. `phase`, when given, is written in the same
         transaction as the step's start: before the external action."""
-        step_id = await self.store.start_step(op.id, name, phase)
+        step_id = await self.store.start_step(op, name, phase)
         if before:
             failpoint(before)
         result = await self.power.run(op.host_id, action, op.id)

@@ -6,7 +6,15 @@ host statuses, the journal's steps, and events.
 Every event names the engine user on whose behalf the current task works
 (`on_behalf_of`), down to each proxy attempt, without passing the name
 through every layer; a flow's task sets it from its operation, so a flow
-resumed after a restart still names who asked for it.
+resumed after a restart still names who asked for it. Every event also
+names the engine that wrote it.
+
+Several engines may share the database. The gateway knows this engine's
+lease (membership.py): `check_may_act` is called before every external
+action and refuses (EngineNotReady) while the lease is uncertain, or when
+the engine joined again since the current flow began (`acting_as`): work
+begun by an earlier incarnation is then another engine's to take over.
+`ownership` is the hash ring over the live engines (model/ownership.py).
 """
 
 from __future__ import annotations
@@ -18,24 +26,38 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import replace
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.orm import Session
 
 from hostpower.config import Config
 from hostpower.context import EngineContext
+from hostpower.model.errors import EngineNotReady
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import FenceAgent, Host, HostStatus, InventorySnapshot
+from hostpower.model.lease import EngineState
+from hostpower.model.operations import OperationState, Runner
+from hostpower.model.ownership import Ownership
 from hostpower.store import revisions
 from hostpower.store.configstore import ConfigStore
+from hostpower.store.engines import Engines
 from hostpower.store.events import Events
 from hostpower.store.inventory import Inventory
-from hostpower.store.journal import Journal
+from hostpower.store.journal import Journal, Operation
+
+if TYPE_CHECKING:
+    from hostpower.membership import Membership
 
 log = logging.getLogger("hostpower.fencing")
 T = TypeVar("T")
 State = tuple[InventorySnapshot, Config]
 _requested_by: ContextVar[str | None] = ContextVar("requested_by", default=None)
+_acting_as: ContextVar[int | None] = ContextVar("acting_as", default=None)
+# Without membership (tests, inventory-only use) the engine is alone.
+ALONE = Runner("local", 0)
+# How long the list of live engines is reused: a monitor round and its
+# probes in between share one read.
+OWNERSHIP_TTL = 1.0
 _LEVELS = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING,
            Severity.ERROR: logging.ERROR}
 
@@ -50,9 +72,22 @@ def on_behalf_of(user: str | None) -> Iterator[None]:
         _requested_by.reset(token)
 
 
+@contextmanager
+def acting_as(generation: int) -> Iterator[None]:
+    """External actions inside are this engine incarnation's (a flow's task
+    sets it when it starts): refused once the engine has joined again."""
+    token = _acting_as.set(generation)
+    try:
+        yield
+    finally:
+        _acting_as.reset(token)
+
+
 class EngineGateway:
-    def __init__(self, ctx: EngineContext) -> None:
+    def __init__(self, ctx: EngineContext, membership: "Membership | None" = None) -> None:
         self.ctx = ctx
+        self.membership = membership
+        self._ownership: tuple[float, Ownership, dict[str, int]] | None = None
         self.prefer_native = True      # PreferNativeFenceDrivers, as of the last state()
         self._state: State | None = None
         self._revisions = revisions.Revisions(-1, -1)
@@ -66,6 +101,42 @@ class EngineGateway:
             with self.ctx.db.session() as s:
                 return fn(s)
         return await asyncio.to_thread(work)
+
+    # -- this engine among its peers -------------------------------------------------------
+
+    @property
+    def runner(self) -> Runner:
+        """This engine incarnation, as it reserves flows."""
+        m = self.membership
+        return ALONE if m is None else Runner(m.me.name, m.generation)
+
+    def check_may_act(self) -> None:
+        """EngineNotReady unless this engine may start an external action now."""
+        m = self.membership
+        if m is None:
+            return
+        reason = m.why_not()
+        began = _acting_as.get()
+        if not reason and began is not None and began != m.generation:
+            reason = (f"it joined again as generation {m.generation} since this work began "
+                      f"under generation {began}; the work is taken over afresh")
+        if reason:
+            raise EngineNotReady(reason)
+
+    async def ownership(self) -> tuple[Ownership, dict[str, int]]:
+        """The hash ring over the live engines, and each live engine's generation."""
+        now = asyncio.get_running_loop().time()
+        if self._ownership is not None and now - self._ownership[0] < OWNERSHIP_TTL:
+            return self._ownership[1], self._ownership[2]
+        me = self.runner
+        if self.membership is None:
+            alive = {me.name: me.generation}
+        else:
+            members = await self.run(lambda s: Engines(s).list())
+            alive = {m.name: m.generation for m in members if m.state is EngineState.ALIVE}
+        ring = Ownership(alive)
+        self._ownership = (now, ring, alive)
+        return ring, alive
 
     # -- the inventory and configuration -------------------------------------------------
 
@@ -111,7 +182,24 @@ class EngineGateway:
     async def set_host_status(self, host_id: int, status: HostStatus) -> None:
         def write(s: Session) -> tuple[Host, dict[str, int]]:
             return Inventory(s, self.ctx.box).set_status(host_id, status), revisions.moved_by(s)
-        host, moved = await self.run(write)
+        self._cache_status(*await self.run(write))
+
+    async def finish_flow(self, op: Operation, state: OperationState, message: str,
+                          status: HostStatus | None) -> Operation:
+        """End the flow and (when given) set its host's status in one commit,
+        only while `op`'s reservation holds (ReservationLost otherwise)."""
+        def write(s: Session) -> tuple[Operation, Host | None, dict[str, int]]:
+            finished = Journal(s).finish(op.id, state, message, token=op.token)
+            host = (Inventory(s, self.ctx.box).set_status(op.host_id, status)
+                    if status is not None else None)
+            return finished, host, revisions.moved_by(s)
+        finished, host, moved = await self.run(write)
+        if host is not None:
+            self._cache_status(host, moved)
+        return finished
+
+    def _cache_status(self, host: Host, moved: dict[str, int]) -> None:
+        host_id = host.id
         # Write-through: when this write is the only one since the cache was
         # read, apply it to the cache instead of reloading every status.
         if self._state is not None and moved.get(revisions.STATUS) == self._revisions.status + 1:
@@ -122,8 +210,11 @@ class EngineGateway:
 
     # -- the journal (flows.FlowStore) -------------------------------------------------------
 
-    async def start_step(self, op_id: int, name: str, phase: str | None = None) -> int:
-        return await self.run(lambda s: Journal(s).start_step(op_id, name, phase))
+    async def start_step(self, op: Operation, name: str, phase: str | None = None) -> int:
+        """Record a step before its external action, while this engine may act
+        and still holds the flow's reservation (ReservationLost otherwise)."""
+        self.check_may_act()
+        return await self.run(lambda s: Journal(s).start_step(op.id, name, phase, op.token))
 
     async def finish_step(self, step_id: int, outcome: str, proxies: list[dict[str, object]],
                           message: str) -> None:
@@ -137,6 +228,8 @@ class EngineGateway:
     async def emit(self, event: Event) -> None:
         if event.user is None:
             event = replace(event, user=_requested_by.get())
+        if event.engine is None and self.membership is not None:
+            event = replace(event, engine=self.membership.me.name)
         log.log(_LEVELS[event.severity], "%s", event.message)
         await self.run(lambda s: Events(s).add(event))
         for listener in list(self._on_event):

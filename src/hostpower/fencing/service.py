@@ -1,5 +1,14 @@
 """The fencing service: power operations on demand and automatic, one flow
-per host at most, a bounded number at once, resumed after an engine crash."""
+per host at most, a bounded number at once, resumed after an engine crash
+or taken over from an engine that died.
+
+A flow that this engine may not go on with (its lease is uncertain, the
+database is unreachable, another engine took it over) is *paused*: its task
+ends and the journal keeps it running as it was. `adopt_orphans`, called at
+start and every monitor round, picks up every running flow that no live
+engine runs: this engine's own paused flows, and those of dead engines for
+the hosts this engine owns. Taking one over increments its fencing token.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +21,15 @@ from hostpower.fencing.dispatch import ProxyDispatch
 from hostpower.drivers.base import FenceDriver
 from hostpower.fencing.executor import ChainExecutor
 from hostpower.fencing.flows import Flows
-from hostpower.fencing.gateway import EngineGateway, on_behalf_of
+from hostpower.fencing.gateway import EngineGateway, acting_as, on_behalf_of
 from hostpower.fencing.power import HostPower, PowerResult
 from hostpower.hostagent.client import AgentClient
-from hostpower.model.errors import ConflictError
+from hostpower.model.errors import ConflictError, EngineNotReady, StorageUnavailable
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import FenceAgent, HostStatus
-from hostpower.model.operations import FlowAction, OperationState, Origin
+from hostpower.model.operations import FlowAction, OperationState, Origin, Runner
 from hostpower.model.power import FenceAction
-from hostpower.store.journal import AlreadyRunning, Journal, Operation
+from hostpower.store.journal import AlreadyRunning, Journal, Operation, ReservationLost
 
 log = logging.getLogger("hostpower.fencing")
 
@@ -38,7 +47,8 @@ class FencingService:
         self.host_agent_types: dict[int, set[str]] = {}
         dispatch = ProxyDispatch(client, drivers, lambda: gateway.prefer_native)
         self.executor = ChainExecutor(gateway.state, dispatch, gateway.emit,
-                                      engine_agent_types, self.host_agent_types)
+                                      engine_agent_types, self.host_agent_types,
+                                      guard=gateway.check_may_act)
         self.power = HostPower(self.executor, gateway.agents)
         self.flows = Flows(self.power, gateway)
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -49,12 +59,14 @@ class FencingService:
 
     async def status(self, host_id: int, requested_by: str | None = None) -> PowerResult:
         """A status through the chain, answered at once (no journal)."""
+        self.gateway.check_may_act()
         with on_behalf_of(requested_by):
             return await self.power.run(host_id, FenceAction.STATUS)
 
     async def test_agent(self, host_id: int, agent: FenceAgent,
                          requested_by: str | None = None) -> PowerResult:
         """oVirt's Test button: a status with an agent definition that may be unsaved."""
+        self.gateway.check_may_act()
         with on_behalf_of(requested_by):
             return await self.power.run(host_id, FenceAction.STATUS, agents=[agent])
 
@@ -64,9 +76,10 @@ class FencingService:
         `requested_by` is the engine user who asked (None for automatic fencing)."""
         host = await self.gateway.host(host_id)
         by = f"by {requested_by} ({origin})" if requested_by else f"({origin})"
+        runner = self.gateway.runner
         try:
-            op = await self.gateway.run(lambda s: Journal(s).begin(host.id, host.name, action, origin,
-                                                           requested_by=requested_by))
+            op = await self.gateway.run(lambda s: Journal(s).begin(
+                host.id, host.name, action, origin, requested_by=requested_by, runner=runner))
         except AlreadyRunning as running:
             existing = running.operation_id
             op = await self.gateway.run(lambda s: Journal(s).get(existing))
@@ -99,15 +112,46 @@ class FencingService:
                               host_id=host.id, host_name=host.name, user=requested_by))
 
     async def resume(self) -> list[Operation]:
-        """Pick up every flow a previous engine left running."""
+        """At start: pick up the flows a previous engine left running."""
+        return await self.adopt_orphans()
+
+    async def adopt_orphans(self) -> list[Operation]:
+        """Take over every running flow that no live engine runs and that is
+        this engine's to take: its own (paused, or begun by an earlier
+        incarnation) or one of a dead engine for a host this engine owns.
+        A takeover is a conditional write (the token must be as read), so two
+        engines that both see an orphan never both run it."""
+        try:
+            self.gateway.check_may_act()
+        except EngineNotReady:
+            return []
+        ring, alive = await self.gateway.ownership()
+        me = self.gateway.runner
         running = await self.gateway.run(lambda s: Journal(s).running())
+        adopted = []
         for op in running:
+            holder = op.runner
+            if self.in_flow(op.host_id):
+                continue
+            held_by_peer = (holder is not None and holder.name != me.name
+                            and alive.get(holder.name) == holder.generation)
+            if held_by_peer:
+                continue
+            if holder != me and ring.owner(op.host_id) != me.name:
+                continue  # the host's owner takes it
+            taken = await self.gateway.run(
+                lambda s, op=op: Journal(s).take_over(op.id, op.token, me))
+            if taken is None:
+                continue  # another engine was faster
             await self.gateway.emit(Event(Severity.WARNING, "fence.resumed",
-                                  f"resuming {op.action} of {op.host_name} at phase {op.phase} "
-                                  f"after an engine restart",
-                                  host_id=op.host_id, host_name=op.host_name, operation_id=op.id))
-            self._spawn(op)
-        return running
+                                          _resumed_message(op, holder, me), host_id=op.host_id,
+                                          host_name=op.host_name, operation_id=op.id,
+                                          details={"from_engine": holder.name if holder else None,
+                                                   "phase": op.phase.value,
+                                                   "token": taken.token}))
+            self._spawn(taken)
+            adopted.append(taken)
+        return adopted
 
     def in_flow(self, host_id: int) -> bool:
         task = self._tasks.get(host_id)
@@ -134,9 +178,13 @@ class FencingService:
         self._tasks[op.host_id] = asyncio.create_task(self._run(op), name=f"flow-{op.id}")
 
     async def _run(self, op: Operation) -> None:
-        # The task runs in a context of its own: the user stays set for the whole flow.
-        with on_behalf_of(op.requested_by):
-            await self._run_flow(op)
+        # The task runs in a context of its own: the user and this engine's
+        # incarnation stay set for the whole flow.
+        with on_behalf_of(op.requested_by), acting_as(self.gateway.runner.generation):
+            try:
+                await self._run_flow(op)
+            except (EngineNotReady, StorageUnavailable, ReservationLost) as paused:
+                await self._paused(op, paused)
 
     async def _run_flow(self, op: Operation) -> None:
         if self._limit is None:
@@ -144,18 +192,45 @@ class FencingService:
         async with self._limit:
             try:
                 ok, message = await self.flows.run(op)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, EngineNotReady, StorageUnavailable, ReservationLost):
                 raise
             except Exception as exc:  # a bug must still end the flow visibly
                 log.exception("flow %s crashed", op.id)
                 ok, message = False, f"internal error: {type(exc).__name__}: {exc}"
-        if not ok and op.action is FlowAction.RESTART:
-            await self.gateway.set_host_status(op.host_id, HostStatus.NON_RESPONSIVE)
-        finished = await self.gateway.run(lambda s: Journal(s).finish(
-            op.id, OperationState.SUCCEEDED if ok else OperationState.FAILED, message))
+        finished = await self.gateway.finish_flow(
+            op, OperationState.SUCCEEDED if ok else OperationState.FAILED, message,
+            HostStatus.NON_RESPONSIVE if not ok and op.action is FlowAction.RESTART else None)
         await self.gateway.emit(Event(Severity.INFO if ok else Severity.ERROR,
                               "fence.succeeded" if ok else "fence.failed",
                               message if ok else f"{op.action} of {op.host_name} failed: {message}",
                               host_id=op.host_id, host_name=op.host_name, operation_id=op.id))
         for callback in self._on_finish:
             callback(finished)
+
+    async def _paused(self, op: Operation, why: Exception) -> None:
+        """The flow stops where it is; the journal keeps it running for
+        `adopt_orphans` (here or on the engine that took it over)."""
+        if isinstance(why, ReservationLost):
+            message = (f"{op.action} of {op.host_name}: engine {self.gateway.runner.name} lost "
+                       f"its reservation (another engine took the flow over); it sends nothing "
+                       f"more for it")
+        else:
+            message = (f"{op.action} of {op.host_name} paused at phase {op.phase}: {why}; it "
+                       f"goes on once the engine may act again")
+        log.warning("%s", message)
+        try:
+            await self.gateway.emit(Event(Severity.WARNING, "fence.paused", message,
+                                          host_id=op.host_id, host_name=op.host_name,
+                                          operation_id=op.id))
+        except StorageUnavailable:
+            pass  # logged above; the database cannot take the event now
+
+
+def _resumed_message(op: Operation, holder: Runner | None, me: Runner) -> str:
+    what = f"{op.action} of {op.host_name} at phase {op.phase}"
+    if holder is None or holder.name == me.name and holder.generation != me.generation:
+        return f"resuming {what} after an engine restart"
+    if holder == me:
+        return f"resuming {what}, paused while this engine could not act"
+    return (f"engine {me.name} takes over {what} from engine {holder.name}, which stopped "
+            f"renewing its lease")

@@ -11,8 +11,10 @@ class HostpowerError(Exception):
     ├── NotFoundError            a named object does not exist (404)
     ├── ConflictError            clashes with stored state, also a lost race (409)
     ├── StorageUnavailable       the database cannot be written or reached (503)
+    ├── EngineNotReady           the engine's lease is not certain: no external action (503)
     ├── SecretKeyError           store/crypto.py: the secret key file is unusable
     ├── AlreadyRunning           store/journal.py: a flow holds the host; join it
+    ├── ReservationLost          store/journal.py: another engine took the flow over
     ├── FlowFailed               fencing/flows.py: a step of a flow failed
     ├── DriverError              drivers/: a fence driver could not run
     ├── AgentError               hostagent/errors.py: talking to a host agent failed
@@ -59,3 +61,13 @@ class StorageUnavailable(HostpowerError):
     def __init__(self, cause: str) -> None:
         super().__init__(f"the engine's database is unavailable: {cause}")
         self.cause = cause
+
+
+class EngineNotReady(HostpowerError):
+    """The engine may not start an external action now: it cannot be sure of
+    its lease (the database is unreachable, or the engine was paused), or it
+    joined again since the work began. Nothing was sent; the work waits."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"this engine may not act now: {reason}")
+        self.reason = reason

@@ -26,3 +26,4 @@ class Event:
     id: int | None = None
     created_at: datetime | None = None
     user: str | None = None   # the engine user who did it or whom it is about
+    engine: str | None = None  # the engine that wrote it (several engines share a database)

@@ -4,6 +4,7 @@ journal, the flows, the API schemas and the CLI."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -60,3 +61,15 @@ class FenceType(StrEnum):
     def flow(self) -> FlowAction | None:
         """The flow this request starts, if any."""
         return None if self in (FenceType.STATUS, FenceType.MANUAL) else FlowAction(self.value)
+
+
+@dataclass(frozen=True)
+class Runner:
+    """An engine incarnation that runs flows: its name and the generation of
+    its lease (model/lease.py). A flow's reservation names its runner."""
+
+    name: str
+    generation: int
+
+    def __str__(self) -> str:
+        return self.name

@@ -13,6 +13,7 @@ from hostpower.model.inventory import Cluster, Host, HostStatus
 class Gate(StrEnum):
     IN_FLOW = "in_flow"
     STARTUP_WINDOW = "startup_window"
+    JUST_WATCHED = "just_watched"
     CLUSTER_FENCING_DISABLED = "cluster_fencing_disabled"
     CONNECTIVITY_BROKEN = "connectivity_broken"
     QUIET_TIME = "quiet_time"
@@ -33,6 +34,12 @@ class Facts:
     last_operation_at: float | None    # end of the host's last power operation
     in_flow: bool                      # a fence flow for the host is running
     agent_count: int
+    # When this engine began to watch the host (it started, or took the host
+    # over from another engine), and the grace it gives a host it found
+    # unresponsive then (TimeoutToResetHostInSeconds): ownership moving is
+    # never a reason to fence.
+    watched_since: float | None = None
+    grace: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,11 @@ def decide(f: Facts) -> Decision:
         return Decision(False, Gate.STARTUP_WINDOW,
                         f"engine started {since_start:.0f} s ago; no automatic fencing during the "
                         f"first {f.startup_window:.0f} s (DisableFenceAtStartupInSec)")
+    if f.watched_since is not None and f.now - f.watched_since < f.grace:
+        return Decision(False, Gate.JUST_WATCHED,
+                        f"this engine began watching the host {f.now - f.watched_since:.0f} s ago "
+                        f"(it started or took the host over); it judges the host afresh for "
+                        f"{f.grace:.0f} s (TimeoutToResetHostInSeconds) before fencing it")
     policy = f.cluster.fencing_policy
     if not policy.enabled:
         return Decision(False, Gate.CLUSTER_FENCING_DISABLED,

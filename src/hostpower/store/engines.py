@@ -16,8 +16,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from hostpower.model.lease import EngineMember, RowState, engine_state
-from hostpower.store.tables import EngineRow
+from hostpower.model.lease import EngineMember, EngineState, RowState, engine_state
+from hostpower.model.ownership import Ownership
+from hostpower.store.tables import EngineRow, HostRow
 
 # SQLite has no date type: SQLAlchemy stores "YYYY-MM-DD HH:MM:SS.ffffff" text
 # and compares it as text, so the database's clock is spelt the same way.
@@ -28,6 +29,15 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def db_clock(session: Session, plus: float = 0.0) -> ColumnElement[datetime]:
+    """The database's current time plus `plus` seconds, as an SQL expression."""
+    if session.get_bind().dialect.name == "sqlite":
+        expr = func.strftime(_SQLITE_FORMAT, "now", f"{plus:+.3f} seconds")
+    else:
+        expr = func.now() + literal(timedelta(seconds=plus), Interval())
+    return type_coerce(expr, DateTime(timezone=True))
+
+
 class Engines:
     def __init__(self, session: Session) -> None:
         self.s = session
@@ -36,12 +46,7 @@ class Engines:
     # -- the database's clock ------------------------------------------------------------
 
     def _clock(self, plus: float = 0.0) -> ColumnElement[datetime]:
-        """The database's current time plus `plus` seconds, as an SQL expression."""
-        if self._sqlite:
-            expr = func.strftime(_SQLITE_FORMAT, "now", f"{plus:+.3f} seconds")
-        else:
-            expr = func.now() + literal(timedelta(seconds=plus), Interval())
-        return type_coerce(expr, DateTime(timezone=True))
+        return db_clock(self.s, plus)
 
     def now(self) -> datetime:
         """The database's current time (UTC)."""
@@ -54,6 +59,12 @@ class Engines:
         now = self.now()
         rows = self.s.scalars(select(EngineRow).order_by(EngineRow.name)).all()
         return [_member(r, now) for r in rows]
+
+    def host_shares(self, members: list[EngineMember]) -> dict[str, int]:
+        """How many hosts each of `members` owns (0 unless alive)."""
+        ring = Ownership(m.name for m in members if m.state is EngineState.ALIVE)
+        shares = ring.shares(self.s.scalars(select(HostRow.id)))
+        return {m.name: shares.get(m.name, 0) for m in members}
 
     def get(self, name: str) -> EngineMember | None:
         row = self.s.get(EngineRow, name)

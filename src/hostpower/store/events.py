@@ -20,7 +20,7 @@ class Events:
         row = EventRow(
             created_at=event.created_at or datetime.now(UTC), severity=event.severity.value,
             kind=event.kind, host_id=event.host_id, host_name=event.host_name,
-            operation_id=event.operation_id, user=event.user, message=event.message,
+            operation_id=event.operation_id, user=event.user, engine=event.engine, message=event.message,
             details=json.dumps(event.details, default=str),
         )
         self.s.add(row)
@@ -57,4 +57,5 @@ def _event(row: EventRow) -> Event:
         id=row.id, created_at=created, severity=Severity(row.severity), kind=row.kind,
         host_id=row.host_id, host_name=row.host_name, operation_id=row.operation_id,
         message=row.message, details=json.loads(row.details or "{}"), user=row.user,
+        engine=row.engine,
     )

@@ -1,5 +1,13 @@
 """The fence journal: operations and their steps, written before each
-external action so that an engine that dies mid-flow can resume it."""
+external action so that an engine that dies mid-flow can resume it.
+
+Each running operation is reserved by the engine incarnation that runs it
+(`Runner`) with a fencing token. Every step is recorded only while the
+runner still holds that token, checked in the statement that records it:
+a takeover (`take_over`) increments the token, so a runner that was paused
+or cut off and wakes up finds its reservation gone (`ReservationLost`)
+before it can send another command.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +16,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hostpower.model.errors import HostpowerError, NotFoundError
-from hostpower.model.operations import FlowAction, OperationState, Origin, Phase
+from hostpower.model.operations import FlowAction, OperationState, Origin, Phase, Runner
 from hostpower.store.tables import OperationRow, OperationStepRow
 
 
@@ -44,10 +52,22 @@ class Operation:
     finished_at: datetime | None
     steps: list[Step] = field(default_factory=list)
     requested_by: str | None = None   # the engine user; None for automatic fencing
+    runner: Runner | None = None      # who holds the reservation (None: written before 0008)
+    token: int = 1                    # the fencing token of that reservation
 
     @property
     def running(self) -> bool:
         return self.state is OperationState.RUNNING
+
+
+class ReservationLost(HostpowerError):
+    """Another engine took the operation over (or it ended): the runner that
+    gets this must send nothing more for it."""
+
+    def __init__(self, operation_id: int, token: int) -> None:
+        super().__init__(f"operation {operation_id} is no longer reserved with token {token}: "
+                         f"another engine took it over")
+        self.operation_id = operation_id
 
 
 class AlreadyRunning(HostpowerError):
@@ -73,7 +93,8 @@ class Journal:
         self.s = session
 
     def begin(self, host_id: int, host_name: str, action: FlowAction, origin: Origin,
-              phase: Phase = Phase.BEGIN, requested_by: str | None = None) -> Operation:
+              phase: Phase = Phase.BEGIN, requested_by: str | None = None,
+              runner: Runner | None = None) -> Operation:
         """Record a new running operation, or raise AlreadyRunning with the
         one that holds the host (the database enforces one at a time)."""
         existing = self.active_for(host_id)
@@ -82,7 +103,9 @@ class Journal:
         now = _now()
         row = OperationRow(host_id=host_id, host_name=host_name, action=action.value, origin=origin.value,
                            requested_by=requested_by, state=OperationState.RUNNING.value, phase=phase.value,
-                           active_host_id=host_id, message="", created_at=now, updated_at=now)
+                           active_host_id=host_id, message="", created_at=now, updated_at=now,
+                           engine_name=runner.name if runner else None,
+                           engine_generation=runner.generation if runner else None, token=1)
         self.s.add(row)
         try:
             self.s.flush()
@@ -101,16 +124,42 @@ class Journal:
                               .order_by(OperationRow.id))
         return [_operation(r) for r in rows]
 
-    def start_step(self, op_id: int, name: str, phase: Phase | None = None) -> int:
-        """A step begins; with `phase`, the operation enters it in the same commit."""
+    def start_step(self, op_id: int, name: str, phase: Phase | None = None,
+                   token: int | None = None) -> int:
+        """A step begins; with `phase`, the operation enters it in the same
+        commit. With `token`, only while the reservation still holds it
+        (ReservationLost otherwise): one conditional statement, so a takeover
+        committed before it always wins."""
+        values: dict[str, Any] = {"updated_at": _now()}
+        if phase is not None:
+            values["phase"] = phase.value
+        where = [OperationRow.id == op_id]
+        if token is not None:
+            where += [OperationRow.token == token,
+                      OperationRow.state == OperationState.RUNNING.value]
+        if not self.s.execute(update(OperationRow).where(*where).values(**values)).rowcount:
+            if token is None:
+                raise NotFoundError("operation", op_id)
+            raise ReservationLost(op_id, token)
         row = OperationStepRow(operation_id=op_id, name=name, state="running", proxies="[]",
                                message="", started_at=_now())
         self.s.add(row)
-        if phase is not None:
-            op = self._row(op_id)
-            op.phase, op.updated_at = phase.value, _now()
         self.s.flush()
         return row.id
+
+    def take_over(self, op_id: int, token: int, runner: Runner) -> Operation | None:
+        """Reserve a running operation for `runner` with the next token,
+        provided nobody changed its reservation since it was read with
+        `token`; None when someone did (or it ended)."""
+        moved = self.s.execute(update(OperationRow).where(
+            OperationRow.id == op_id, OperationRow.token == token,
+            OperationRow.state == OperationState.RUNNING.value,
+        ).values(token=token + 1, engine_name=runner.name, engine_generation=runner.generation,
+                 updated_at=_now())).rowcount
+        if not moved:
+            return None
+        self.s.expire_all()
+        return self.get(op_id)
 
     def finish_step(self, step_id: int, outcome: str, proxies: list[dict[str, Any]],
                     message: str = "", state: str = "done") -> None:
@@ -121,14 +170,23 @@ class Journal:
         row.finished_at = _now()
         self.s.flush()
 
-    def finish(self, op_id: int, state: OperationState, message: str = "") -> Operation:
-        row = self._row(op_id)
-        row.state, row.message = state.value, message
-        row.phase = Phase.DONE.value
-        row.active_host_id = None
-        row.finished_at = row.updated_at = _now()
-        self.s.flush()
-        return _operation(row)
+    def finish(self, op_id: int, state: OperationState, message: str = "",
+               token: int | None = None) -> Operation:
+        """End the operation; with `token`, only while that reservation holds
+        (ReservationLost otherwise), in one conditional statement."""
+        now = _now()
+        where = [OperationRow.id == op_id]
+        if token is not None:
+            where += [OperationRow.token == token,
+                      OperationRow.state == OperationState.RUNNING.value]
+        if not self.s.execute(update(OperationRow).where(*where).values(
+                state=state.value, message=message, phase=Phase.DONE.value, active_host_id=None,
+                finished_at=now, updated_at=now)).rowcount:
+            if token is None:
+                raise NotFoundError("operation", op_id)
+            raise ReservationLost(op_id, token)
+        self.s.expire_all()
+        return self.get(op_id)
 
     def get(self, op_id: int) -> Operation:
         return _operation(self._row(op_id))
@@ -160,6 +218,9 @@ def _operation(row: OperationRow) -> Operation:
         id=row.id, host_id=row.host_id, host_name=row.host_name, action=FlowAction(row.action),
         origin=Origin(row.origin), requested_by=row.requested_by, state=OperationState(row.state), phase=Phase(row.phase),
         message=row.message,
+        runner=(Runner(row.engine_name, row.engine_generation or 0)
+                if row.engine_name is not None else None),
+        token=row.token or 1,
         created_at=_utc(row.created_at), updated_at=_utc(row.updated_at),  # type: ignore[arg-type]
         finished_at=_utc(row.finished_at),
         steps=[Step(id=s.id, name=s.name, state=s.state, outcome=s.outcome,

@@ -136,6 +136,11 @@ class OperationRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The reservation: the engine incarnation that runs the flow, and the
+    # fencing token it holds (store/journal.py; a takeover increments it).
+    engine_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    engine_generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    token: Mapped[int] = mapped_column(Integer, server_default="1")
     steps: Mapped[list["OperationStepRow"]] = relationship(
         cascade="all, delete-orphan", order_by="OperationStepRow.id")
 
@@ -166,6 +171,7 @@ class EventRow(Base):
     operation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # The engine user who did it or whom it is about (a login, a write, a power request).
     user: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    engine: Mapped[str | None] = mapped_column(String(128), nullable=True)  # which engine wrote it
     message: Mapped[str] = mapped_column(Text)
     details: Mapped[str] = mapped_column(Text, default="{}")
 
@@ -197,3 +203,23 @@ class EngineRow(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     renewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     lease_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ReachabilityProbeRow(Base):
+    """An engine about to fence a host asks its peers whether they reach the
+    host's agent (fencing/opinions.py); the peers answer in the next table."""
+
+    __tablename__ = "reachability_probes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host_id: Mapped[int] = mapped_column(Integer)
+    asked_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ReachabilityAnswerRow(Base):
+    __tablename__ = "reachability_answers"
+    probe_id: Mapped[int] = mapped_column(
+        ForeignKey("reachability_probes.id", ondelete="CASCADE"), primary_key=True)
+    engine_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    reachable: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[str] = mapped_column(Text)
