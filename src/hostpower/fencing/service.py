@@ -77,6 +77,7 @@ class FencingService:
         host = await self.gateway.host(host_id)
         by = f"by {requested_by} ({origin})" if requested_by else f"({origin})"
         runner = self.gateway.runner
+        self.gateway.check_may_act()  # a flow begun now would only pause: say so at once
         try:
             op = await self.gateway.run(lambda s: Journal(s).begin(
                 host.id, host.name, action, origin, requested_by=requested_by, runner=runner))
