@@ -68,7 +68,19 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                         connect_args=POSTGRES_CONNECT_ARGS)
+
+
+# A database that vanishes from the network (not refusing, just silent) must
+# fail a statement within seconds, not after TCP's quarter of an hour: the
+# engine then reports the outage and stops acting (membership.py) instead of
+# hanging a worker thread. libpq ignores the TCP options on unix sockets.
+POSTGRES_CONNECT_ARGS = {
+    "connect_timeout": 5,
+    "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,  # ms: unacknowledged data for this long ends the connection
+}
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
