@@ -51,8 +51,10 @@ def require_lab_tools(namespaces: bool = True) -> None:
 
 
 def start(tmp: Path, doc: dict[str, Any] | None = None, loopback: bool = False,
-          boot_delay: float = 0.3) -> tuple[RunningLab, Settings]:
-    settings = Settings(home=tmp / "home", db_url=f"sqlite:///{tmp / 'engine.db'}")
+          boot_delay: float = 0.3, db_url: str | None = None) -> tuple[RunningLab, Settings]:
+    """A lab whose home is tmp/home; the returned settings name that home and
+    `db_url` (default an SQLite file under tmp) for the engine beside it."""
+    settings = Settings(home=tmp / "home", db_url=db_url or f"sqlite:///{tmp / 'engine.db'}")
     topo = load_topology(doc, loopback=loopback, boot_delay=boot_delay)
     return start_lab(settings, topo, log=lambda m: None), settings
 
