@@ -21,11 +21,15 @@ ADMIN, ADMIN_PASSWORD = "root", "admin-password"
 
 
 class ServedApp:
-    """`with ServedApp(ctx) as app:` serves `create_app(ctx)` at `app.url`."""
+    """`with ServedApp(ctx) as app:` serves `create_app(ctx)` at `app.url`,
+    on `port` when given (an engine whose membership names its address joins
+    before it is served), else on a port the system picks."""
 
-    def __init__(self, ctx: EngineContext, runtime: EngineRuntime | None = None) -> None:
+    def __init__(self, ctx: EngineContext, runtime: EngineRuntime | None = None,
+                 port: int = 0) -> None:
         self.ctx = ctx
         self.url = ""
+        self.port = port
         self._app = create_app(ctx, runtime)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -34,7 +38,7 @@ class ServedApp:
         # Bound here, before uvicorn starts: no other process can take the port.
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
+        self._socket.bind(("127.0.0.1", self.port))
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
         self._server = uvicorn.Server(uvicorn.Config(self._app, log_level="warning",
                                                      lifespan="on"))

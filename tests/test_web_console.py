@@ -3,7 +3,9 @@
 One engine for the module (uvicorn in a thread, SQLite under tmp), whose hosts
 are powered by the real fence_dummy agent of fence-agents, run by the engine
 itself (chain "engine"). The monitor does not run, so host statuses are what
-the tests set, and nothing is ever fenced automatically.
+the tests set, and nothing is ever fenced automatically. The engine joins the
+database as `hostpower serve` does (engine "console", a lease it renews), so
+it is listed on the Engines page and the events it writes name it.
 
 Never `playwright install`: the browser is /usr/bin/chromium.
 """
@@ -22,14 +24,18 @@ import pytest
 
 from conftest import IN_CI, require
 from apikit import ServedApp
-from helpers import bearer
+from helpers import bearer, free_port, wait_until
 from hostpower.context import EngineContext
 from hostpower.inventory_file import load_document
+from hostpower.membership import Identity, Membership
+from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import HostStatus
 from hostpower.model.proxychain import complete_chain, format_chain, parse_chain
 from hostpower.runtime import EngineRuntime
 from hostpower.settings import Settings
 from hostpower.store.configstore import ConfigStore
+from hostpower.store.engines import Engines
+from hostpower.store.events import Events
 from hostpower.store.inventory import Inventory
 from hostpower.store.users import Users
 
@@ -47,6 +53,7 @@ CHROMIUM_ARGS = [
     "--no-first-run", "--disable-extensions", "--disable-default-apps", "--mute-audio",
     "--disable-features=Translate,MediaRouter,OptimizationHints",
 ]
+ENGINE_NAME = "console"
 ADMIN = ("admin", "admin-password")
 VIEWER = ("viewer", "viewer-password")
 
@@ -142,9 +149,15 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
         (power / f"{name}.power").write_text("on")
     (power / "east-b-1.power").write_text("off")
 
-    with ServedApp(ctx, EngineRuntime(ctx, monitor=False)) as served:
-        yield Engine(served.url, ctx, power)
-    ctx.close()
+    port = free_port()
+    membership = Membership.join(ctx.db, Identity(ENGINE_NAME, f"http://127.0.0.1:{port}"))
+    try:
+        with ServedApp(ctx, EngineRuntime(ctx, monitor=False, membership=membership),
+                       port=port) as served:
+            yield Engine(served.url, ctx, power)
+    finally:
+        membership.leave()  # done by the runtime's stop already, unless serving failed
+        ctx.close()
 
 
 @pytest.fixture(scope="module")
@@ -166,9 +179,11 @@ def page(browser, engine):  # type: ignore[no-untyped-def]
     pg.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
     pg.on("console", lambda msg: errors.append(f"console: {msg.text}")
           if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
-    # 4xx answers are what some tests provoke (bad input, CSRF, viewer); 5xx never.
+    # 4xx answers are what some tests provoke (bad input, CSRF, viewer); 5xx never,
+    # but for /api/health's 503 "not ready": a state the console shows (its banner).
     pg.on("response", lambda r: errors.append(f"{r.status} {r.request.method} {r.url}")
-          if r.status >= 500 else print("browser got", r.status, r.request.method, r.url)
+          if r.status >= 500 and not (r.status == 503 and r.url.endswith("/api/health"))
+          else print("browser got", r.status, r.request.method, r.url)
           if r.status >= 400 else None)
     yield pg
     context.close()
@@ -487,6 +502,148 @@ def test_event_log_filters_by_host_and_severity(page, engine: Engine) -> None:  
     expect(page.locator(".empty")).to_contain_text("No event matches")
 
 
+def test_event_log_names_the_engine_that_wrote_each_event(page, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    hid = engine.host_id("west-a-2")
+    # Written by the engine: a status through the chain (its attempt events name the engine).
+    api = engine.api()
+    assert api.post(f"/api/hosts/{hid}/fence", json={"fence_type": "status"}).status_code == 200
+    by_engine = [e for e in api.get("/api/events", params={"host": hid}).json()
+                 if e["engine"] == ENGINE_NAME]
+    assert by_engine, "the engine's status check wrote no event naming it"
+    # Written by another engine sharing the database, and by the CLI (no engine).
+    with engine.ctx.db.session() as s:
+        peer = Events(s).add(Event(Severity.WARNING, "fence.note", "west-a-2: seen from elsewhere",
+                                   host_id=hid, host_name="west-a-2", engine="e-test"))
+        cli = Events(s).add(Event(Severity.INFO, "fence.note", "cli-marker: written by the CLI",
+                                  host_id=hid, host_name="west-a-2"))
+    login(page, ADMIN)
+    page.goto("/#/events")
+    page.get_by_label("Host").select_option(label="west-a-2")
+    expect(page.locator(f".events-box[data-query='?host={hid}&limit=200']")).to_have_count(1)
+    expect(page.locator(".events-table th").last).to_have_text("Engine")
+
+    def engine_cell(event_id: int):  # type: ignore[no-untyped-def]
+        return page.locator(f"tr[data-event-id='{event_id}'] td[data-col=engine]")
+
+    expect(engine_cell(by_engine[-1]["id"])).to_have_text(ENGINE_NAME)
+    expect(engine_cell(peer.id)).to_have_text("e-test")
+    expect(engine_cell(cli.id)).to_have_text("—")
+    # The search finds an engine's events; a list naming no engine has no engine column.
+    page.get_by_label("Search messages").fill("e-test")
+    expect(page.locator("tr[data-event-id]")).to_have_count(1)
+    page.get_by_label("Search messages").fill("cli-marker")
+    expect(page.locator("tr[data-event-id]")).to_have_count(1)
+    expect(page.locator(f"tr[data-event-id='{cli.id}']")).to_be_visible()
+    expect(page.locator(".events-table th")).to_have_text(
+        ["Time", "Severity", "Host", "Event", "Message", "Operation"])
+    expect(page.locator("td[data-col=engine]")).to_have_count(0)
+
+
+def test_engines_page_shows_each_engine_its_state_and_hosts(page, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    api = engine.api()
+    total = len(api.get("/api/hosts").json())
+    login(page, VIEWER)  # every logged-in user sees the engines
+    page.get_by_role("link", name="Engines").click()
+    expect(page).to_have_url(re.compile(r"#/engines$"))
+    expect(page.locator(".nav-link.active")).to_have_text("Engines")
+    me = page.locator(f"tr[data-engine='{ENGINE_NAME}']")
+    expect(me.locator("[data-engine-state]")).to_have_text("alive")
+    expect(me.locator("[data-engine-state]")).to_have_class(re.compile(r"\btone-ok\b"))
+    expect(me.locator(".self-tag")).to_have_text("this engine")
+    expect(me.locator("[data-col=hosts]")).to_have_text(str(total))
+    expect(me).to_contain_text(engine.url)
+    mine = next(e for e in api.get("/api/engines").json() if e["name"] == ENGINE_NAME)
+    expect(me.locator("[data-col=generation]")).to_have_text(str(mine["generation"]))
+    # Started, last renewal, lease expires: times like the rest of the console's
+    # (hh:mm:ss, after the date unless today), the database's ISO time as title.
+    expect(me.locator("td.nowrap")).to_have_text([re.compile(r"\d\d:\d\d:\d\d$")] * 3)
+    expect(me.locator("td.nowrap").first).to_have_attribute("title", mine["started_at"])
+
+    # A second engine joins the database (as `hostpower serve` does on a shared
+    # PostgreSQL): shown by the page's own refresh, alive, not this one, and the
+    # hosts are shared between the two.
+    with engine.ctx.db.session() as s:
+        generation = Engines(s).claim("e-other", "http://127.0.0.1:9", 600)
+    assert generation is not None
+    other = page.locator("tr[data-engine='e-other']")
+    expect(other.locator("[data-engine-state]")).to_have_text("alive", timeout=8000)
+    expect(other.locator(".self-tag")).to_have_count(0)
+    listed = api.get("/api/engines").json()
+    expect(page.locator("tr[data-engine]")).to_have_count(len(listed))
+    expect(page.locator(".card-toolbar")).to_contain_text(
+        f"{len(listed)} engines · {sum(e['state'] == 'alive' for e in listed)} alive")
+    shares = {e["name"]: e["hosts"] for e in listed}
+    assert shares[ENGINE_NAME] + shares["e-other"] == total, shares
+    expect(me.locator("[data-col=hosts]")).to_have_text(str(shares[ENGINE_NAME]))
+    expect(other.locator("[data-col=hosts]")).to_have_text(str(shares["e-other"]))
+
+    # It stops cleanly: stopped (neutral), and its hosts are this engine's again.
+    with engine.ctx.db.session() as s:
+        assert Engines(s).leave("e-other", generation)
+    page.locator("[data-action=refresh]").click()
+    expect(other.locator("[data-engine-state]")).to_have_text("stopped")
+    expect(other.locator("[data-engine-state]")).to_have_class(re.compile(r"\btone-muted\b"))
+    expect(other.locator("[data-col=hosts]")).to_have_text("0")
+    expect(me.locator("[data-col=hosts]")).to_have_text(str(total))
+
+    # One that stops renewing without leaving (a crash): expired once its lease ends.
+    with engine.ctx.db.session() as s:
+        assert Engines(s).claim("e-crashed", "http://127.0.0.1:10", 1.0) is not None
+    page.wait_for_timeout(1200)
+    page.locator("[data-action=refresh]").click()
+    crashed = page.locator("tr[data-engine='e-crashed']")
+    expect(crashed.locator("[data-engine-state]")).to_have_text("expired")
+    expect(crashed.locator("[data-engine-state]")).to_have_class(re.compile(r"\btone-bad\b"))
+    expect(crashed.locator("[data-col=hosts]")).to_have_text("0")
+    listed = api.get("/api/engines").json()
+    assert [e["name"] for e in listed if e["state"] == "alive"] == [ENGINE_NAME], listed
+    expect(page.locator(".card-toolbar")).to_contain_text(f"{len(listed)} engines · 1 alive")
+
+
+def test_not_ready_banner_while_the_engine_cannot_renew_its_lease(page, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    """A real "not ready": another incarnation takes the engine's name the way
+    a take-over after a crash does (ends the lease as last seen, claims the
+    name, with a lease it never renews). The engine's renewals fail from then
+    on ("held by another live engine"); once a quarter of its lease is left
+    /api/health answers 503 and the banner shows, with the detail. The name
+    freed, the engine joins again, health is ok and the banner goes."""
+    login(page, VIEWER)
+    page.goto("/#/engines")  # no page here asks for a power action, refused meanwhile
+    banner = page.locator(".health-banner")
+    me = page.locator(f"tr[data-engine='{ENGINE_NAME}']")
+    expect(me.locator(".self-tag")).to_be_visible()
+    expect(banner).to_be_hidden()
+
+    def take_the_name() -> int | None:
+        with engine.ctx.db.session() as s:
+            engines = Engines(s)
+            seen = engines.get(ENGINE_NAME)
+            if seen is None or not engines.expire(seen):
+                return None  # renewed in between: look again
+            return engines.claim(ENGINE_NAME, "http://127.0.0.1:11", 120)
+
+    intruder = wait_until(take_the_name, 10, "the engine's name to be taken")
+    lease = int(engine.api().get("/api/config/EngineLeaseInSec").json()["value"])
+    expect(banner).to_be_visible(timeout=(lease + 6) * 1000)
+    expect(banner).to_contain_text("This engine cannot renew its lease in the database: "
+                                   "it starts no power action until it can.")
+    expect(banner.locator(".health-detail")).to_contain_text("the engine lease was last renewed")
+    expect(banner.locator(".health-detail")).to_contain_text(
+        f"engine name '{ENGINE_NAME}' is held by another live engine")
+    health = page.evaluate("fetch('/api/health').then(async r => [r.status, await r.json()])")
+    assert health[0] == 503 and health[1]["status"] == "not ready", health
+    # The row is the intruder's now: not this engine's lease.
+    expect(me.locator(".self-tag")).to_have_count(0, timeout=8000)
+
+    with engine.ctx.db.session() as s:
+        assert Engines(s).leave(ENGINE_NAME, intruder)
+    expect(banner).to_be_hidden(timeout=10_000)
+    assert page.evaluate("fetch('/api/health').then(r => r.status)") == 200
+    expect(me.locator(".self-tag")).to_be_visible(timeout=8000)
+    expect(me.locator("[data-col=generation]")).to_have_text(str(intruder + 1))
+    expect(me.locator("[data-engine-state]")).to_have_text("alive")
+
+
 def test_screenshots_of_the_main_pages(page, engine: Engine) -> None:  # type: ignore[no-untyped-def]
     """The main pages as PNG (docs/screenshots/ with HOSTPOWER_UPDATE_SCREENSHOTS=1)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -516,8 +673,13 @@ def test_screenshots_of_the_main_pages(page, engine: Engine) -> None:  # type: i
     expect(page.locator("tr[data-event-id]").first).to_be_visible()
     page.screenshot(path=SCREENSHOTS / "events.png")
 
+    page.goto("/#/engines")
+    me = page.locator(f"tr[data-engine='{ENGINE_NAME}']")
+    expect(me.locator("[data-engine-state]")).to_have_text("alive")
+    page.screenshot(path=SCREENSHOTS / "engines.png")
+
     page.goto("/#/config")
     expect(page.locator("tr[data-key]").first).to_be_visible()
     page.screenshot(path=SCREENSHOTS / "config.png")
-    for name in ("hosts", "host-power-management", "events", "config"):
+    for name in ("hosts", "host-power-management", "events", "engines", "config"):
         assert (SCREENSHOTS / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

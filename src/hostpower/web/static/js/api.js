@@ -66,6 +66,27 @@ export const post = (path, body) => request('POST', path, body ?? {});
 export const put = (path, body) => request('PUT', path, body);
 export const del = (path) => request('DELETE', path);
 
+/**
+ * /api/health (no session needed) as {ready, detail, version}. A 503 "not
+ * ready" is an answer here, not an error: the engine cannot renew its lease
+ * and starts no power action. Throws ApiError(0) when the engine cannot be
+ * reached.
+ */
+export async function health() {
+  let response;
+  let data = null;
+  try {
+    response = await fetch('/api/health', { headers: { Accept: 'application/json' }, cache: 'no-store' });
+    data = await response.json();
+  } catch (err) {
+    if (!response) throw new ApiError(0, 'the engine cannot be reached');
+  }
+  if (response.ok || (response.status === 503 && data && data.status === 'not ready')) {
+    return { ready: response.ok, detail: (data && data.detail) || '', version: (data && data.version) || '' };
+  }
+  throw new ApiError(response.status, detailText(data && data.detail) || `${response.status} ${response.statusText}`);
+}
+
 function adopt(data) {
   session.user = data.user;
   session.role = data.role;

@@ -1,16 +1,19 @@
 // The console's shell: login, top bar, hash router.
 import { h, icon, clear, replace } from './dom.js';
 import * as api from './api.js';
-import { button, confirmDialog, formError, showError, clearErrors } from './ui.js';
+import { button, confirmDialog, every, formError, showError, clearErrors } from './ui.js';
 import * as inventory from './pages/inventory.js';
 import * as hostPage from './pages/host.js';
 import * as events from './pages/events.js';
+import * as enginesPage from './pages/engines.js';
 import * as configPage from './pages/config.js';
 
 const root = document.getElementById('app');
 let main = null;
 let nav = null;
 let current = null;      // {unmount, guard}
+let healthPoller = null; // the not-ready banner's loop, while the shell is shown
+const HEALTH_MS = 5000;  // like the pages that refresh on their own
 let currentHash = '';
 let version = '';
 
@@ -18,6 +21,7 @@ const ROUTES = [
   [/^#\/hosts\/(\d+)(?:\/(general|pm|operations))?$/, (m) => [hostPage, { id: Number(m[1]), tab: m[2] || 'general' }], 'inventory'],
   [/^#\/(hosts|clusters|datacenters)$/, (m) => [inventory, { tab: m[1] }], 'inventory'],
   [/^#\/events$/, () => [events, {}], 'events'],
+  [/^#\/engines$/, () => [enginesPage, {}], 'engines'],
   [/^#\/config$/, () => [configPage, {}], 'config'],
 ];
 
@@ -37,6 +41,7 @@ function logo() {
 
 function showLogin(message = null) {
   if (current) { current.unmount?.(); current = null; }
+  if (healthPoller) { healthPoller.stop(); healthPoller = null; }
   main = null;
   nav = null;
   currentHash = '';
@@ -82,6 +87,7 @@ function showShell() {
   nav = h('nav.nav', { 'aria-label': 'Main' },
     navLink('#/hosts', 'Inventory', 'inventory', 'server'),
     navLink('#/events', 'Events', 'events', 'list'),
+    navLink('#/engines', 'Engines', 'engines', 'engines'),
     api.isAdmin() ? navLink('#/config', 'Configuration', 'config', 'settings') : null);
   const logout = button('Log out', { variant: 'ghost', class: 'logout', onclick: doLogout }, 'logout');
   const bar = h('header.topbar',
@@ -92,8 +98,28 @@ function showShell() {
         h('span.role', api.session.role)),
       logout));
   main = h('main.main', { id: 'main' });
-  replace(root, h('div.shell', { class: api.isAdmin() ? 'is-admin' : 'is-viewer' }, bar, main));
+  const banner = h('div.health-banner', { role: 'alert', hidden: true }, icon('alert'),
+    h('div.health-text',
+      h('strong', 'This engine cannot renew its lease in the database: it starts no power action until it can.'),
+      h('div.health-detail')));
+  replace(root, h('div.shell', { class: api.isAdmin() ? 'is-admin' : 'is-viewer' }, bar, banner, main));
+  if (healthPoller) healthPoller.stop();
+  healthPoller = every(HEALTH_MS, () => checkHealth(banner));
   route();
+}
+
+// -- readiness ----------------------------------------------------------------------
+
+/**
+ * Show the banner while /api/health says "not ready" (the engine cannot renew
+ * its lease, so it starts no power action), hide it once health is ok again.
+ * When the engine cannot be reached at all, its readiness is unknown: the
+ * banner stays as it was.
+ */
+async function checkHealth(banner) {
+  const health = await api.health();
+  banner.querySelector('.health-detail').textContent = health.ready ? '' : health.detail;
+  banner.hidden = health.ready;
 }
 
 async function doLogout() {

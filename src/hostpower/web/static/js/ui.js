@@ -37,6 +37,15 @@ export function statusBadge(status) {
     h('span.dot'), label(status));
 }
 
+// Engines speak the hosts' visual language: alive is good, expired (it stopped
+// renewing its lease: crashed or cut off) is bad, stopped (cleanly) is neutral.
+const ENGINE_TONE = { alive: 'ok', expired: 'bad', stopped: 'muted' };
+
+export function engineStateBadge(state) {
+  return h('span.badge', { class: `tone-${ENGINE_TONE[state] || 'muted'}`, dataset: { engineState: state } },
+    h('span.dot'), label(state));
+}
+
 const POWER_TONE = { on: 'ok', off: 'muted-strong', unknown: 'warn', error: 'bad' };
 
 export function powerBadge(state, title) {

@@ -51,11 +51,18 @@ export function mount(container) {
 
   function render() {
     const q = f.text.toLowerCase();
-    const shown = q ? rows.filter((e) => `${e.message} ${e.kind} ${e.host || ''}`.toLowerCase().includes(q)) : rows;
+    const shown = q ? rows.filter((e) => `${e.message} ${e.kind} ${e.host || ''} ${e.engine || ''}`.toLowerCase().includes(q)) : rows;
     count.textContent = `${shown.length} event${shown.length === 1 ? '' : 's'}`;
     if (!shown.length) { replace(tableBox, emptyState('No event matches these filters.', 'list')); return; }
+    // The engine column only when a listed event names one: events written by
+    // the CLI, by the API (audit, logins) or before engines had names carry
+    // none, and a column of dashes would only narrow the messages. It comes
+    // last (who wrote it, like the operation), so the other columns never move.
+    const withEngine = shown.some((e) => e.engine);
+    const columns = withEngine ? 7 : 6;
     replace(tableBox, h('table.table.events-table',
-      h('thead', h('tr', h('th', 'Time'), h('th', 'Severity'), h('th', 'Host'), h('th', 'Event'), h('th', 'Message'), h('th', 'Operation'))),
+      h('thead', h('tr', h('th', 'Time'), h('th', 'Severity'), h('th', 'Host'), h('th', 'Event'), h('th', 'Message'), h('th', 'Operation'),
+        withEngine ? h('th', { title: 'The engine that wrote the event' }, 'Engine') : null)),
       h('tbody', shown.map((e) => {
         const hasDetails = e.details && Object.keys(e.details).length;
         const tr = h('tr', { dataset: { eventId: String(e.id), severity: e.severity }, class: hasDetails ? 'clickable' : '' },
@@ -65,12 +72,14 @@ export function mount(container) {
           h('td', h('span.kind', e.kind)),
           h('td.msg', e.message),
           h('td', e.operation_id ? h('button.linklike', { type: 'button', onclick: (ev) => { ev.stopPropagation(); openOp(e.operation_id); } },
-            `#${e.operation_id}`) : ''));
+            `#${e.operation_id}`) : ''),
+          withEngine ? h('td.nowrap', { dataset: { col: 'engine' } }, e.engine ? h('span.engine-ref', e.engine)
+            : h('span.muted', { title: 'no engine named: written by the CLI, by the API (audit, logins) or before engines had names' }, '—')) : null);
         const nodes = [tr];
         if (hasDetails) {
           tr.addEventListener('click', () => { open.has(e.id) ? open.delete(e.id) : open.add(e.id); render(); });
           if (open.has(e.id)) {
-            nodes.push(h('tr.details-row', h('td', { colspan: 6 }, h('dl.kv-list',
+            nodes.push(h('tr.details-row', h('td', { colspan: columns }, h('dl.kv-list',
               Object.entries(e.details).map(([k, v]) => [h('dt', label(k)), h('dd', typeof v === 'object' ? JSON.stringify(v) : String(v))])))));
           }
         }
