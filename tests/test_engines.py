@@ -76,6 +76,10 @@ def test_engines_two_on_postgresql_see_each_other_renew_stop_and_expire(
                 assert seen[me]["address"] == url
             cli = engines_cli(env)
             assert {n: row[0] for n, row in cli.items()} == {"a": "alive", "b": "alive"}
+            # Each login was recorded by the engine that served it.
+            logins = httpx.get(f"{url_a}/api/events", headers=token(url_a),
+                               params={"user": USER}).json()
+            assert {e["engine"] for e in logins if e["kind"] == "auth.login"} == {"a", "b"}
 
             headers = token(url_a)
             first = engines_api(url_a, headers)

@@ -30,10 +30,18 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client and request.client.host else "unknown"
 
 
+def engine_name(request: Request) -> str | None:
+    """The name of the engine serving the request (None without membership)."""
+    runtime = getattr(request.app.state, "runtime", None)
+    membership = getattr(runtime, "membership", None)
+    return membership.me.name if membership is not None else None
+
+
 def auth_event(request: Request, severity: Severity, kind: str, message: str,
                user: str | None, via: str, **details: Any) -> Event:
     """A login, logout, failed login or lockout (kinds auth.*)."""
     return Event(severity, kind, message, user=user[:USER_LENGTH] if user else None,
+                 engine=engine_name(request),
                  details={"address": client_address(request), "via": via, **details})
 
 
@@ -52,6 +60,7 @@ class WriteAudit:
     method: str
     path: str
     address: str
+    engine: str | None = None
     recorded: list[Event] = field(default_factory=list)
 
     def record(self, s: Session, did: str, host_id: int | None = None,
@@ -59,7 +68,7 @@ class WriteAudit:
         """`did` completes "<user> ...", e.g. "updated host h7"."""
         event = Event(Severity.INFO, "audit.write", f"{self.user.name} {did}",
                       host_id=host_id, host_name=host_name, user=self.user.name,
-                      details={"method": self.method, "path": self.path,
+                      engine=self.engine, details={"method": self.method, "path": self.path,
                                "address": self.address, "via": self.user.via})
         Events(s).add(event)
         self.recorded.append(event)
@@ -69,7 +78,8 @@ def audited_admin(request: Request,
                   user: Principal = Depends(admin_user)) -> Iterator[WriteAudit]:
     """An admin-only write route's dependency: the admin, and the audit to record
     the write with."""
-    audit = WriteAudit(user, request.method, request.url.path, client_address(request))
+    audit = WriteAudit(user, request.method, request.url.path, client_address(request),
+                       engine_name(request))
     yield audit
     # Reached only when the route returned, i.e. after its transaction committed.
     log_events(audit.recorded)
