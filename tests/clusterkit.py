@@ -10,7 +10,10 @@
   (plain HTTP is fine on loopback); every engine, relay and namespace it
   made is stopped or deleted on exit, whatever happened.
 * `Engine`: one such process: its API with an admin token, SIGKILL
-  (a crash), SIGSTOP/SIGCONT (a freeze), SIGTERM (a clean stop), its log.
+  (a crash), SIGSTOP/SIGCONT (a freeze; `frozen` says whether it is stopped,
+  also by a `:pause` failpoint), SIGTERM (a clean stop), its log.
+* `owners(engines, host_ids)`: which engine owns which host, as every engine
+  computes it from the same live engines (model/ownership.py).
 * An engine in a network namespace of the test's own (`Cluster.namespace`,
   `isolated_engine`) has only `lo`: it reaches the database through a
   unix-socket `Relay` (tests/relay.py) and no lab host. Its API listens on
@@ -25,7 +28,7 @@ import os
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +44,7 @@ from hostpower.context import EngineContext
 from hostpower.lab import netns as lab_netns
 from hostpower.lab.processes import kill_and_wait
 from hostpower.lab.runner import RunningLab
+from hostpower.model.ownership import Ownership
 from hostpower.settings import Settings
 from hostpower.store.configstore import ConfigStore
 from hostpower.store.engines import Engines
@@ -169,6 +173,19 @@ class Engine:
 
     def thaw(self) -> None:
         self.proc.send_signal(signal.SIGCONT)
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the process is stopped (SIGSTOP: `freeze`, or a `:pause`
+        failpoint it reached): state T in /proc/PID/stat."""
+        if not self.running:
+            return False
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        except OSError:
+            return False  # gone meanwhile
+        # "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
+        return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
 
     def stop(self) -> None:
         """SIGTERM, a clean stop (it leaves: shown stopped); SIGKILL after 20 s."""
@@ -347,6 +364,13 @@ def engines(settings: Settings, logs: Path) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+def owners(engines: Iterable[str], host_ids: Iterable[int]) -> dict[int, str]:
+    """{host id: owning engine} on the ring over `engines` (the live ones), as
+    each engine computes it (fencing/gateway.py `ownership`)."""
+    ring = Ownership(engines)
+    return {host_id: ring.owner(host_id) or "" for host_id in host_ids}
 
 
 def _delete_namespace(name: str) -> None:

@@ -94,6 +94,9 @@ class EngineGateway:
         self._agents: dict[int, list[FenceAgent]] = {}
         self._agents_revision = -1
         self._on_event: list[Callable[[Event], None]] = []
+        # The phase each flow of this engine last journaled: the Operation a
+        # flow runs with keeps the phase it was spawned at.
+        self._phases: dict[int, str] = {}
 
     async def run(self, fn: Callable[[Session], T]) -> T:
         """`fn(session)` in a thread, committed when it returns."""
@@ -214,7 +217,16 @@ class EngineGateway:
         """Record a step before its external action, while this engine may act
         and still holds the flow's reservation (ReservationLost otherwise)."""
         self.check_may_act()
-        return await self.run(lambda s: Journal(s).start_step(op.id, name, phase, op.token))
+        step_id = await self.run(lambda s: Journal(s).start_step(op.id, name, phase, op.token))
+        if phase is not None:
+            self._phases[op.id] = phase
+        return step_id
+
+    def phase_reached(self, op: Operation, forget: bool = False) -> str:
+        """The phase the flow of `op` last journaled here (`op.phase` if none
+        since it was spawned); `forget`: the flow's task ends."""
+        phase = (self._phases.pop if forget else self._phases.get)(op.id, None)
+        return phase if phase is not None else op.phase
 
     async def finish_step(self, step_id: int, outcome: str, proxies: list[dict[str, object]],
                           message: str) -> None:

@@ -186,6 +186,8 @@ class FencingService:
                 await self._run_flow(op)
             except (EngineNotReady, StorageUnavailable, ReservationLost) as paused:
                 await self._paused(op, paused)
+            finally:
+                self.gateway.phase_reached(op, forget=True)
 
     async def _run_flow(self, op: Operation) -> None:
         if self._limit is None:
@@ -216,15 +218,17 @@ class FencingService:
                        f"its reservation (another engine took the flow over); it sends nothing "
                        f"more for it")
         else:
-            message = (f"{op.action} of {op.host_name} paused at phase {op.phase}: {why}; it "
-                       f"goes on once the engine may act again")
-        log.warning("%s", message)
+            message = (f"{op.action} of {op.host_name} paused at phase "
+                       f"{self.gateway.phase_reached(op)}: {why}; it goes on once the engine "
+                       f"may act again")
         try:
+            # emit logs the message before it stores the event: the log has
+            # it even when the database cannot take it.
             await self.gateway.emit(Event(Severity.WARNING, "fence.paused", message,
                                           host_id=op.host_id, host_name=op.host_name,
                                           operation_id=op.id))
         except StorageUnavailable:
-            pass  # logged above; the database cannot take the event now
+            pass  # logged by emit; the database cannot take the event now
 
 
 def _resumed_message(op: Operation, holder: Runner | None, me: Runner) -> str:
