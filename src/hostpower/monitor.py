@@ -5,8 +5,8 @@ once (bounded concurrency, each call bounded by HostHeartbeatTimeoutInSec);
 what each answer means for the host's status is model/liveness.py.
 
 A non_responsive host goes through the treatment gates (model/treatment.py)
-each round; a skip is an event when its reason changes, a pass starts the
-restart flow (or joins the running one).
+each round; a skip is an event when its reason changes, a pass begins the
+escalation (fencing/escalation.py: the precautions, then the restart flow).
 
 With several engines, each monitors only the hosts it owns (the hash ring
 of model/ownership.py over the live engines, re-read every round). A host
@@ -22,14 +22,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
+from hostpower.fencing.escalation import Escalation, Precaution
 from hostpower.fencing.opinions import SecondOpinion, Verdict
 from hostpower.fencing.service import FencingService
 from hostpower.hostagent.client import AgentClient, AgentError
 from hostpower.model.errors import EngineNotReady, StorageUnavailable
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import Host, HostStatus
-from hostpower.model.operations import FlowAction, Origin
 from hostpower.model.liveness import Heartbeat, Liveness, next_liveness
 from hostpower.model.treatment import Facts, decide
 
@@ -47,6 +48,7 @@ ANSWER_EVERY = 0.25
 
 class Monitor:
     def __init__(self, service: FencingService, client: AgentClient,
+                 precautions: Sequence[Precaution] = (),
                  clock=time.time) -> None:  # type: ignore[no-untyped-def]
         self.service = service
         self.gateway = service.gateway
@@ -57,6 +59,7 @@ class Monitor:
         self.watched_since: dict[int, float] = {}  # hosts this engine owns, since when
         self.peers: list[str] = []                # the other live engines, as of the last round
         self.opinions = SecondOpinion(self.gateway, client)
+        self.escalation = Escalation(service, precautions)
         self._sem = asyncio.Semaphore(HEARTBEAT_CONCURRENCY)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -73,6 +76,7 @@ class Monitor:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.escalation.stop()
 
     async def _loop(self) -> None:
         while True:
@@ -123,15 +127,19 @@ class Monitor:
             return float(config["HostHeartbeatIntervalInSec"])  # no fencing decision now
         chosen = []
         for host in owned:
-            if host.status is HostStatus.NON_RESPONSIVE and not self.service.in_flow(host.id):
+            if host.status is HostStatus.NON_RESPONSIVE and not self._treating(host.id):
                 fresh = await self.gateway.host(host.id)
                 if fresh.status is HostStatus.NON_RESPONSIVE and await self.treat(
                         fresh, snapshot, config):
                     chosen.append(fresh)
         for host in await self._confirmed(chosen, timeout):
             self.skipped_gate.pop(host.id, None)
-            await self.service.request(host.id, FlowAction.RESTART, Origin.AUTOMATIC)
+            self.escalation.begin(host)
         return float(config["HostHeartbeatIntervalInSec"])
+
+    def _treating(self, host_id: int) -> bool:
+        """A flow or an escalation for the host is under way here."""
+        return self.service.in_flow(host_id) or self.escalation.busy(host_id)
 
     async def _owned(self, snapshot) -> list[Host]:  # type: ignore[no-untyped-def]
         """The hosts this engine owns now; those new to it are watched from now."""
@@ -221,7 +229,7 @@ class Monitor:
             startup_window=config["DisableFenceAtStartupInSec"],
             quiet_time=config["FenceQuietTimeBetweenOperationsInSec"],
             last_operation_at=last.timestamp() if last else None,
-            in_flow=self.service.in_flow(host.id), agent_count=len(agents),
+            in_flow=self._treating(host.id), agent_count=len(agents),
             watched_since=self.watched_since.get(host.id),
             grace=float(config["TimeoutToResetHostInSeconds"]))
         decision = decide(facts)
