@@ -49,7 +49,7 @@ from hostpower.settings import Settings
 from hostpower.store.configstore import ConfigStore
 from hostpower.store.engines import Engines
 from hostpower.store.users import Users
-from labkit import load_yaml, require_lab_tools, start
+from labkit import load_yaml, require_lab_tools, start, wait_all_agents
 from relay import Relay
 from servekit import HOSTPOWER, kill, stop
 
@@ -385,3 +385,39 @@ def _remove_dir(path: Path) -> None:
     except OSError:
         pass  # not empty or gone: leave it
 
+
+
+# -- what every HA scenario shares ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ha_lab(tmp_path_factory: pytest.TempPathFactory, pg_server: str,
+           ) -> Iterator[tuple[RunningLab, Settings]]:
+    """One lab for a test module, its inventory on a PostgreSQL database of its own."""
+    with pg_database(pg_server) as db_url:
+        with lab_on_postgres(tmp_path_factory.mktemp("ha"), db_url) as started:
+            yield started
+
+
+@pytest.fixture
+def ha_world(ha_lab: tuple[RunningLab, Settings], pg_url: str) -> tuple[RunningLab, Settings]:
+    """The module's lab with every agent answering (an earlier test may have
+    hung or restarted one), its inventory in this test's own database."""
+    running, settings = ha_lab
+    for host in running.topo.hosts:
+        running.lab.fault(host.name, "agent_hang", clear=True)
+    wait_all_agents(running, timeout=30)
+    return running, load_lab(running, with_database(settings, pg_url))
+
+
+def events(engine: Engine, **params: Any) -> list[dict[str, Any]]:
+    """GET /api/events (oldest first), up to 5,000."""
+    r = engine.api("GET", "/api/events", params={"limit": 5000, **params})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def hosts(engine: Engine) -> dict[str, dict[str, Any]]:
+    """GET /api/hosts by name."""
+    r = engine.api("GET", "/api/hosts")
+    assert r.status_code == 200, r.text
+    return {h["name"]: h for h in r.json()}

@@ -12,6 +12,9 @@ import pytest
 from hostpower.context import EngineContext
 from hostpower.settings import Settings
 
+# The HA scenarios' fixtures (ha_lab, ha_world) live beside the kit they use.
+pytest_plugins = ["clusterkit"]
+
 PG_ADMIN_DSN = os.environ.get("HOSTPOWER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = bool(os.environ.get("CI"))
 

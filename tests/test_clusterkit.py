@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from clusterkit import LEASE, engines, lab_on_postgres, load_lab, pg_database, with_database
+from clusterkit import LEASE, engines
 from helpers import wait_until
 from hostpower.context import EngineContext
 from hostpower.lab import netns as lab_netns
@@ -28,21 +27,6 @@ from hostpower.settings import Settings
 from hostpower.store.inventory import Inventory
 from labkit import tcp_reachable_from
 from relay import Relay
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory, pg_server: str,
-        ) -> Iterator[tuple[RunningLab, Settings]]:
-    with pg_database(pg_server) as db_url:
-        with lab_on_postgres(tmp_path_factory.mktemp("cluster"), db_url) as started:
-            yield started
-
-
-@pytest.fixture
-def world(lab: tuple[RunningLab, Settings], pg_url: str) -> tuple[RunningLab, Settings]:
-    """The module's lab, its inventory in this test's own database."""
-    running, settings = lab
-    return running, load_lab(running, with_database(settings, pg_url))
 
 
 @pytest.mark.postgres
@@ -76,8 +60,8 @@ def test_relay_over_a_unix_socket_reaches_postgresql_and_cuts(pg_url: str) -> No
 @pytest.mark.lab
 @pytest.mark.postgres
 def test_cluster_two_engines_see_each_other_and_a_killed_one_expires(
-        world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
-    _lab, settings = world
+        ha_world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
+    _lab, settings = ha_world
     with engines(settings, tmp_path) as cluster:
         a, b = cluster.start_engine("a"), cluster.start_engine("b")
         for me in (a, b):
@@ -96,8 +80,8 @@ def test_cluster_two_engines_see_each_other_and_a_killed_one_expires(
 @pytest.mark.lab
 @pytest.mark.postgres
 def test_cluster_frozen_engine_expires_comes_back_when_thawed_and_is_stopped_frozen(
-        world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
-    _lab, settings = world
+        ha_world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
+    _lab, settings = ha_world
     with engines(settings, tmp_path) as cluster:
         a, b = cluster.start_engine("a"), cluster.start_engine("b")
         b.freeze()
@@ -113,8 +97,8 @@ def test_cluster_frozen_engine_expires_comes_back_when_thawed_and_is_stopped_fro
 @pytest.mark.lab
 @pytest.mark.postgres
 def test_cluster_cut_database_relay_turns_one_engine_not_ready_and_back(
-        world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
-    _lab, settings = world
+        ha_world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
+    _lab, settings = ha_world
     with engines(settings, tmp_path) as cluster:
         relay = cluster.relay(("127.0.0.1", 0))
         solo = cluster.start_engine("solo", db_url=relay.url_for(settings.db_url))
@@ -136,8 +120,8 @@ def test_cluster_cut_database_relay_turns_one_engine_not_ready_and_back(
 @pytest.mark.lab
 @pytest.mark.postgres
 def test_cluster_engine_in_its_own_namespace_joins_through_the_unix_relay(
-        world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
-    lab, settings = world
+        ha_world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
+    lab, settings = ha_world
     # The isolated engine sees every agent silent; in maintenance no engine
     # treats a host, so this smoke test fences nothing (what a cut-off engine
     # may do is for the HA scenarios).

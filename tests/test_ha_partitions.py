@@ -22,22 +22,18 @@ inventory, and takes the BMC counts it compares against itself.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from clusterkit import (
-    LEASE, Cluster, Engine, engines, lab_on_postgres, load_lab, owners, pg_database,
-    with_database,
-)
+from clusterkit import LEASE, Cluster, Engine, engines, events, hosts, owners
 from enginekit import FAST
 from helpers import wait_until
 from hostpower.lab.runner import RunningLab
 from hostpower.settings import Settings
-from labkit import counts, wait_all_agents, wait_counts
+from labkit import counts, wait_counts
 
 pytestmark = [pytest.mark.lab, pytest.mark.postgres]
 
@@ -47,37 +43,6 @@ POWER_COMMANDS = ("off", "on", "reset", "cycle")  # every command that changes a
 TARGET = "c1-h2"            # the host restarted in the database-outage scenarios
 PAUSE_AFTER_OFF = "restart.after_off:pause"
 OUTAGE = 2 * LEASE + 1      # seconds the database stays cut: longer than two leases
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory, pg_server: str,
-        ) -> Iterator[tuple[RunningLab, Settings]]:
-    with pg_database(pg_server) as db_url:
-        with lab_on_postgres(tmp_path_factory.mktemp("partitions"), db_url) as started:
-            yield started
-
-
-@pytest.fixture
-def world(lab: tuple[RunningLab, Settings], pg_url: str) -> tuple[RunningLab, Settings]:
-    """The module's lab with every agent up, its inventory in this test's own database."""
-    running, settings = lab
-    wait_all_agents(running, timeout=30)  # an earlier test may have restarted a host
-    return running, load_lab(running, with_database(settings, pg_url))
-
-
-# -- what an operator sees -------------------------------------------------------------------
-
-def events(engine: Engine, **params: Any) -> list[dict[str, Any]]:
-    """GET /api/events (oldest first)."""
-    r = engine.api("GET", "/api/events", params={"limit": 5000, **params})
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def hosts(engine: Engine) -> dict[str, dict[str, Any]]:
-    r = engine.api("GET", "/api/hosts")
-    assert r.status_code == 200, r.text
-    return {h["name"]: h for h in r.json()}
 
 
 def power_counts(lab: RunningLab) -> dict[str, dict[str, int]]:
@@ -163,8 +128,8 @@ def wait_finished(cluster: Cluster, op_id: int, timeout: float) -> dict[str, Any
 # -- an engine cut off from the hosts ------------------------------------------------------
 
 def test_ha_engine_cut_off_from_the_hosts_is_outvoted_and_fences_nothing(
-        world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
-    lab, settings = world
+        ha_world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
+    lab, settings = ha_world
     before = power_counts(lab)
     with engines(settings, tmp_path) as cluster:
         a = cluster.start_engine("a")
@@ -233,8 +198,8 @@ def test_ha_engine_cut_off_from_the_hosts_is_outvoted_and_fences_nothing(
 # -- the database gone for longer than the lease ---------------------------------------------
 
 def test_ha_database_outage_longer_than_the_lease_sends_nothing_and_resumes(
-        world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
-    lab, settings = world
+        ha_world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
+    lab, settings = ha_world
     bmc = f"{TARGET}-bmc"
     before = counts(lab, bmc)
     with engines(settings, tmp_path) as cluster:
@@ -283,8 +248,8 @@ def test_ha_database_outage_longer_than_the_lease_sends_nothing_and_resumes(
 
 
 def test_ha_database_outage_with_two_engines_no_takeover_while_both_are_cut(
-        world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
-    lab, settings = world
+        ha_world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
+    lab, settings = ha_world
     bmc = f"{TARGET}-bmc"
     before = counts(lab, bmc)
     with engines(settings, tmp_path) as cluster:

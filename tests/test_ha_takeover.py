@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from clusterkit import LEASE, Engine, configure, engines, lab_on_postgres, load_lab, pg_database, with_database
+from clusterkit import LEASE, Engine, configure, engines, events, hosts
 from helpers import wait_until
 from hostpower.lab.runner import RunningLab
 from hostpower.model.ownership import Ownership
 from hostpower.settings import Settings
-from labkit import counts, wait_all_agents, wait_counts
+from labkit import counts, wait_counts
 
 pytestmark = [pytest.mark.lab, pytest.mark.postgres]
 TARGET = "c1-h2"
@@ -35,33 +34,8 @@ KILL_POINTS = ["restart.after_check", "restart.before_off", "restart.after_off",
 TAKEOVER = LEASE + 15
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory, pg_server: str,
-        ) -> Iterator[tuple[RunningLab, Settings]]:
-    with pg_database(pg_server) as db_url:
-        with lab_on_postgres(tmp_path_factory.mktemp("ha"), db_url) as started:
-            yield started
-
-
-@pytest.fixture
-def world(lab: tuple[RunningLab, Settings], pg_url: str) -> tuple[RunningLab, Settings]:
-    """The module's lab, every host up and powered, its inventory in this
-    test's own database."""
-    running, settings = lab
-    for host in running.topo.hosts:
-        running.lab.fault(host.name, "agent_hang", clear=True)
-    wait_all_agents(running)
-    return running, load_lab(running, with_database(settings, pg_url))
-
-
 def _host_ids(engine: Engine) -> dict[str, int]:
-    return {h["name"]: h["id"] for h in engine.api("GET", "/api/hosts").json()}
-
-
-def _events(engine: Engine, **params: Any) -> list[dict[str, Any]]:
-    r = engine.api("GET", "/api/events", params={"limit": 5000, **params})
-    assert r.status_code == 200, r.text
-    return r.json()
+    return {name: h["id"] for name, h in hosts(engine).items()}
 
 
 def _finished(engine: Engine, op_id: int, timeout: float) -> dict[str, Any]:
@@ -74,7 +48,7 @@ def _finished(engine: Engine, op_id: int, timeout: float) -> dict[str, Any]:
 def _status_writers(engine: Engine, since: str) -> dict[str, set[str]]:
     """For each host, the engines that recorded a status change since `since`."""
     writers: dict[str, set[str]] = {}
-    for e in _events(engine, since=since):
+    for e in events(engine, since=since):
         if e["kind"] == "host.status":
             writers.setdefault(e["host"], set()).add(e["engine"])
     return writers
@@ -99,8 +73,8 @@ def _silence_every_agent(lab: RunningLab, engine: Engine) -> dict[str, set[str]]
 
 
 def test_ha_three_engines_each_watch_their_share_which_moves_when_one_stops_or_joins(
-        world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
-    lab, settings = world
+        ha_world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
+    lab, settings = ha_world
     # Statuses change here, never a power: no automatic fencing at all.
     configure(settings, DisableFenceAtStartupInSec="3600")
     with engines(settings, tmp_path) as cluster:
@@ -138,13 +112,13 @@ def test_ha_three_engines_each_watch_their_share_which_moves_when_one_stops_or_j
         writers = _silence_every_agent(lab, a)
         assert writers == {name: {ring.owner(hid)} for name, hid in ids.items()}
         # Ownership moving is no reason to fence: nothing was.
-        assert not [e for e in _events(a) if e["kind"].startswith("fence.")]
+        assert not [e for e in events(a) if e["kind"].startswith("fence.")]
 
 
 @pytest.mark.parametrize("kill_point", KILL_POINTS)
 def test_ha_engine_killed_mid_restart_a_survivor_resumes_it_exactly_once(
-        world: tuple[RunningLab, Settings], kill_point: str, tmp_path: Path) -> None:
-    lab, settings = world
+        ha_world: tuple[RunningLab, Settings], kill_point: str, tmp_path: Path) -> None:
+    lab, settings = ha_world
     bmc = f"{TARGET}-bmc"
     before = counts(lab, bmc)
     with engines(settings, tmp_path) as cluster:
@@ -160,7 +134,7 @@ def test_ha_engine_killed_mid_restart_a_survivor_resumes_it_exactly_once(
         op = _finished(survivor, op_id, TAKEOVER)
         took = time.monotonic() - died_at
         assert op["state"] == "succeeded", op["message"]
-        story = _events(survivor, operation=op_id)
+        story = events(survivor, operation=op_id)
     after = wait_counts(lab, bmc, before, off=1, on=1)
     assert (after["off"] - before["off"], after["on"] - before["on"]) == (1, 1), kill_point
     assert lab.lab.status()["hosts"][TARGET]["power"] == "on"
@@ -175,8 +149,8 @@ def test_ha_engine_killed_mid_restart_a_survivor_resumes_it_exactly_once(
 
 
 def test_ha_frozen_engine_overtaken_mid_restart_sends_nothing_when_it_wakes(
-        world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
-    lab, settings = world
+        ha_world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
+    lab, settings = ha_world
     bmc = f"{TARGET}-bmc"
     before = counts(lab, bmc)
     with engines(settings, tmp_path) as cluster:
@@ -196,13 +170,13 @@ def test_ha_frozen_engine_overtaken_mid_restart_sends_nothing_when_it_wakes(
         sleeper.thaw()
         wait_until(lambda: sleeper.health().status_code == 200, 3 * LEASE,
                    "the sleeper to be ready again")
-        paused = wait_until(lambda: [e for e in _events(peer, operation=op_id)
+        paused = wait_until(lambda: [e for e in events(peer, operation=op_id)
                                      if e["kind"] == "fence.paused"], 10,
                             "the sleeper to say it paused the flow")
         assert paused[0]["engine"] == "sleeper"
         time.sleep(2)  # anything it still had queued would have gone out by now
         assert counts(lab, bmc) == taken, "the woken engine sent another command"
-        story = _events(peer, operation=op_id)
+        story = events(peer, operation=op_id)
     resumed = [e for e in story if e["kind"] == "fence.resumed"]
     assert [e["engine"] for e in resumed] == ["peer"]
     assert [e["engine"] for e in story if e["kind"] == "fence.succeeded"] == ["peer"]
@@ -210,8 +184,8 @@ def test_ha_frozen_engine_overtaken_mid_restart_sends_nothing_when_it_wakes(
 
 
 def test_ha_same_restart_asked_of_two_engines_at_once_runs_one_flow(
-        world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
-    lab, settings = world
+        ha_world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
+    lab, settings = ha_world
     bmc = f"{TARGET}-bmc"
     before = counts(lab, bmc)
     with engines(settings, tmp_path) as cluster:
