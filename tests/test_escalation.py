@@ -93,3 +93,24 @@ def test_escalation_ends_when_the_host_answers_again(sqlite_ctx) -> None:  # typ
     assert healing.seen == ["h1"] and after.seen == []
     with sqlite_ctx.db.session() as s:
         assert Journal(s).list(host.id) == []
+
+
+def test_escalation_a_host_spared_round_after_round_is_told_once(sqlite_ctx) -> None:  # type: ignore[no-untyped-def]
+    host = _world(sqlite_ctx)
+    lease = Recorder("storage_lease", Step.spared("its storage lease was renewed 1 s ago"))
+    other = Recorder("kdump", Step.spared("it is writing a crash dump"))
+
+    async def run() -> None:
+        service = FencingService(EngineGateway(sqlite_ctx), None, [], set())
+        escalation = Escalation(service, [lease])
+        for precautions in ([lease], [lease], [lease], [other], [lease]):
+            escalation.precautions = list(precautions)
+            escalation.begin(host)
+            await asyncio.wait_for(escalation._tasks[host.id], 10)
+        await service.close()
+    asyncio.run(run())
+    assert len(lease.seen) == 4  # considered every round
+    with sqlite_ctx.db.session() as s:
+        spared = Events(s).query(kind="treatment.spared")
+    # told once, then again when another precaution spared it, and once more after
+    assert [e.details["precaution"] for e in spared] == ["storage_lease", "kdump", "storage_lease"]

@@ -9,7 +9,8 @@ import json
 import pytest
 
 from hostpower.hostagent.wire import (
-    FenceRequest, HeartbeatAnswer, error_body, fence_answer, read_error_body, read_fence_answer,
+    FenceRequest, HeartbeatAnswer, StorageLeaseAnswer, StorageLeaseRequest, error_body,
+    fence_answer, read_error_body, read_fence_answer,
 )
 from hostpower.model.errors import ValidationError
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
@@ -107,3 +108,63 @@ def test_error_bodies() -> None:
     assert read_error_body(error_body("no such resource: /x")) == ("no such resource: /x", None)
     assert read_error_body({"something": "else"}) is None
     assert read_error_body(["detail"]) is None
+
+
+# --------------------------------------------------------------------------- the storage lease
+
+
+def test_a_storage_lease_request_reads_back_as_written() -> None:
+    request = StorageLeaseRequest("c1-h2.example.com")
+    assert StorageLeaseRequest.from_body(through_json(request.to_body())) == request
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ([], "body"),
+    ({}, "host"),
+    ({"host": 7}, "host"),
+    ({"host": ""}, "host"),
+    ({"host": "../../etc/passwd"}, "host"),
+    ({"host": ".."}, "host"),
+    ({"host": ".hidden"}, "host"),
+    ({"host": "a/b"}, "host"),
+    ({"host": "a\x00b"}, "host"),
+    ({"host": "x" * 256}, "host"),
+    ({"host": "h1", "path": "/tmp"}, "path"),
+])
+def test_a_bad_storage_lease_request_is_refused_naming_the_field(body: object, field: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        StorageLeaseRequest.from_body(body)
+    assert refused.value.field == field
+
+
+@pytest.mark.parametrize("answer", [
+    StorageLeaseAnswer("c1-h1", False, detail="this host is on no shared storage"),
+    StorageLeaseAnswer("c1-h1", True, exists=False, watched_for=12.5),
+    StorageLeaseAnswer("c1-h1", True, exists=True, renewed_ago=1.25, watched_for=40.0,
+                       counter=17, boot_id="b-1", written_at=1733300000.5, interval=2.0,
+                       mtime_age=-0.2),
+    StorageLeaseAnswer("c1-h1", True, exists=True, watched_for=3.0, mtime_age=1.0,
+                       detail="malformed: not a JSON record"),
+])
+def test_a_storage_lease_answer_reads_back_as_written(answer: StorageLeaseAnswer) -> None:
+    assert StorageLeaseAnswer.from_body(through_json(answer.to_body())) == answer
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    (lambda b: b.update(host=None), "host"),
+    (lambda b: b.update(watching="yes"), "watching"),
+    (lambda b: b.pop("exists"), "exists"),
+    (lambda b: b.update(counter=True), "counter"),
+    (lambda b: b.update(counter=-1), "counter"),
+    (lambda b: b.update(renewed_ago="2"), "renewed_ago"),
+    (lambda b: b.update(renewed_ago=-1.0), "negative"),
+    (lambda b: b.update(watched_for=float("inf")), "watched_for"),
+    (lambda b: b.update(boot_id=5), "boot_id"),
+    (lambda b: b.update(detail=["x"]), "detail"),
+])
+def test_a_malformed_storage_lease_answer_says_what_is_wrong(change, why: str) -> None:  # type: ignore[no-untyped-def]
+    body = StorageLeaseAnswer("c1-h1", True, exists=True, renewed_ago=1.0, watched_for=5.0,
+                              counter=3, boot_id="b").to_body()
+    change(body)
+    with pytest.raises(ValueError, match=why):
+        StorageLeaseAnswer.from_body(body)

@@ -135,6 +135,11 @@ KEYS: tuple[ConfigKey, ...] = (
     _key("PreferNativeFenceDrivers", "bool", "true",
          "Use the in-process native driver (ipmilan) instead of spawning the "
          "fence agent script where the agent's options allow it."),
+    _key("HostStorageLeaseAliveCheckingInterval", "int", "90",
+         "With a cluster's skip_if_sd_active policy: a non-responsive host whose storage "
+         "lease a proxy saw renewed within this many seconds is alive, only cut off from "
+         "the engine, and is not power-cycled; a proxy must have watched the lease this "
+         "long without seeing a renewal to call it stale.", 1, 3600, "s"),
     _key("LoginFailureBackoffInMs", "int", "500",
          "Wait imposed on a user name and on a client address after a failed login; it "
          "doubles with each further failure in a row (0: no back-off).", 0, 60000, "ms"),

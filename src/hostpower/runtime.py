@@ -14,6 +14,7 @@ from hostpower.context import EngineContext
 from hostpower.drivers.registry import default_drivers, local_agent_types
 from hostpower.fencing.gateway import EngineGateway
 from hostpower.fencing.service import FencingService
+from hostpower.fencing.storagelease import StorageLease
 from hostpower.hostagent.client import AgentClient
 from hostpower.hostagent.pki import CertificateAuthority, ensure_engine_certificate
 from hostpower.membership import Membership
@@ -66,7 +67,9 @@ class EngineRuntime:
         if resumed:
             log.warning("resumed %d unfinished fence flow(s)", len(resumed))
         if self.with_monitor:
-            self.monitor = Monitor(self.service, self.client)
+            self.monitor = Monitor(self.service, self.client, precautions=[
+                StorageLease(self.service.gateway, self.client, self.service.executor.in_flight),
+            ])
             self.monitor.start()
 
     async def stop(self) -> None:

@@ -10,8 +10,10 @@ A precaution answers PROCEED (go on to the next) or SPARED with the reason
 (no power action now; the monitor keeps watching the host and, if it stays
 non-responsive, the gates and the precautions run again at a later round).
 Precautions emit their own events about what they did; the escalation emits
-one `treatment.spared` event when a host is spared, and hard fencing is the
-restart flow (`FencingService.request`).
+one `treatment.spared` event when a host is spared (not again while the same
+precaution keeps sparing it round after round: like `treatment.skipped`, it
+is said once per episode), and hard fencing is the restart flow
+(`FencingService.request`).
 
 Each escalation runs as a task of its own, one per host, because
 precautions wait (soft fencing for the agent to come back, kdump detection
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -37,6 +40,10 @@ from hostpower.model.inventory import Host, HostStatus
 from hostpower.model.operations import FlowAction, Origin
 
 log = logging.getLogger("hostpower.monitor")
+
+# Spared again by the same precaution within this many seconds of the last
+# spare: the same episode (a host spared is reconsidered every round).
+SPARED_EPISODE_GAP = 30.0
 
 
 class Verdict(StrEnum):
@@ -74,6 +81,7 @@ class Escalation:
         self.gateway = service.gateway
         self.precautions = list(precautions)
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._spared: dict[int, tuple[str, float]] = {}  # host -> (precaution, when) last spared
 
     def busy(self, host_id: int) -> bool:
         """Whether an escalation for the host is under way."""
@@ -102,12 +110,17 @@ class Escalation:
                 config = await self.gateway.config()
                 step = await precaution.consider(fresh, config)
                 if step.verdict is Verdict.SPARED:
+                    if self._same_episode(host.id, precaution.name):
+                        log.debug("%s still spared by %s: %s", host.name, precaution.name,
+                                  step.reason)
+                        return
                     await self.gateway.emit(Event(
                         Severity.WARNING, "treatment.spared",
                         f"{host.name} is not power-cycled now: {step.reason}",
                         host_id=host.id, host_name=host.name,
                         details={"precaution": precaution.name}))
                     return
+            self._spared.pop(host.id, None)
             if await self._still_ours(host) is not None:
                 await self.service.request(host.id, FlowAction.RESTART, Origin.AUTOMATIC)
         except (EngineNotReady, StorageUnavailable) as exc:
@@ -115,6 +128,13 @@ class Escalation:
             log.warning("escalation for %s interrupted: %s", host.name, exc)
         except Exception:
             log.exception("escalation for %s failed", host.name)
+
+    def _same_episode(self, host_id: int, precaution: str) -> bool:
+        """Record a spare; whether the same precaution spared the host just before."""
+        now = time.monotonic()
+        last = self._spared.get(host_id)
+        self._spared[host_id] = (precaution, now)
+        return last is not None and last[0] == precaution and now - last[1] <= SPARED_EPISODE_GAP
 
     async def _still_ours(self, host: Host) -> Host | None:
         """The host as stored now, if it is still non-responsive and this

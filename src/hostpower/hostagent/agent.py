@@ -25,8 +25,11 @@ from hostpower.drivers.base import FenceDriver
 from hostpower.drivers.errors import DriverError, NoDriver
 from hostpower.drivers.registry import driver_for, local_agent_types
 from hostpower.hostagent import pki
+from hostpower.hostagent.storagelease import DEFAULT_INTERVAL as DEFAULT_LEASE_INTERVAL
+from hostpower.hostagent.storagelease import StorageLease
 from hostpower.hostagent.wire import (
-    FenceRequest, HeartbeatAnswer, fence_answer, validation_error_body,
+    FenceRequest, HeartbeatAnswer, StorageLeaseAnswer, StorageLeaseRequest, fence_answer,
+    validation_error_body,
 )
 from hostpower.model.errors import HostpowerError, ValidationError
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
@@ -66,6 +69,10 @@ class AgentConfig:
     keepalive_timeout: float = 75.0
     # How long stopping waits for requests in progress (a fence run) to answer.
     shutdown_grace: float = 10.0
+    # The shared storage: renew this host's lease there and watch the others'
+    # (storagelease.py). None: the host is on no shared storage.
+    storage_lease_dir: Path | None = None
+    storage_lease_interval: float = DEFAULT_LEASE_INTERVAL
 
     @property
     def cert_file(self) -> Path:
@@ -147,6 +154,10 @@ class HostAgent:
             max_workers=config.max_parallel_fence, thread_name_prefix=f"fence-{config.host_name}")
         self._types_lock = threading.Lock()
         self._types: tuple[float, frozenset[str]] | None = None
+        # Renewing starts with the agent and stops with it (close(), or the process's end).
+        self.storage_lease = (None if config.storage_lease_dir is None else StorageLease(
+            Path(config.storage_lease_dir), config.host_name, self.boot_id,
+            config.storage_lease_interval).start())
 
     # ---- heartbeat
 
@@ -221,6 +232,30 @@ class HostAgent:
                  result.duration)
         return 200, fence_answer(result)
 
+    # ---- storage lease
+
+    def storage_lease_request(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """A storage lease request body in, (HTTP status, JSON answer) out."""
+        try:
+            request = StorageLeaseRequest.from_body(json.loads(body))
+        except (ValueError, UnicodeDecodeError):
+            return 400, validation_error_body(ValidationError("body", "is not valid JSON"))
+        except ValidationError as exc:
+            return 400, validation_error_body(exc)
+        if self.storage_lease is None:
+            answer = StorageLeaseAnswer(request.host, False,
+                                        detail="this host is on no shared storage")
+        else:
+            answer = self.storage_lease.observe(request.host)
+        log.debug("storage lease of host=%s asked: watching=%s exists=%s renewed_ago=%s "
+                  "watched_for=%.1fs", request.host, answer.watching, answer.exists,
+                  "-" if answer.renewed_ago is None else f"{answer.renewed_ago:.1f}s",
+                  answer.watched_for)
+        return 200, answer.to_body()
+
     def close(self) -> None:
-        """Stop the worker pool; a fence run in progress finishes in the background."""
+        """Stop renewing the storage lease and the worker pool; a fence run in
+        progress finishes in the background."""
+        if self.storage_lease is not None:
+            self.storage_lease.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)

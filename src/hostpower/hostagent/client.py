@@ -1,4 +1,5 @@
-"""The engine's client for host agents: heartbeats and fence commands over mutual TLS.
+"""The engine's client for host agents: heartbeats, fence commands and storage
+lease questions over mutual TLS.
 
 Why it looks like this:
 * One pooled `httpx.AsyncClient` per agent endpoint. Connections stay open
@@ -36,7 +37,8 @@ from hostpower.hostagent.errors import (
 )
 from hostpower.hostagent.heartbeat import HeartbeatChannel
 from hostpower.hostagent.wire import (
-    FENCE_PATH, HEARTBEAT_PATH, FenceRequest, HeartbeatAnswer, read_error_body, read_fence_answer,
+    FENCE_PATH, HEARTBEAT_PATH, STORAGE_LEASE_PATH, FenceRequest, HeartbeatAnswer,
+    StorageLeaseAnswer, StorageLeaseRequest, read_error_body, read_fence_answer,
 )
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult
 
@@ -122,6 +124,17 @@ class AgentClient:
             raise AgentProtocolError(
                 _scrub(f"malformed fence answer ({exc})", spec.password.reveal()),
                 address, port) from None
+
+    async def storage_lease(self, address: str, port: int, host: str,
+                            timeout: float) -> StorageLeaseAnswer:
+        """Ask one agent what it saw of `host`'s lease on the shared storage."""
+        data = await self._call("POST", address, port, STORAGE_LEASE_PATH, timeout,
+                                body=StorageLeaseRequest(host).to_body())
+        try:
+            return StorageLeaseAnswer.from_body(data)
+        except ValueError as exc:
+            raise AgentProtocolError(f"malformed storage lease answer ({exc})", address, port) \
+                from None
 
     async def forget(self, address: str, port: int) -> None:
         """Close the pooled connections to one agent (e.g. its host was removed)."""

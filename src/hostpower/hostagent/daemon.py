@@ -20,6 +20,7 @@ from hostpower.hostagent.agent import (
     HostAgent,
 )
 from hostpower.hostagent.server import AgentServer
+from hostpower.hostagent.storagelease import DEFAULT_INTERVAL as DEFAULT_LEASE_INTERVAL
 from hostpower.model import validate
 from hostpower.model.errors import ValidationError
 
@@ -51,6 +52,14 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="run fence-agents scripts even where a native driver exists")
     parser.add_argument("--max-parallel-fence", type=int, default=8,
                         help="fence commands run at once (default %(default)s)")
+    parser.add_argument("--storage-lease-dir", type=Path, default=None,
+                        help="a directory on the storage all hosts share: renew this host's "
+                             "lease there (HOST-NAME.lease) and watch the others' (default: "
+                             "none, the host is on no shared storage)")
+    parser.add_argument("--storage-lease-interval", type=float,
+                        default=DEFAULT_LEASE_INTERVAL,
+                        help="seconds between renewals of the storage lease "
+                             "(default %(default)s)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
@@ -71,9 +80,17 @@ def run_agent(argv: Sequence[str] | None = None) -> int:
                          cert_dir=args.cert_dir, boot_id=boot_id,
                          fence_agents_path=args.fence_agents_path,
                          prefer_native=not args.no_native,
-                         max_parallel_fence=max(1, args.max_parallel_fence))
+                         max_parallel_fence=max(1, args.max_parallel_fence),
+                         storage_lease_dir=args.storage_lease_dir,
+                         storage_lease_interval=args.storage_lease_interval)
     drivers = default_drivers(config.fence_agents_path, config.prefer_native)
-    agent = HostAgent(config, drivers)
+    try:
+        agent = HostAgent(config, drivers)
+    except ValidationError as exc:  # a host name that cannot name a lease, a bad interval
+        print(f"hostagent: {exc}", file=sys.stderr)
+        for driver in drivers:
+            driver.close()
+        return 2
     server = AgentServer(agent)
 
     stop = threading.Event()

@@ -2,7 +2,8 @@
 
 Every managed host runs one. The engine heartbeats it to know the host is
 alive, and sends it fence commands when the host serves as a proxy for
-another host's PM device.
+another host's PM device; it also asks it how another host's lease on the
+shared storage looks (storagelease.py).
 
 Security model, in order:
 1. TLS with a client certificate required and the engine CA as the only
@@ -51,7 +52,9 @@ from cryptography import x509
 from hostpower import __version__
 from hostpower.hostagent import pki
 from hostpower.hostagent.agent import AgentStartError, HostAgent
-from hostpower.hostagent.wire import FENCE_PATH, HEARTBEAT_PATH, error_body
+from hostpower.hostagent.wire import (
+    FENCE_PATH, HEARTBEAT_PATH, STORAGE_LEASE_PATH, error_body,
+)
 
 log = logging.getLogger("hostpower.hostagent")
 
@@ -112,15 +115,18 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if self._refused():
             return
-        if self.path != FENCE_PATH:
+        agent = self.server.agent
+        handlers = {FENCE_PATH: agent.fence_request,
+                    STORAGE_LEASE_PATH: agent.storage_lease_request}
+        handler = handlers.get(self.path)
+        if handler is None:
             self._answer_early(404, error_body(f"no such resource: {self.path[:100]}"))
             return
         body = self._read_body()
         if body is None:
             return
-        agent = self.server.agent
         agent.faults.pass_through()
-        status, answer = agent.fence_request(body)
+        status, answer = handler(body)
         self._send(status, answer)
 
     def _method_not_allowed(self) -> None:

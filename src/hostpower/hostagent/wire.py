@@ -5,8 +5,9 @@ builds requests and reads answers with it, the agent (agent.py, server.py)
 reads requests and builds answers with it. Bodies are JSON objects; here
 they are the dicts that JSON encodes.
 
-    GET  /v1/heartbeat  -> HeartbeatAnswer
-    POST /v1/fence      FenceRequest -> a fence answer (a FenceResult)
+    GET  /v1/heartbeat      -> HeartbeatAnswer
+    POST /v1/fence          FenceRequest -> a fence answer (a FenceResult)
+    POST /v1/storage-lease  StorageLeaseRequest -> StorageLeaseAnswer
     any refusal         -> an error body {"detail": ..., "field": ...}
 
 What comes in is validated on either side: a request by the agent
@@ -28,6 +29,7 @@ from hostpower.model.secret import Secret
 
 HEARTBEAT_PATH = "/v1/heartbeat"
 FENCE_PATH = "/v1/fence"
+STORAGE_LEASE_PATH = "/v1/storage-lease"
 DEFAULT_FENCE_TIMEOUT = 60.0
 MAX_FENCE_TIMEOUT = 600.0
 
@@ -217,6 +219,107 @@ class HeartbeatAnswer:
                    agent_version=body["agent_version"], fence_agent_types=frozenset(types))
 
 
+# --------------------------------------------------------------------------- the storage lease
+
+
+@dataclass(frozen=True)
+class StorageLeaseRequest:
+    """"How is the storage lease of host X?", asked of a proxy host's agent.
+
+    `host` names a lease file on the shared storage, so it is held to the
+    inventory's name rules (letters, digits, '.', '_', '-', starting with a
+    letter or digit): no '/', no '..', nothing that leaves the directory.
+    """
+
+    host: str
+
+    def to_body(self) -> dict[str, Any]:
+        return {"host": self.host}
+
+    @classmethod
+    def from_body(cls, body: object) -> "StorageLeaseRequest":
+        """Validate a request body; ValidationError naming the field."""
+        if not isinstance(body, dict):
+            raise ValidationError("body", "must be a JSON object")
+        unknown = set(body) - {"host"}
+        if unknown:
+            raise ValidationError(sorted(unknown)[0], "unknown field")
+        host = body.get("host")
+        if not isinstance(host, str) or not validate.NAME_RE.match(host):
+            raise ValidationError("host", "must be a host name: letters, digits, '.', '_' and "
+                                          "'-', starting with a letter or digit")
+        return cls(host)
+
+
+@dataclass(frozen=True)
+class StorageLeaseAnswer:
+    """What a proxy's agent saw of a host's lease on the shared storage.
+
+    `watching` is False when the agent is not on the shared storage (it was
+    started without --storage-lease-dir); the rest is then empty.
+    `renewed_ago` (at most this many seconds ago the agent saw the lease
+    renewed, None if it saw no renewal) and `watched_for` (how long it has
+    watched that file without a break) are on the agent's own monotonic
+    clock: they decide (model/storagelease.py). The record's fields
+    (`counter`, `boot_id`, `written_at` on the writer's clock, its renewal
+    `interval`) and `mtime_age` (the file's age by the reader's wall clock)
+    only inform; `detail` says why a file present could not be read.
+    """
+
+    host: str
+    watching: bool
+    exists: bool = False
+    renewed_ago: float | None = None
+    watched_for: float = 0.0
+    counter: int | None = None
+    boot_id: str | None = None
+    written_at: float | None = None
+    interval: float | None = None
+    mtime_age: float | None = None
+    detail: str = ""
+
+    def to_body(self) -> dict[str, Any]:
+        def r(value: float | None) -> float | None:
+            return None if value is None else round(value, 3)
+        return {"host": self.host, "watching": self.watching, "exists": self.exists,
+                "renewed_ago": r(self.renewed_ago), "watched_for": r(self.watched_for),
+                "counter": self.counter, "boot_id": self.boot_id,
+                "written_at": self.written_at, "interval": self.interval,
+                "mtime_age": r(self.mtime_age), "detail": self.detail}
+
+    @classmethod
+    def from_body(cls, data: object) -> "StorageLeaseAnswer":
+        """Validate an answer body; ValueError saying what is malformed."""
+        body = _object(data)
+        host = body.get("host")
+        if not isinstance(host, str):
+            raise ValueError("host is not a string")
+        for name in ("watching", "exists"):
+            if not isinstance(body.get(name), bool):
+                raise ValueError(f"{name} is not true or false")
+        counter = body.get("counter")
+        if counter is not None and (isinstance(counter, bool) or not isinstance(counter, int)
+                                    or counter < 0):
+            raise ValueError("counter is not a whole number")
+        boot_id = body.get("boot_id")
+        if boot_id is not None and not isinstance(boot_id, str):
+            raise ValueError("boot_id is not a string")
+        detail = body.get("detail") or ""
+        if not isinstance(detail, str):
+            raise ValueError("detail is not a string")
+        renewed_ago = _optional_seconds(body.get("renewed_ago"), "renewed_ago")
+        watched_for = _seconds(body.get("watched_for", 0.0), "watched_for")
+        if watched_for < 0 or (renewed_ago is not None and renewed_ago < 0):
+            raise ValueError("renewed_ago and watched_for cannot be negative")
+        return cls(host=host, watching=body["watching"], exists=body["exists"],
+                   renewed_ago=renewed_ago, watched_for=watched_for, counter=counter,
+                   boot_id=boot_id,
+                   written_at=_optional_seconds(body.get("written_at"), "written_at"),
+                   interval=_optional_seconds(body.get("interval"), "interval"),
+                   mtime_age=_optional_seconds(body.get("mtime_age"), "mtime_age"),
+                   detail=detail)
+
+
 # --------------------------------------------------------------------------- refusals
 
 
@@ -244,6 +347,10 @@ def _object(data: object) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError("answer is not a JSON object")
     return data
+
+
+def _optional_seconds(value: object, name: str) -> float | None:
+    return None if value is None else _seconds(value, name)
 
 
 def _seconds(value: object, name: str) -> float:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from hostpower.lab import netns
+from hostpower.lab import netns, storage
 from hostpower.lab.errors import LabError
 from hostpower.lab.topology import LabHost, Topology
 
@@ -207,7 +207,7 @@ class Lab:
             "--bind", f"{h.front_address}:{h.agent_port}", "--host-name", h.name,
             "--cert-dir", str(self.cert_dirs[h.name]),
             "--fence-agents-path", self.fence_agents_path,
-        ]
+        ] + storage.agent_args(self.run_dir)
         state.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          start_new_session=True, env=self.child_env)
         state.agent = "running"
