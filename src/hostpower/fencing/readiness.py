@@ -141,7 +141,9 @@ class ReadinessChecker:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _loop(self) -> None:
+        waiting = ""   # why the last poll could not go on: said once, not every poll
         while True:
+            why = ""
             try:
                 config = await self.gateway.config()
                 interval = float(config["PMHealthCheckIntervalInSec"])
@@ -149,11 +151,14 @@ class ReadinessChecker:
                 if config["PMHealthCheckEnabled"] and due:
                     await self.round()
             except EngineNotReady as exc:
-                log.info("PM health check waits: %s", exc)   # tried again at the next poll
+                why = f"PM health check waits: {exc}"    # tried again at the next poll
             except StorageUnavailable as exc:
-                log.warning("PM health check could not read or record: %s", exc)
+                why = f"PM health check could not read or record: {exc}"
             except Exception:
                 log.exception("PM health check round failed")
+            if why and why.split(":")[0] != waiting.split(":")[0]:
+                log.warning("%s", why)
+            waiting = why
             await asyncio.sleep(POLL)
 
     async def round(self) -> list[HostReadiness]:
