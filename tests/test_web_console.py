@@ -16,7 +16,8 @@ import os
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -31,12 +32,14 @@ from hostpower.membership import Identity, Membership
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import HostStatus
 from hostpower.model.proxychain import complete_chain, format_chain, parse_chain
+from hostpower.model.readiness import PathCheck, PathState, assess
 from hostpower.runtime import EngineRuntime
 from hostpower.settings import Settings
 from hostpower.store.configstore import ConfigStore
 from hostpower.store.engines import Engines
 from hostpower.store.events import Events
 from hostpower.store.inventory import Inventory
+from hostpower.store.readiness import ReadinessStore
 from hostpower.store.users import Users
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -644,6 +647,84 @@ def test_not_ready_banner_while_the_engine_cannot_renew_its_lease(page, engine: 
     expect(me.locator("[data-engine-state]")).to_have_text("alive")
 
 
+def seed_readiness(engine: Engine) -> None:
+    """What a PM health check round would store: east-a-1 ready (the engine
+    and east-a-2), east-a-2 through the engine only, east-a-3 (two power
+    supplies) through none: its second agent answers nowhere. The other
+    hosts are not checked (the check is off in this engine)."""
+    def paths(name: str, table: dict[str, list[tuple[str, str]]]) -> None:
+        hid = engine.host_id(name)
+        with engine.ctx.db.session() as s:
+            agents = Inventory(s, engine.ctx.box).agents(hid)
+            checks = [PathCheck(proxy, "engine" if proxy == "engine" else "cluster", a.id,
+                                f"dummy@127.0.0.1#{n}", PathState(state), message, 0.12)
+                      for proxy, rows in table.items()
+                      for n, (a, (state, message)) in enumerate(zip(agents, rows), 1)]
+            verdict = assess(hid, name, agents, checks)
+            ReadinessStore(s).save(replace(verdict, checked_at=datetime.now(UTC), engine=ENGINE_NAME))
+
+    refused = ("fails", "agent at 127.0.2.13:54321 refused the connection")
+    paths("east-a-1", {"engine": [("works", "on")], "east-a-2": [("works", "on")],
+                       "east-a-3": [refused]})
+    paths("east-a-2", {"engine": [("works", "on")],
+                       "east-a-1": [("fails", "timed out after 10 s")], "east-a-3": [refused]})
+    paths("east-a-3", {"engine": [("works", "on"), ("fails", "status file missing")],
+                       "east-a-1": [("works", "on"), ("fails", "status file missing")],
+                       "east-b-2": [("not_tried", "not up (status maintenance)")] * 2})
+
+
+def test_readiness_matrix_flags_single_path_and_unfenceable_hosts(page, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    seed_readiness(engine)
+    listed = {r["host"]: r for r in engine.api(VIEWER).get("/api/readiness").json()}
+    login(page, VIEWER)  # every logged-in user sees it
+    page.get_by_role("link", name="Readiness").click()
+    expect(page).to_have_url(re.compile(r"#/readiness$"))
+    for state in ("ready", "single_path", "unfenceable", "unknown"):
+        expect(page.locator(f".summary-item[data-readiness={state}] .summary-count")).to_have_text(
+            str(sum(r["readiness"] == state for r in listed.values())))
+    expect(page.locator(".check-note")).to_contain_text("The PM health check is off")
+    rows = page.locator(".readiness-table tbody tr[data-host]")
+    expect(rows).to_have_count(len(listed))
+
+    def row(name: str):  # type: ignore[no-untyped-def]
+        return page.locator(f".readiness-table tr[data-host='{name}']")
+
+    expect(row("east-a-1").locator(".readiness-flag")).to_have_count(0)
+    expect(row("east-a-1").locator("[data-col=paths]")).to_have_text("2")
+    expect(row("east-a-2").locator("[data-flag=single_path]")).to_have_text("single point of failure")
+    expect(row("east-a-2").locator("[data-readiness-state]")).to_have_text("single path")
+    expect(row("east-a-3").locator("[data-flag=unfenceable]")).to_have_text("cannot be fenced")
+    expect(row("east-a-3").locator("[data-col=paths]")).to_have_text("0")
+    expect(row("east-b-1").locator("[data-readiness-state]")).to_have_text("unknown")
+    # The matrix: one column per candidate proxy, the engine last.
+    expect(page.locator(".readiness-table th.proxy-col")).to_have_text(
+        ["east-a-1", "east-a-2", "east-a-3", "east-b-2", "engine"])
+    failing = row("east-a-2").locator("td[data-proxy='east-a-1']")
+    expect(failing).to_have_attribute("data-state", "fails")
+    expect(failing).to_have_attribute("title", re.compile("timed out after 10 s"))
+    expect(row("east-a-2").locator("td[data-proxy='engine']")).to_have_attribute("data-state", "works")
+    expect(row("east-a-2").locator("td[data-proxy='east-b-2']")).not_to_have_attribute(
+        "data-state", re.compile("."))  # no candidate of east-a-2: blank
+    # Two power supplies: one mark each; the first works, the second does not.
+    mixed = row("east-a-3").locator("td[data-proxy='engine']")
+    expect(mixed).to_have_attribute("data-state", "mixed")
+    expect(mixed.locator(".mark")).to_have_count(2)
+    expect(mixed.locator(".mark").nth(1)).to_have_attribute("data-state", "fails")
+    expect(row("east-a-3").locator("td[data-proxy='east-b-2'] .mark[data-state=not_tried]")).to_have_count(2)
+    # A click shows every path with its reason.
+    row("east-a-2").click()
+    details = page.locator("tr[data-details-of='east-a-2']")
+    expect(details).to_contain_text("east-a-2 can be fenced only through engine: a single point of failure")
+    expect(details.locator("tr[data-proxy='east-a-1'][data-state=fails]")).to_contain_text(
+        "timed out after 10 s")
+    # Only the hosts that need attention.
+    page.get_by_label("Show").select_option("problems")
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_have_attribute("data-host", "east-a-2")
+    page.get_by_label("Cluster").select_option("east-b")
+    expect(page.locator(".readiness-box .empty")).to_contain_text("No host matches these filters.")
+
+
 def test_screenshots_of_the_main_pages(page, engine: Engine) -> None:  # type: ignore[no-untyped-def]
     """The main pages as PNG (docs/screenshots/ with HOSTPOWER_UPDATE_SCREENSHOTS=1)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -678,8 +759,16 @@ def test_screenshots_of_the_main_pages(page, engine: Engine) -> None:  # type: i
     expect(me.locator("[data-engine-state]")).to_have_text("alive")
     page.screenshot(path=SCREENSHOTS / "engines.png")
 
+    seed_readiness(engine)
+    page.goto("/#/readiness")
+    expect(page.locator(".readiness-table tr[data-readiness=unfenceable]")).to_have_count(1)
+    page.locator(".readiness-table tr[data-host='east-a-2']").click()
+    expect(page.locator("tr[data-details-of='east-a-2']")).to_be_visible()
+    page.mouse.move(0, 0)
+    page.screenshot(path=SCREENSHOTS / "readiness.png")
+
     page.goto("/#/config")
     expect(page.locator("tr[data-key]").first).to_be_visible()
     page.screenshot(path=SCREENSHOTS / "config.png")
-    for name in ("hosts", "host-power-management", "events", "engines", "config"):
+    for name in ("hosts", "host-power-management", "events", "engines", "readiness", "config"):
         assert (SCREENSHOTS / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -158,6 +158,12 @@ KEYS: tuple[ConfigKey, ...] = (
          "Lease of each engine in the database, renewed every third of it; an engine "
          "that could not renew stops starting external actions a quarter of it before "
          "the lease ends, and its peers see it expired when it ends.", 2, 600, "s"),
+    _key("PMHealthCheckEnabled", "bool", "false",
+         "Check periodically that every PM-enabled host can be fenced: a status of each "
+         "fence agent through each candidate proxy of its chain (docs/readiness.md)."),
+    _key("PMHealthCheckIntervalInSec", "int", "3600",
+         "Seconds between the end of one PM health check round and the start of the next.",
+         10, 86400, "s"),
 )
 
 REGISTRY: dict[str, ConfigKey] = {k.name: k for k in KEYS}

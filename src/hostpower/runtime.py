@@ -1,4 +1,5 @@
-"""The engine's running parts: agent client, drivers, fencing service, monitor.
+"""The engine's running parts: agent client, drivers, fencing service, monitor,
+PM health check (fencing/readiness.py).
 
 Built by `hostpower serve` around the API; the API works without it (then
 power operations answer 503), which keeps inventory-only tests light.
@@ -13,6 +14,7 @@ import time
 from hostpower.context import EngineContext
 from hostpower.drivers.registry import default_drivers, local_agent_types
 from hostpower.fencing.gateway import EngineGateway
+from hostpower.fencing.readiness import ReadinessChecker
 from hostpower.fencing.service import FencingService
 from hostpower.fencing.storagelease import StorageLease
 from hostpower.hostagent.client import AgentClient
@@ -51,6 +53,7 @@ class EngineRuntime:
         self.client: AgentClient | None = None
         self.service: FencingService | None = None
         self.monitor: Monitor | None = None
+        self.readiness: ReadinessChecker | None = None
 
     async def start(self) -> None:
         if self.membership is not None:
@@ -71,8 +74,13 @@ class EngineRuntime:
                 StorageLease(self.service.gateway, self.client, self.service.executor.in_flight),
             ])
             self.monitor.start()
+            # The PM health check: idle unless PMHealthCheckEnabled (read every few seconds).
+            self.readiness = ReadinessChecker(self.service)
+            self.readiness.start()
 
     async def stop(self) -> None:
+        if self.readiness:
+            await self.readiness.stop()
         if self.monitor:
             await self.monitor.stop()
         if self.service:

@@ -13,7 +13,7 @@ from hostpower import __version__
 from hostpower.context import EngineContext
 from hostpower.api import errors
 from hostpower.api import (
-    routes_engines, routes_fence, routes_hosts, routes_inventory, routes_system,
+    routes_engines, routes_fence, routes_hosts, routes_inventory, routes_readiness, routes_system,
 )
 from hostpower.api import routes_session  # web console login (cookie + CSRF)
 from hostpower.api.login import TooManyLoginAttempts
@@ -56,6 +56,7 @@ def create_app(ctx: EngineContext, runtime: EngineRuntime | None = None) -> Fast
     app.include_router(routes_hosts.router)
     app.include_router(routes_fence.router)
     app.include_router(routes_engines.router)
+    app.include_router(routes_readiness.router)
     # Web console: session login under /api/session, the page under / and /static.
     app.include_router(routes_session.router)
     mount_console(app)

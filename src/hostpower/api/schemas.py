@@ -13,6 +13,7 @@ from hostpower.model.inventory import HostStatus, NonOperationalReason
 from hostpower.model.lease import EngineState
 from hostpower.model.operations import FenceType, FlowAction, OperationState, Origin, Phase
 from hostpower.model.power import Outcome
+from hostpower.model.readiness import PathState, Readiness
 from hostpower.store.tables import MAX_ID
 
 # An id beyond the database's integer range cannot exist, and is refused by
@@ -381,3 +382,38 @@ class EngineOut(BaseModel):
     is_self: bool = Field(alias="self", description="true for the engine that answered")
     hosts: int = Field(description="how many hosts the engine owns (monitors and treats): "
                                    "the hash ring over the alive engines; 0 unless alive")
+
+
+class PathCheckOut(BaseModel):
+    proxy: str = Field(description="the proxy: a host's name, or 'engine'")
+    source: str = Field(description="the chain entry that made it a candidate (cluster, dc, "
+                                    "other_dc, engine, or the host named in the chain)")
+    agent_id: int = Field(description="the fence agent checked (0: an agent since deleted)")
+    agent: str = Field(description="the agent as type@address[:port]")
+    state: PathState = Field(description="works: the device answered a status through this "
+                                         "proxy; fails: it did not (message says why); "
+                                         "not_tried: the proxy was not eligible, or beyond the "
+                                         "candidates checked per chain entry (message says which)")
+    message: str = Field(description="the power state when it works; why, otherwise")
+    duration: float = Field(description="seconds the status took (0 when not tried)")
+
+
+class ReadinessOut(BaseModel):
+    host_id: int
+    host: str
+    cluster: str | None
+    href: str = Field(description="this host's readiness")
+    readiness: Readiness = Field(
+        description="ready: two or more proxies can fence it; single_path: exactly one (a "
+                    "single point of failure); unfenceable: none; unknown: not checked yet, "
+                    "or power management disabled")
+    paths: int = Field(description="how many proxies must fail before the host cannot be "
+                                   "fenced (with one agent: the proxies that work for it)")
+    working: list[str] = Field(description="proxies with a working path, in chain order")
+    failing: list[str] = Field(description="proxies tried that work for none of its agents")
+    not_tried: list[str]
+    message: str
+    checked_at: str | None = Field(description="when the PM health check last checked it")
+    changed_at: str | None = Field(description="since when its readiness is what it is")
+    engine: str | None = Field(description="the engine that checked it (its owner then)")
+    checks: list[PathCheckOut] = Field(description="every (proxy, agent) path, in chain order")

@@ -163,6 +163,8 @@ DEMO_CONFIG = {
     "DisableFenceAtStartupInSec": "20", "TimeoutToResetHostInSeconds": "10",
     "HostHeartbeatTimeoutInSec": "2", "FenceQuietTimeBetweenOperationsInSec": "60",
     "FenceStopStatusDelayBetweenRetriesInSec": "1", "FenceStartStatusDelayBetweenRetriesInSec": "1",
+    # The PM health check on, every 30 s: the Readiness page fills within a minute.
+    "PMHealthCheckEnabled": "true", "PMHealthCheckIntervalInSec": "30",
 }
 
 
@@ -207,6 +209,10 @@ def demo(args: argparse.Namespace) -> int:
         print("demo: kill a host's agent and watch it be fenced through its proxy chain:")
         print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} lab fault c1-h2 agent_crash")
         print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} events --follow")
+        if topo.namespaced:
+            print("demo: cut a proxy's management network and watch the Readiness page (a "
+                  "host left with one proxy is flagged):")
+            print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} lab fault c1-h2 mgmt_cut")
         print("demo: Ctrl-C stops the engine and the lab", flush=True)
         return run_engine(args.bind, transport)
     finally:

@@ -148,6 +148,14 @@ class ChainExecutor:
                                     "agent_id": agent.id, "action": action.value})
         return outcome
 
+    async def attempt(self, candidate: Candidate, spec: AgentSpec, action: FenceAction,
+                      timeout: float) -> FenceResult:
+        """One command through one given candidate, guarded like every command
+        of `run` but without its walk and events: the PM health check
+        (fencing/readiness.py) tries every candidate and reports on its own."""
+        self.guard()
+        return await self._try(candidate, spec, action, timeout)
+
     async def _try(self, candidate: Candidate, spec: AgentSpec, action: FenceAction,
                    timeout: float) -> FenceResult:
         key = candidate.host.id if candidate.host else 0

@@ -127,6 +127,18 @@ def isolate_from_engine(topo: Topology, host_index: int, isolated: bool) -> None
        ns=topo.instance.host_ns(host_index))
 
 
+def cut_management(topo: Topology, host_index: int, cut: bool) -> None:
+    """Take the host's legs on its management networks down (or up again):
+    a pulled management cable. The host can no longer reach the BMCs of
+    those networks, so it fails as a proxy there; everything else it does
+    (its agent, its front network) goes on. Bringing a leg up restores its
+    connected route."""
+    host = next(h for h in topo.hosts if h.index == host_index)
+    for net_name in host.networks:
+        ip("link", "set", f"m{topo.network(net_name).index}", "down" if cut else "up",
+           ns=topo.instance.host_ns(host_index))
+
+
 # -- what exists --------------------------------------------------------------------------
 
 def _namespaces() -> list[str]:

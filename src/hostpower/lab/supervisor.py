@@ -9,7 +9,8 @@ the simulated hosts.
   kills it, as pulling the plug would; power on starts a new one after the
   boot delay, so the engine sees a new boot id.
 * Faults: agent hang (SIGSTOP), agent crash with power on (SIGKILL), BMC not
-  answering, host cut off from the engine but not from its peers.
+  answering, host cut off from the engine but not from its peers, host cut
+  off from its management networks (it can no longer proxy for its peers).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from hostpower.lab.topology import LabHost, Topology
 
 __all__ = ["FAULTS", "Lab", "LabError"]
 
-FAULTS = ("agent_hang", "agent_crash", "bmc_unresponsive", "isolate")
+FAULTS = ("agent_hang", "agent_crash", "bmc_unresponsive", "isolate", "mgmt_cut")
 
 
 @dataclass
@@ -49,6 +50,7 @@ class HostState:
     process: subprocess.Popen[bytes] | None = None
     agent: str = "stopped"      # running | hung | crashed | stopped (power off) | booting
     isolated: bool = False
+    mgmt_cut: bool = False
     boots: int = 0
     boot_timer: threading.Timer | None = None
 
@@ -263,6 +265,12 @@ class Lab:
                 if state.isolated != (not clear):
                     netns.isolate_from_engine(self.topo, state.host.index, not clear)
                     state.isolated = not clear
+            elif fault == "mgmt_cut":
+                if not self.topo.namespaced:
+                    raise LabError("mgmt_cut needs namespace mode (run the lab as root)")
+                if state.mgmt_cut != (not clear):
+                    netns.cut_management(self.topo, state.host.index, not clear)
+                    state.mgmt_cut = not clear
         return f"{fault} {'cleared on' if clear else 'injected into'} {host_name}"
 
     def _bmc_command(self, network: str, command: dict[str, Any]) -> None:
@@ -280,7 +288,8 @@ class Lab:
                     name: {
                         "power": self._host_power(s.host), "agent": s.agent,
                         "address": s.host.front_address, "agent_port": s.host.agent_port,
-                        "cluster": s.host.cluster, "isolated": s.isolated, "boots": s.boots,
+                        "cluster": s.host.cluster, "isolated": s.isolated,
+                        "mgmt_cut": s.mgmt_cut, "boots": s.boots,
                         "pid": s.process.pid if s.process else None,
                         "bmcs": {b.name: {"address": b.address, "port": b.port,
                                           "power": self.bmcs[b.name].power,

@@ -223,3 +223,21 @@ class ReachabilityAnswerRow(Base):
     engine_name: Mapped[str] = mapped_column(String(128), primary_key=True)
     reachable: Mapped[bool] = mapped_column(Boolean)
     detail: Mapped[str] = mapped_column(Text)
+
+
+class ReadinessRow(Base):
+    """A host's fencing readiness as the PM health check last found it
+    (fencing/readiness.py): written by the engine that owns the host, read by
+    every engine's API and by the CLI. Goes with its host."""
+
+    __tablename__ = "readiness"
+    host_id: Mapped[int] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True)
+    readiness: Mapped[str] = mapped_column(String(16))  # ready | single_path | unfenceable
+    paths: Mapped[int] = mapped_column(Integer)
+    # JSON: [{proxy, source, agent_id, agent, state, message, duration}]
+    checks: Mapped[str] = mapped_column(Text, default="[]")
+    message: Mapped[str] = mapped_column(Text, default="")
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    engine: Mapped[str | None] = mapped_column(String(128), nullable=True)

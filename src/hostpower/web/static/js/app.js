@@ -6,6 +6,7 @@ import * as inventory from './pages/inventory.js';
 import * as hostPage from './pages/host.js';
 import * as events from './pages/events.js';
 import * as enginesPage from './pages/engines.js';
+import * as readinessPage from './pages/readiness.js';
 import * as configPage from './pages/config.js';
 
 const root = document.getElementById('app');
@@ -22,6 +23,7 @@ const ROUTES = [
   [/^#\/(hosts|clusters|datacenters)$/, (m) => [inventory, { tab: m[1] }], 'inventory'],
   [/^#\/events$/, () => [events, {}], 'events'],
   [/^#\/engines$/, () => [enginesPage, {}], 'engines'],
+  [/^#\/readiness$/, () => [readinessPage, {}], 'readiness'],
   [/^#\/config$/, () => [configPage, {}], 'config'],
 ];
 
@@ -86,6 +88,7 @@ function navLink(href, text, section, iconName) {
 function showShell() {
   nav = h('nav.nav', { 'aria-label': 'Main' },
     navLink('#/hosts', 'Inventory', 'inventory', 'server'),
+    navLink('#/readiness', 'Readiness', 'readiness', 'shield'),
     navLink('#/events', 'Events', 'events', 'list'),
     navLink('#/engines', 'Engines', 'engines', 'engines'),
     api.isAdmin() ? navLink('#/config', 'Configuration', 'config', 'settings') : null);

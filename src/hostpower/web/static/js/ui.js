@@ -46,6 +46,15 @@ export function engineStateBadge(state) {
     h('span.dot'), label(state));
 }
 
+// Fencing readiness (the PM health check): ready is good, a single path is a
+// warning (one failure away from unfenceable), unfenceable is bad.
+const READINESS_TONE = { ready: 'ok', single_path: 'warn', unfenceable: 'bad', unknown: 'muted' };
+
+export function readinessBadge(readiness, text = null) {
+  return h('span.badge', { class: `tone-${READINESS_TONE[readiness] || 'muted'}`, dataset: { readinessState: readiness } },
+    h('span.dot'), text || label(readiness));
+}
+
 const POWER_TONE = { on: 'ok', off: 'muted-strong', unknown: 'warn', error: 'bad' };
 
 export function powerBadge(state, title) {
