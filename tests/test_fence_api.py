@@ -181,7 +181,7 @@ def test_restart_runs_every_step_through_the_engine_and_the_events_tell_the_stor
     assert [s["outcome"] for s in op["steps"]] == ["on", "off", "off", "on", "on"]
     assert all(c["proxy"] == "engine" for s in op["steps"] for c in s["proxies"])
     verify = [s["message"] for s in op["steps"] if s["name"].startswith("verify_")]
-    assert verify == ["poll 1/3", "poll 1/3"]
+    assert verify == ["poll 1/4", "poll 1/4"]  # 3 retries: the first poll and 3 more
     assert engine.power["h1"].read_text() == "on"
     assert engine.host_status("h1") == "connecting"  # back on: waiting for its agent
 

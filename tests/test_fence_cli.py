@@ -217,7 +217,7 @@ def test_restart_shows_each_step_with_its_proxy_and_succeeds(served: Served) -> 
         ("verify_on", "on")]
     assert all(agents.startswith("dummy@10.99.0.1 via engine")
                for _, _, agents in steps_of(r.stdout))
-    assert sum("poll 1/3" in line for line in lines) == 2
+    assert sum("poll 1/4" in line for line in lines) == 2  # 3 retries: 1 + 3 polls
     assert lines[-1] == "restart of h1 succeeded: h1 was restarted"
     assert served.power["h1"].read_text() == "on"
     assert SECRET not in r.stdout + r.stderr

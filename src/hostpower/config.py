@@ -96,11 +96,13 @@ KEYS: tuple[ConfigKey, ...] = (
          "Sources appended, in this order, to every chain that lacks them; "
          "empty means a chain is exactly what was given."),
     _key("FenceStopStatusRetries", "int", "18",
-         "Status polls after a stop before the stop is declared failed.", 0, 1000),
+         "Status polls after a stop besides the first one, before the stop is declared "
+         "failed (oVirt's retries: 18 means up to 19 polls).", 0, 1000),
     _key("FenceStopStatusDelayBetweenRetriesInSec", "int", "10",
          "Seconds between status polls after a stop.", 0, 3600, "s"),
     _key("FenceStartStatusRetries", "int", "18",
-         "Status polls after a start before the start is declared failed.", 0, 1000),
+         "Status polls after a start besides the first one, before the start is sent "
+         "once more or declared failed (oVirt's retries: 18 means up to 19 polls).", 0, 1000),
     _key("FenceStartStatusDelayBetweenRetriesInSec", "int", "10",
          "Seconds between status polls after a start.", 0, 3600, "s"),
     _key("FindFenceProxyRetries", "int", "3",

@@ -293,7 +293,7 @@ def _done_steps(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def step_line(step: dict[str, Any]) -> str:
-    """`  10:00:01  verify_off  off    dummy@10.1.0.1 via engine  poll 1/18`"""
+    """`  10:00:01  verify_off  off    dummy@10.1.0.1 via engine  poll 1/19`"""
     at = datetime.fromisoformat(step["finished_at"] or step["started_at"]).astimezone()
     agents = "; ".join(_via(c) for c in step["proxies"]) or "no agent"
     line = f"  {at:%H:%M:%S}  {step['name']:<11} {step['outcome'] or '-':<7} {agents}"
@@ -305,6 +305,8 @@ def _via(command: dict[str, Any]) -> str:
     if command.get("proxy"):
         return f"{command['agent']} via {command['proxy']}"
     tried = ", ".join(a["proxy"] for a in command.get("attempts", []))
+    if command.get("outcome") == "cancelled":  # another agent of its group settled the step
+        return f"{command['agent']} cancelled" + (f" (under way via {tried})" if tried else "")
     return f"{command['agent']} " + (f"failed on {tried}" if tried else "found no eligible proxy")
 
 

@@ -4,6 +4,13 @@ For every command the executor takes a fresh inventory snapshot, asks the
 locator for candidates entry by entry, and tries them in order until one
 executes the command (the device answered on or off). Every attempt becomes
 an event; when all proxies fail, one ERROR event lists each and why.
+
+A command's task may be cancelled (the other agent of a concurrent group
+already answered: fencing/power.py). Cancelling ends the engine's side only:
+a request that already reached a proxy is carried out there (the agent runs
+the fence agent to its end, whoever waits for the answer), one that had not
+is never sent. `cancelled()` records which of the two it was and says so in
+an event.
 """
 
 from __future__ import annotations
@@ -46,10 +53,15 @@ class CommandResult:
     result: FenceResult
     proxy: str | None = None           # the proxy that executed it, None if none did
     attempts: list[Attempt] = field(default_factory=list)
+    cancelled: bool = False            # its task was cancelled before it ended
+    # The proxy (name, chain entry, monotonic start) the command is under way
+    # through, while it is; left set when the task is cancelled meanwhile.
+    sending: tuple[str, str, float] | None = None
 
     def summary(self) -> dict[str, object]:
         return {"agent_id": self.agent.id, "agent": f"{self.agent.type}@{self.agent.address}",
-                "action": self.action.value, "outcome": self.result.outcome.value,
+                "action": self.action.value,
+                "outcome": "cancelled" if self.cancelled else self.result.outcome.value,
                 "proxy": self.proxy, "message": self.result.message,
                 "attempts": [a.__dict__ for a in self.attempts]}
 
@@ -91,7 +103,10 @@ class ChainExecutor:
         return self._locator
 
     async def run(self, host_id: int, agent: FenceAgent, action: FenceAction,
-                  operation_id: int | None = None) -> CommandResult:
+                  operation_id: int | None = None,
+                  record: CommandResult | None = None) -> CommandResult:
+        """Run the command through the chain. With `record`, the result is
+        filled in there as the command goes (what a canceller reads)."""
         snapshot, config = await self.load_state()
         target = snapshot.host(host_id)
         chain = effective_chain(parse_chain(target.power_management.pm_proxies), config)
@@ -99,7 +114,9 @@ class ChainExecutor:
         search_retries = config["FindFenceProxyRetries"] if action in (FenceAction.ON, FenceAction.OFF) else 0
         search_delay = float(config["FindFenceProxyDelayBetweenRetriesInSec"])
         spec = agent_spec(agent)
-        outcome = CommandResult(agent, action, FenceResult(action, Outcome.ERROR, "no proxy tried"))
+        outcome = record if record is not None else CommandResult(agent, action, FenceResult(
+            action, Outcome.ERROR, "no proxy tried"))
+        outcome.result = FenceResult(action, Outcome.ERROR, "no proxy tried")
         listed: dict[int, str] = {}
         for entry in chain:
             plan = None
@@ -120,7 +137,9 @@ class ChainExecutor:
                 if candidate.host is not None:
                     listed[candidate.host.id] = entry.text
                 self.guard()
+                outcome.sending = (candidate.name, entry.text, time.monotonic())
                 result = await self._try(candidate, spec, action, timeout)
+                outcome.sending = None
                 attempt = Attempt(candidate.name, entry.text, result.outcome.value,
                                   result.message, round(result.duration, 3))
                 outcome.attempts.append(attempt)
@@ -155,6 +174,35 @@ class ChainExecutor:
         (fencing/readiness.py) tries every candidate and reports on its own."""
         self.guard()
         return await self._try(candidate, spec, action, timeout)
+
+    async def cancelled(self, host_id: int, command: CommandResult, reason: str,
+                        operation_id: int | None = None) -> None:
+        """Record that `command`'s task was cancelled, and say so in an event:
+        whether it had reached a proxy (which may still carry it out) or not."""
+        action, agent = command.action, command.agent
+        snapshot, _ = await self.load_state()
+        target = snapshot.host(host_id)
+        if command.sending is not None:
+            proxy, source, started = command.sending
+            where = (f"it was under way through {proxy} ({source}), which may still carry it "
+                     f"out: cancelling stops the engine waiting, not the proxy")
+            command.attempts.append(Attempt(proxy, source, "cancelled", reason,
+                                            round(time.monotonic() - started, 3)))
+        else:
+            proxy = source = None
+            where = "it had not been sent to any proxy, and will not be"
+        command.cancelled = True
+        command.result = FenceResult(action, Outcome.ERROR, f"cancelled: {reason}")
+        message = (f"{action.value} of {target.name} with {agent.type}@{agent.address} "
+                   f"cancelled: {reason}; {where}")
+        # An on that never left leaves that device off (a second power supply
+        # unpowered): worth a warning. One under way most likely completes.
+        unsent_on = action is FenceAction.ON and proxy is None
+        await self._event(Severity.WARNING if unsent_on else Severity.INFO,
+                          "fence.cancelled", target, operation_id, message,
+                          {"agent_id": agent.id, "agent": f"{agent.type}@{agent.address}",
+                           "action": action.value, "proxy": proxy, "source": source,
+                           "under_way": proxy is not None, "reason": reason})
 
     async def _try(self, candidate: Candidate, spec: AgentSpec, action: FenceAction,
                    timeout: float) -> FenceResult:
