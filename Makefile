@@ -20,8 +20,11 @@ system-deps:
 demo: venv system-deps
 	$(BIN)/hostpower demo
 
+# Test files run in parallel, each whole on one worker (a module's lab is set up once).
+PYTEST_WORKERS ?= 2
+
 test: venv system-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: venv system-deps
 	$(BIN)/python -m bench

@@ -192,6 +192,9 @@ def test_ha_same_restart_asked_of_two_engines_at_once_runs_one_flow(
         a, b = cluster.start_engine("a"), cluster.start_engine("b")
         hid = _host_ids(a)[TARGET]
         assert a.headers and b.headers  # logged in beforehand: the two requests leave together
+        for engine in (a, b):  # and each engine's fencing path warmed by a status
+            r = engine.api("POST", f"/api/hosts/{hid}/fence", json={"fence_type": "status"})
+            assert r.status_code == 200, r.text
         answers: dict[str, Any] = {}
         gate = threading.Barrier(2)
 
