@@ -58,6 +58,10 @@ class Monitor:
         self.skipped_gate: dict[int, str] = {}   # the gate that last held each host back
         self.watched_since: dict[int, float] = {}  # hosts this engine owns, since when
         self.peers: list[str] = []                # the other live engines, as of the last round
+        self.unbeaten: set[int] = set()           # owned hosts not heartbeated since they came
+        # The hosts this engine owns, for one ring and one inventory revision:
+        # looking up every host on the ring each second is not free at 10,000.
+        self._owned_ids: tuple[object, frozenset[int]] = (None, frozenset())
         self.opinions = SecondOpinion(self.gateway, client)
         self.escalation = Escalation(service, precautions)
         self._sem = asyncio.Semaphore(HEARTBEAT_CONCURRENCY)
@@ -112,15 +116,20 @@ class Monitor:
         snapshot, config = await self.gateway.state()
         owned = await self._owned(snapshot)
         timeout = float(config["HostHeartbeatTimeoutInSec"])
+        # Between full rounds: the hosts now connecting, and those just taken
+        # over from an engine that left (watched from the next second on).
         hosts = [h for h in owned if h.status not in UNMANAGED
                  and not self.service.in_flow(h.id)
-                 and (not only_connecting or h.status is HostStatus.CONNECTING)]
+                 and (not only_connecting or h.status is HostStatus.CONNECTING
+                      or h.id in self.unbeaten)]
         answers = await asyncio.gather(*(self._beat(h, timeout) for h in hosts))
         now = self.clock()
         for host, answer in zip(hosts, answers):
+            self.unbeaten.discard(host.id)
             await self._transition(host, answer, now, config)
-        if not only_connecting:
-            await self.service.adopt_orphans()
+        # Every second, not only every round: a dead engine's flows resume
+        # as soon as its lease has ended (one small query when none is running).
+        await self.service.adopt_orphans()
         try:
             self.gateway.check_may_act()
         except EngineNotReady:
@@ -146,15 +155,21 @@ class Monitor:
         ring, alive = await self.gateway.ownership()
         me = self.gateway.runner.name
         self.peers = sorted(name for name in alive if name != me)
-        owned = [h for h in snapshot.hosts if ring.owner(h.id) == me]
+        key = (ring.engines, self.gateway.inventory_revision)
+        if self._owned_ids[0] != key:
+            self._owned_ids = (key, frozenset(h.id for h in snapshot.hosts
+                                              if ring.owner(h.id) == me))
+        mine = self._owned_ids[1]
+        owned = [h for h in snapshot.hosts if h.id in mine]
         now = self.clock()
-        mine = {h.id for h in owned}
         for host_id in mine - self.watched_since.keys():
             self.watched_since[host_id] = now
+            self.unbeaten.add(host_id)
             self.liveness.pop(host_id, None)
         for host_id in self.watched_since.keys() - mine:
             # Another engine watches it now; if it comes back, it starts afresh.
             del self.watched_since[host_id]
+            self.unbeaten.discard(host_id)
             self.liveness.pop(host_id, None)
             self.skipped_gate.pop(host_id, None)
         return owned

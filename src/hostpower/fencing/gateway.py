@@ -165,6 +165,12 @@ class EngineGateway:
             return (Inventory(s, self.ctx.box).with_current_statuses(snapshot), config), now
         return state, now
 
+    @property
+    def inventory_revision(self) -> int:
+        """The inventory revision of the cached state (moves with every
+        inventory or configuration write, not with statuses)."""
+        return self._revisions.inventory
+
     async def config(self) -> Config:
         return (await self.state())[1]
 

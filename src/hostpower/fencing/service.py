@@ -26,7 +26,7 @@ from hostpower.fencing.power import HostPower, PowerResult
 from hostpower.hostagent.client import AgentClient
 from hostpower.model.errors import ConflictError, EngineNotReady, StorageUnavailable
 from hostpower.model.events import Event, Severity
-from hostpower.model.inventory import FenceAgent, HostStatus
+from hostpower.model.inventory import FenceAgent, Host, HostStatus
 from hostpower.model.operations import FlowAction, OperationState, Origin, Runner
 from hostpower.model.power import FenceAction
 from hostpower.store.journal import AlreadyRunning, Journal, Operation, ReservationLost
@@ -52,6 +52,9 @@ class FencingService:
         self.power = HostPower(self.executor, gateway.agents)
         self.flows = Flows(self.power, gateway)
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        # Hosts whose flow this engine is beginning (journaled, not yet
+        # spawned): not an orphan for adopt_orphans meanwhile.
+        self._starting: set[int] = set()
         self._limit: asyncio.Semaphore | None = None
         self._on_finish: list[Callable[[Operation], None]] = []
 
@@ -78,6 +81,15 @@ class FencingService:
         by = f"by {requested_by} ({origin})" if requested_by else f"({origin})"
         runner = self.gateway.runner
         self.gateway.check_may_act()  # a flow begun now would only pause: say so at once
+        self._starting.add(host.id)
+        try:
+            return await self._begin(host, action, origin, requested_by, runner, by)
+        finally:
+            self._starting.discard(host.id)
+
+    async def _begin(self, host: Host, action: FlowAction, origin: Origin,
+                     requested_by: str | None, runner: Runner, by: str,
+                     ) -> tuple[Operation, bool]:
         try:
             op = await self.gateway.run(lambda s: Journal(s).begin(
                 host.id, host.name, action, origin, requested_by=requested_by, runner=runner))
@@ -155,6 +167,8 @@ class FencingService:
         return adopted
 
     def in_flow(self, host_id: int) -> bool:
+        if host_id in self._starting:
+            return True
         task = self._tasks.get(host_id)
         return task is not None and not task.done()
 

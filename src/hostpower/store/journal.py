@@ -120,7 +120,9 @@ class Journal:
         return _operation(row) if row else None
 
     def running(self) -> list[Operation]:
-        rows = self.s.scalars(select(OperationRow).where(OperationRow.state == OperationState.RUNNING.value)
+        # active_host_id is set exactly while an operation runs, and indexed
+        # (unique): the monitor asks every second.
+        rows = self.s.scalars(select(OperationRow).where(OperationRow.active_host_id.is_not(None))
                               .order_by(OperationRow.id))
         return [_operation(r) for r in rows]
 
