@@ -14,6 +14,7 @@ from hostpower.context import EngineContext
 from hostpower.drivers.registry import default_drivers, local_agent_types
 from hostpower.fencing.gateway import EngineGateway
 from hostpower.fencing.service import FencingService
+from hostpower.fencing.softfencing import SoftFencing
 from hostpower.hostagent.client import AgentClient
 from hostpower.hostagent.pki import CertificateAuthority, ensure_engine_certificate
 from hostpower.membership import Membership
@@ -66,7 +67,8 @@ class EngineRuntime:
         if resumed:
             log.warning("resumed %d unfinished fence flow(s)", len(resumed))
         if self.with_monitor:
-            self.monitor = Monitor(self.service, self.client)
+            self.monitor = Monitor(self.service, self.client, precautions=[
+                SoftFencing(self.service, self.client, self.ctx.settings.ssh_dir)])
             self.monitor.start()
 
     async def stop(self) -> None:
