@@ -3,7 +3,7 @@
 # and only those that are missing. Safe to run again; prints what it does.
 set -euo pipefail
 
-want_pkgs=(fence-agents ipmitool snmp iproute2)
+want_pkgs=(fence-agents ipmitool snmp iproute2 openssh-server)
 # The web console's end-to-end tests (tests/test_web_console.py) drive Debian's
 # chromium with Playwright; Playwright never downloads a browser of its own.
 # On by default; HOSTPOWER_WITH_BROWSER=0 skips it (those tests then skip too).
@@ -19,6 +19,15 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "system-deps: missing Debian packages: ${missing[*]} (not root: install them yourself)" >&2
     else
         echo "system-deps: installing ${missing[*]}"
+        # The lab runs OpenSSH's sshd itself, one per simulated host inside the
+        # host's namespace (src/hostpower/lab/ssh.py); the machine's own ssh
+        # service is not wanted. A machine that had no sshd keeps having none:
+        # Debian's ssh unit and init script do not start while this file exists.
+        if [[ " ${missing[*]} " == *" openssh-server "* ]] && [ ! -e /usr/sbin/sshd ]; then
+            mkdir -p /etc/ssh
+            touch /etc/ssh/sshd_not_to_be_run
+            echo "system-deps: created /etc/ssh/sshd_not_to_be_run (the machine's ssh service stays off)"
+        fi
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -51,12 +51,15 @@ FAST = {
 }
 
 
-def engine_context(lab: RunningLab, settings: Settings) -> EngineContext:
-    """The engine shares the lab's home: same CA, so it may command the agents."""
+def engine_context(lab: RunningLab, settings: Settings,
+                   ssh_access: bool = False) -> EngineContext:
+    """The engine shares the lab's home: same CA, so it may command the agents
+    (and the same SSH key, which every lab host lets in). With `ssh_access`
+    the hosts have SSH access, their host keys pinned: soft fencing applies."""
     ctx = EngineContext.open(settings)
     with ctx.db.session() as s:
         load_document(Inventory(s, ctx.box, ctx.known_agent_types()), ConfigStore(s),
-                      lab.topo.inventory_document())
+                      lab.inventory_document(ssh_access))
         for key, value in FAST.items():
             ConfigStore(s).set(key, value)
     return ctx
@@ -161,14 +164,15 @@ def settings_for(tmp: Path) -> Settings:
 
 
 @contextmanager
-def scenario_world(tmp: Path, monitor: bool) -> Iterator[tuple[RunningLab, EngineThread]]:
+def scenario_world(tmp: Path, monitor: bool, ssh_access: bool = False
+                   ) -> Iterator[tuple[RunningLab, EngineThread]]:
     """The lab of SCENARIO_TOPOLOGY and an engine beside it (with or without
-    the monitor), both stopped on exit."""
+    the monitor, with or without SSH access to the hosts), both stopped on exit."""
     from labkit import load_yaml, require_lab_tools, start
 
     require_lab_tools()
     lab, settings = start(tmp, load_yaml(SCENARIO_TOPOLOGY))
-    ctx = engine_context(lab, settings)
+    ctx = engine_context(lab, settings, ssh_access)
     try:
         with EngineThread(ctx, monitor=monitor) as engine:
             yield lab, engine

@@ -182,7 +182,7 @@ def test_every_write_route_is_audited() -> None:
     from fastapi.routing import APIRoute
 
     from hostpower.api import (
-        routes_fence, routes_hosts, routes_inventory, routes_session, routes_system,
+        routes_fence, routes_hosts, routes_inventory, routes_session, routes_ssh, routes_system,
     )
     from hostpower.api.audit import audited_admin
 
@@ -192,10 +192,10 @@ def test_every_write_route_is_audited() -> None:
     own_events = {"/api/auth/token", "/api/session", "/api/hosts/{host_id}/fence",
                   "/api/hosts/{host_id}/fenceagents/test"}
     routes = [r for m in (routes_fence, routes_hosts, routes_inventory, routes_session,
-                          routes_system) for r in m.router.routes]
+                          routes_ssh, routes_system) for r in m.router.routes]
     writes = [r for r in routes if isinstance(r, APIRoute)
               and r.methods & {"POST", "PUT", "PATCH", "DELETE"} and r.path not in own_events]
-    assert len(writes) == 14
+    assert len(writes) == 15
     assert [r.path for r in writes if not depends_on(r.dependant, audited_admin)] == []
 
 

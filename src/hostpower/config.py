@@ -22,7 +22,7 @@ _FALSE = {"false", "no", "off", "0"}
 @dataclass(frozen=True)
 class ConfigKey:
     name: str
-    kind: str  # "int" | "bool" | "path" | "sources"
+    kind: str  # "int" | "bool" | "path" | "sources" | "command"
     default: str
     description: str
     minimum: int | None = None
@@ -73,6 +73,17 @@ def _parse_path(key: ConfigKey, raw: str) -> str:
     return os.path.normpath(raw)
 
 
+def _parse_command(key: ConfigKey, raw: str) -> str:
+    """A command line a host's shell runs (soft fencing over SSH): one line."""
+    if not raw:
+        raise ValidationError(key.name, "must not be empty")
+    if "\n" in raw or "\r" in raw or "\x00" in raw:
+        raise ValidationError(key.name, "must be one line")
+    if len(raw) > 1024:
+        raise ValidationError(key.name, "is longer than 1024 characters")
+    return raw
+
+
 def _parse_sources(key: ConfigKey, raw: str) -> tuple:
     entries = parse_source_list(raw, key.name)
     if not entries and key.minimum:
@@ -82,6 +93,7 @@ def _parse_sources(key: ConfigKey, raw: str) -> tuple:
 
 _PARSERS: dict[str, Callable[[ConfigKey, str], Any]] = {
     "int": _parse_int, "bool": _parse_bool, "path": _parse_path, "sources": _parse_sources,
+    "command": _parse_command,
 }
 
 
@@ -137,6 +149,12 @@ KEYS: tuple[ConfigKey, ...] = (
     _key("PreferNativeFenceDrivers", "bool", "true",
          "Use the in-process native driver (ipmilan) instead of spawning the "
          "fence agent script where the agent's options allow it."),
+    _key("SshSoftFencingCommand", "command", "systemctl restart hostpower-agent",
+         "Soft fencing: the command run over SSH on a non-responsive host that has SSH "
+         "access, before any power action (restarts the host agent's service)."),
+    _key("SshSoftFencingTimeoutInSec", "int", "30",
+         "Seconds connecting over SSH and running SshSoftFencingCommand may take together.",
+         1, 3600, "s"),
     _key("HostStorageLeaseAliveCheckingInterval", "int", "90",
          "With a cluster's skip_if_sd_active policy: a non-responsive host whose storage "
          "lease a proxy saw renewed within this many seconds is alive, only cut off from "

@@ -15,6 +15,7 @@ from typing import Any
 from hostpower.model.errors import ConflictError, NotFoundError, ValidationError
 from hostpower.model.inventory import (
     ConnectivityPolicy, FencingPolicy, HostStatus, NonOperationalReason, PowerManagement,
+    SshAccess,
 )
 from hostpower.model.secret import Secret
 from hostpower.store.configstore import ConfigStore
@@ -107,6 +108,15 @@ def _agent(data: Any, path: str) -> AgentInput:
     )
 
 
+def _ssh(data: Any, path: str) -> SshAccess:
+    """`ssh: {port, user, host_key}`; no `ssh` (or no port): no SSH access."""
+    d = _mapping(data or {}, path)
+    _known(d, {"port", "user", "host_key"}, path)
+    user, key = d.get("user", "root"), d.get("host_key", "")
+    return SshAccess(port=d.get("port"), user=user if isinstance(user, str) else repr(user),
+                     host_key=key if isinstance(key, str) else repr(key))
+
+
 def load_document(inv: Inventory, config: ConfigStore, doc: Any) -> LoadSummary:
     """Create everything the document describes. Chains are set after all
     hosts exist, so a chain may name a host defined further down."""
@@ -138,7 +148,8 @@ def load_document(inv: Inventory, config: ConfigStore, doc: Any) -> LoadSummary:
                 hpath = f"{cpath}.hosts[{k}]"
                 hd = _mapping(h_data, hpath)
                 _known(hd, {"name", "address", "agent_port", "status", "non_operational_reason",
-                            "power_management"}, hpath)
+                            "power_management", "ssh"}, hpath)
+                ssh = _ssh(hd.get("ssh"), f"{hpath}.ssh")
                 pm = _mapping(hd.get("power_management") or {}, f"{hpath}.power_management")
                 _known(pm, {"enabled", "automatic_pm_enabled", "kdump_detection", "pm_proxies",
                             "agents"}, f"{hpath}.power_management")
@@ -155,6 +166,7 @@ def load_document(inv: Inventory, config: ConfigStore, doc: Any) -> LoadSummary:
                             enabled=bool(pm.get("enabled", False)),
                             automatic_pm_enabled=bool(pm.get("automatic_pm_enabled", True)),
                             kdump_detection=bool(pm.get("kdump_detection", True))),
+                        ssh=ssh,
                     ))
                 summary.hosts += 1
                 if pm.get("pm_proxies"):

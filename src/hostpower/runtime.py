@@ -16,6 +16,7 @@ from hostpower.drivers.registry import default_drivers, local_agent_types
 from hostpower.fencing.gateway import EngineGateway
 from hostpower.fencing.readiness import ReadinessChecker
 from hostpower.fencing.service import FencingService
+from hostpower.fencing.softfencing import SoftFencing
 from hostpower.fencing.storagelease import StorageLease
 from hostpower.hostagent.client import AgentClient
 from hostpower.hostagent.pki import CertificateAuthority, ensure_engine_certificate
@@ -71,6 +72,7 @@ class EngineRuntime:
             log.warning("resumed %d unfinished fence flow(s)", len(resumed))
         if self.with_monitor:
             self.monitor = Monitor(self.service, self.client, precautions=[
+                SoftFencing(self.service, self.client, self.ctx.settings.ssh_dir),
                 StorageLease(self.service.gateway, self.client, self.service.executor.in_flight),
             ])
             self.monitor.start()

@@ -39,3 +39,8 @@ class Settings:
     @property
     def pki_dir(self) -> Path:
         return self.home / "pki"
+
+    @property
+    def ssh_dir(self) -> Path:
+        """The engine's SSH key (fencing/sshaccess.py)."""
+        return self.home / "ssh"

@@ -13,7 +13,8 @@ from hostpower import __version__
 from hostpower.context import EngineContext
 from hostpower.api import errors
 from hostpower.api import (
-    routes_engines, routes_fence, routes_hosts, routes_inventory, routes_readiness, routes_system,
+    routes_engines, routes_fence, routes_hosts, routes_inventory, routes_readiness, routes_ssh,
+    routes_system,
 )
 from hostpower.api import routes_session  # web console login (cookie + CSRF)
 from hostpower.api.login import TooManyLoginAttempts
@@ -54,6 +55,7 @@ def create_app(ctx: EngineContext, runtime: EngineRuntime | None = None) -> Fast
     app.include_router(routes_system.router)
     app.include_router(routes_inventory.router)
     app.include_router(routes_hosts.router)
+    app.include_router(routes_ssh.router)
     app.include_router(routes_fence.router)
     app.include_router(routes_engines.router)
     app.include_router(routes_readiness.router)

@@ -7,7 +7,9 @@ from hostpower.config import Config
 from hostpower.model.errors import ValidationError
 from hostpower.model.inventory import (
     Cluster, ConnectivityPolicy, DataCenter, FenceAgent, FencingPolicy, Host, PowerManagement,
+    SshAccess,
 )
+from hostpower.model.sshkey import fingerprint
 from hostpower.model.proxychain import (
     ProxyEntry, ProxySource, check_entries, format_chain, parse_chain, parse_entry,
 )
@@ -93,12 +95,24 @@ def pm_in(body: S.PowerManagementIn) -> PowerManagement:
     )
 
 
+def ssh_in(body: S.SshIn, stored: SshAccess | None = None) -> SshAccess:
+    """`host_key` omitted keeps the stored key (none when creating)."""
+    key = body.host_key if body.host_key is not None else (stored.host_key if stored else "")
+    return SshAccess(port=body.port, user=body.user, host_key=key)
+
+
+def ssh_out(ssh: SshAccess) -> S.SshOut:
+    return S.SshOut(port=ssh.port, user=ssh.user, host_key=ssh.host_key or None,
+                    fingerprint=fingerprint(ssh.host_key) if ssh.host_key else None)
+
+
 def host_out(h: Host, cluster: Cluster, config: Config) -> S.HostOut:
     return S.HostOut(
         id=h.id, name=h.name, address=h.address, port=h.agent_port,
         cluster=S.RefOut(id=cluster.id, name=cluster.name, href=f"/api/clusters/{cluster.id}"),
         status=h.status, non_operational_reason=h.non_operational_reason,
-        power_management=pm_out(h.power_management, config), href=f"/api/hosts/{h.id}",
+        power_management=pm_out(h.power_management, config), ssh=ssh_out(h.ssh),
+        href=f"/api/hosts/{h.id}",
     )
 
 

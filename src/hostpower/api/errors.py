@@ -50,7 +50,8 @@ _MEANING = {
     422: "the request does not match the schema: the field named is missing, of the "
          "wrong type or out of range",
     429: "too many failed logins: wait for Retry-After seconds",
-    502: "a fence agent on the engine could not be run",
+    502: "a fence agent on the engine could not be run, or the host's SSH server could not "
+         "be talked to",
     503: "the engine's database cannot be written or reached (disk full, read-only, "
          "server down), or the fencing service is not running; retry later",
 }

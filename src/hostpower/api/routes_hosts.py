@@ -49,7 +49,7 @@ def add_host(body: S.HostIn, ctx: EngineCtx,
             name=body.name, address=body.address, cluster_id=body.cluster.id,
             agent_port=body.port,
             status=body.status, non_operational_reason=body.non_operational_reason,
-            power_management=C.pm_in(body.power_management)))
+            power_management=C.pm_in(body.power_management), ssh=C.ssh_in(body.ssh)))
         audit.record(s, f"added host {host.name}", host.id, host.name)
         return _host_out(inv, s, host)
 
@@ -72,6 +72,8 @@ def update_host(host_id: S.PathId, body: S.HostPatch, ctx: EngineCtx,
         kwargs = {}
         if "non_operational_reason" in fields:
             kwargs["non_operational_reason"] = body.non_operational_reason
+        if body.ssh is not None:
+            kwargs["ssh"] = C.ssh_in(body.ssh, inv.host(host_id).ssh)
         host = inv.update_host(
             host_id, name=body.name, address=body.address,
             cluster_id=body.cluster.id if body.cluster else None, status=body.status,

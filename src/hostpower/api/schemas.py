@@ -151,6 +151,41 @@ class PowerManagementOut(BaseModel):
     effective_pm_proxies: list[PmProxyEffective]
 
 
+class SshIn(Strict):
+    port: Port | None = Field(None, description="TCP port of the host's SSH server; null: no "
+                                                "SSH access, so no soft fencing")
+    user: Text = Field("root", max_length=64, description="the user the engine logs in as "
+                                                          "(its key in that user's "
+                                                          "authorized_keys)")
+    host_key: Text | None = Field(
+        None, max_length=16384,
+        description="the host's SSH public key, pinned: '<type> <base64>' as ssh-keyscan or "
+                    "/etc/ssh/ssh_host_ed25519_key.pub show it (or POST .../ssh/pin fetches "
+                    "it); on update, omit it to keep the pinned key, '' to unpin")
+
+
+class SshOut(BaseModel):
+    port: int | None
+    user: str
+    host_key: str | None = Field(description="the pinned host key; null: none pinned (the "
+                                             "engine then never connects)")
+    fingerprint: str | None = Field(description="SHA256 fingerprint of the pinned host key, "
+                                                "as ssh-keygen -lf shows it")
+
+
+class SshPinIn(Strict):
+    fingerprint: Text | None = Field(
+        None, max_length=100,
+        description="the fingerprint expected (SHA256:..., read on the host's console): the "
+                    "key the host offers is pinned only if it has it")
+
+
+class SshPublicKeyOut(BaseModel):
+    public_key: str = Field(description="one authorized_keys line: put it in the SSH user's "
+                                        "~/.ssh/authorized_keys on each host")
+    fingerprint: str
+
+
 class HostIn(Strict):
     name: Text
     address: Text
@@ -159,6 +194,7 @@ class HostIn(Strict):
     status: HostStatus = HostStatus.INSTALLING
     non_operational_reason: NonOperationalReason | None = None
     power_management: PowerManagementIn = Field(default_factory=PowerManagementIn)
+    ssh: SshIn = Field(default_factory=SshIn)
 
 
 class HostPatch(Strict):
@@ -169,6 +205,7 @@ class HostPatch(Strict):
     status: HostStatus | None = None
     non_operational_reason: NonOperationalReason | None = None
     power_management: PowerManagementIn | None = None
+    ssh: SshIn | None = None
 
 
 class HostOut(BaseModel):
@@ -180,6 +217,7 @@ class HostOut(BaseModel):
     status: HostStatus
     non_operational_reason: NonOperationalReason | None
     power_management: PowerManagementOut
+    ssh: SshOut
     href: str
 
 

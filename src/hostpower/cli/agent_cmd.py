@@ -1,10 +1,12 @@
-"""`hostpower agent` (the host agent daemon) and `hostpower host enroll`."""
+"""`hostpower agent` (the host agent daemon), `hostpower host enroll` and
+`hostpower host ssh-pin` (ssh_cmd.py)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from hostpower.cli import ssh_cmd
 from hostpower.cli.common import open_context
 
 
@@ -20,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True, type=Path,
                    help="directory for agent.crt, agent.key and ca.crt")
     e.set_defaults(func=enroll)
+    ssh_cmd.register_host_actions(hsub)
 
 
 def run_agent_argv(argv: list[str]) -> int:

@@ -90,7 +90,7 @@ def start(args: argparse.Namespace) -> int:
                     print("lab: inventory already holds this topology; not loaded again")
                 else:
                     print(f"lab: loaded inventory: "
-                          f"{load_document(inv, ConfigStore(s), topo.inventory_document())}")
+                          f"{load_document(inv, ConfigStore(s), running.inventory_document())}")
             ctx.close()
         rows = [(h.name, h.cluster, f"{h.front_address}:{h.agent_port}",
                  " ".join(f"{b.address}:{b.port}" for b in h.bmcs)) for h in topo.hosts]
@@ -117,9 +117,10 @@ def show_status(_: argparse.Namespace) -> int:
     for name, h in status["hosts"].items():
         counts = " ".join(f"{b}:on={v['counts']['on']},off={v['counts']['off']}"
                           + ("" if v["answering"] else ",MUTE") for b, v in h["bmcs"].items())
+        ssh = h.get("ssh") or {}
         rows.append((name, h["power"], h["agent"] + (" isolated" if h["isolated"] else ""),
-                     h["boots"], counts))
-    print(table(rows, ("HOST", "POWER", "AGENT", "BOOTS", "BMC COMMANDS")))
+                     h["boots"], ssh.get("state", "-"), counts))
+    print(table(rows, ("HOST", "POWER", "AGENT", "BOOTS", "SSH", "BMC COMMANDS")))
     return 0
 
 

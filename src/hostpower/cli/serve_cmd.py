@@ -192,7 +192,7 @@ def demo(args: argparse.Namespace) -> int:
             inv = Inventory(s, ctx.box, ctx.known_agent_types())
             if not any(dc.name in topo.data_centers for dc in inv.data_centers()):
                 print(f"demo: loaded the lab into the inventory: "
-                      f"{load_document(inv, ConfigStore(s), topo.inventory_document())}")
+                      f"{load_document(inv, ConfigStore(s), lab.inventory_document())}")
             for key, value in DEMO_CONFIG.items():
                 ConfigStore(s).set(key, value)
             users = Users(s)
@@ -206,8 +206,12 @@ def demo(args: argparse.Namespace) -> int:
         print(f"demo: engine home {home}")
         shown = f"[{host}]" if ":" in host else host
         print(f"demo: open {transport.scheme}://{shown}:{port}/ and log in as admin / {password}")
-        print("demo: kill a host's agent and watch it be fenced through its proxy chain:")
-        print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} lab fault c1-h2 agent_crash")
+        print("demo: hang a host's agent and watch soft fencing restart it over SSH:")
+        print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} lab fault c1-h2 agent_hang")
+        print("      with its SSH server down first (then no soft fencing), watch it be fenced")
+        print("      through its proxy chain:")
+        print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} lab fault c1-h3 ssh_down")
+        print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} lab fault c1-h3 agent_hang")
         print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} events --follow")
         if topo.namespaced:
             print("demo: cut a proxy's management network and watch the Readiness page (a "

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hostpower.fencing.sshaccess import engine_key
 from hostpower.hostagent.pki import CertificateAuthority, enroll_host, ensure_engine_certificate
-from hostpower.lab import netns
+from hostpower.lab import netns, ssh
 from hostpower.lab.control import ControlServer
 from hostpower.lab.errors import LabError
 from hostpower.lab.identity import LabInstance
 from hostpower.lab.instances import InstanceLease, InstancePool
+from hostpower.lab.ssh import LabSsh
 from hostpower.lab.supervisor import Lab
 from hostpower.lab.topology import Topology, default_document, parse
 from hostpower.settings import Settings
@@ -33,6 +35,7 @@ class RunningLab:
     run_dir: Path
     engine_cert_dir: Path
     lease: InstanceLease
+    ssh: LabSsh | None = None   # None when openssh-server is not installed
 
     @property
     def topo(self) -> Topology:
@@ -42,8 +45,21 @@ class RunningLab:
     def instance(self) -> LabInstance:
         return self.lease.instance
 
+    def inventory_document(self, ssh_access: bool = True) -> dict[str, Any]:
+        """The topology as an inventory file; with `ssh_access` (and SSH
+        servers running) each host has SSH access with its host key pinned."""
+        doc = self.topo.inventory_document()
+        if ssh_access and self.ssh is not None:
+            for dc in doc["data_centers"]:
+                for cluster in dc["clusters"]:
+                    for host in cluster["hosts"]:
+                        host["ssh"] = self.ssh.access(host["name"])
+        return doc
+
     def stop(self) -> None:
         self.control.stop()
+        if self.ssh is not None:
+            self.ssh.stop()
         self.lab.stop()
         (self.run_dir / STATE_FILE).unlink(missing_ok=True)
         self.lease.release()  # last: the instance is free only once nothing of it is left
@@ -120,13 +136,23 @@ def _start(settings: Settings, topo: Topology, lease: InstanceLease, fence_agent
         enroll_host(ca, host.name, [host.front_address], cert_dirs[host.name])
     lab = Lab(topo, run_dir, cert_dirs, fence_agents_path, log=log, child_env=lease.child_env())
     lab.start()
+    lab_ssh = None
     holder: dict[str, RunningLab] = {}
     try:
+        if ssh.available():
+            # The engine's key (same home, like the CA) is what each host lets in.
+            lab_ssh = LabSsh(lab, engine_key(settings.ssh_dir).public,
+                             lease.pool.instance_dir(lease.instance) / "ssh.sock", log=log).start()
+        else:
+            log(f"lab: {ssh.SSHD} is missing (install openssh-server): the hosts run no SSH "
+                f"server, soft fencing cannot be tried")
         control = ControlServer(lab, on_stop=lambda: (on_stop or holder["lab"].stop)()).start()
     except BaseException:
+        if lab_ssh is not None:
+            lab_ssh.stop()
         lab.stop()
         raise
-    running = RunningLab(lab, control, run_dir, engine_cert_dir, lease)
+    running = RunningLab(lab, control, run_dir, engine_cert_dir, lease, lab_ssh)
     holder["lab"] = running
     inst = lease.instance
     (run_dir / STATE_FILE).write_text(json.dumps({

@@ -10,7 +10,12 @@ the simulated hosts.
   boot delay, so the engine sees a new boot id.
 * Faults: agent hang (SIGSTOP), agent crash with power on (SIGKILL), BMC not
   answering, host cut off from the engine but not from its peers, host cut
-  off from its management networks (it can no longer proxy for its peers).
+  off from its management networks (it can no longer proxy for its peers),
+  SSH server down (lab/ssh.py).
+* `restart_agent` is what `systemctl restart hostpower-agent` does on a real
+  host: the agent process, hung or not, is killed and a new one started, with
+  the same boot id (the host did not reboot). Each host's SSH server
+  (lab/ssh.py) runs it for the engine's soft fencing.
 """
 
 from __future__ import annotations
@@ -22,18 +27,22 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from hostpower.lab import netns, storage
 from hostpower.lab.errors import LabError
 from hostpower.lab.topology import LabHost, Topology
 
+if TYPE_CHECKING:
+    from hostpower.lab.ssh import LabSsh
+
 __all__ = ["FAULTS", "Lab", "LabError"]
 
-FAULTS = ("agent_hang", "agent_crash", "bmc_unresponsive", "isolate", "mgmt_cut")
+FAULTS = ("agent_hang", "agent_crash", "bmc_unresponsive", "isolate", "mgmt_cut", "ssh_down")
 
 
 @dataclass
@@ -53,6 +62,8 @@ class HostState:
     mgmt_cut: bool = False
     boots: int = 0
     boot_timer: threading.Timer | None = None
+    boot_id: str | None = None   # what its agent reports; new with each boot
+    agent_restarts: int = 0      # restart_agent: the service restarted, not the host
 
 
 class Lab:
@@ -75,6 +86,7 @@ class Lab:
         self.hosts: dict[str, HostState] = {h.name: HostState(h) for h in topo.hosts}
         self._stopping = False
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.ssh: LabSsh | None = None   # the hosts' SSH servers, set by runner.start_lab
 
     # -- life cycle -------------------------------------------------------------
 
@@ -201,19 +213,45 @@ class Lab:
                 self._start_agent(state)
                 self.log(f"lab: {state.host.name} booted")
 
-    def _start_agent(self, state: HostState) -> None:
+    def _start_agent(self, state: HostState, same_boot: bool = False) -> None:
         h = state.host
+        if not same_boot or state.boot_id is None:
+            state.boot_id = str(uuid.uuid4())
         log = (self.run_dir / f"agent-{h.name}.log").open("ab")
         cmd = self._in_ns(self.topo.instance.host_ns(h.index)) + [
             sys.executable, "-m", "hostpower.hostagent.daemon",
             "--bind", f"{h.front_address}:{h.agent_port}", "--host-name", h.name,
             "--cert-dir", str(self.cert_dirs[h.name]),
-            "--fence-agents-path", self.fence_agents_path,
+            "--fence-agents-path", self.fence_agents_path, "--boot-id", state.boot_id,
         ] + storage.agent_args(self.run_dir)
         state.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          start_new_session=True, env=self.child_env)
         state.agent = "running"
-        state.boots += 1
+        if not same_boot:
+            state.boots += 1
+
+    def restart_agent(self, host_name: str) -> str:
+        """`systemctl restart hostpower-agent` on the host: its agent process,
+        hung or crashed or fine, is killed and a new one started (same boot)."""
+        with self._lock:
+            state = self.hosts.get(host_name)
+            if state is None:
+                raise LabError(f"no lab host {host_name!r}")
+            if self._stopping or self._host_power(state.host) != "on" or state.agent in (
+                    "stopped", "booting"):
+                raise LabError(f"{host_name} is not up (agent {state.agent})")
+            old = state.process
+            if old is not None:
+                _signal(old, signal.SIGCONT)
+                _signal(old, signal.SIGKILL)
+                try:
+                    old.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+            self._start_agent(state, same_boot=True)
+            state.agent_restarts += 1
+        self.log(f"lab: hostpower-agent of {host_name} restarted")
+        return f"hostpower-agent of {host_name} restarted"
 
     def _wait_agent(self, state: HostState, deadline: float) -> None:
         import socket
@@ -259,6 +297,10 @@ class Lab:
                 for b in state.host.bmcs:
                     self._bmc_command(b.network, {"cmd": "answer", "bmc": b.name, "answering": clear})
                     self.bmcs[b.name].answering = clear
+            elif fault == "ssh_down":
+                if self.ssh is None:
+                    raise LabError("this lab runs no SSH servers (is openssh-server installed?)")
+                self.ssh.set_down(host_name, not clear)
             elif fault == "isolate":
                 if not self.topo.namespaced:
                     raise LabError("isolate needs namespace mode (run the lab as root)")
@@ -290,7 +332,9 @@ class Lab:
                         "address": s.host.front_address, "agent_port": s.host.agent_port,
                         "cluster": s.host.cluster, "isolated": s.isolated,
                         "mgmt_cut": s.mgmt_cut, "boots": s.boots,
+                        "agent_restarts": s.agent_restarts,
                         "pid": s.process.pid if s.process else None,
+                        "ssh": self.ssh.status(name) if self.ssh is not None else None,
                         "bmcs": {b.name: {"address": b.address, "port": b.port,
                                           "power": self.bmcs[b.name].power,
                                           "answering": self.bmcs[b.name].answering,

@@ -94,6 +94,22 @@ class PowerManagement:
 
 
 @dataclass(frozen=True)
+class SshAccess:
+    """How the engine reaches the host over SSH for soft fencing. `port`
+    None: no SSH access configured (no soft fencing). `host_key` is the
+    host's public key pinned at enrolment ("<type> <base64>", model/sshkey.py);
+    "" until it is pinned, and the engine never connects without it."""
+
+    port: int | None = None
+    user: str = "root"
+    host_key: str = ""
+
+    @property
+    def configured(self) -> bool:
+        return self.port is not None
+
+
+@dataclass(frozen=True)
 class Host:
     id: int
     name: str
@@ -103,6 +119,7 @@ class Host:
     agent_port: int = 54321
     non_operational_reason: NonOperationalReason | None = None
     power_management: PowerManagement = field(default_factory=PowerManagement)
+    ssh: SshAccess = field(default_factory=SshAccess)
 
     def matches(self, name_or_address: str) -> bool:
         """Whether a chain entry such as `host7` or `10.0.0.7` names this host."""

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field, replace
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hostpower.model import validate
+from hostpower.model import sshkey, validate
 from hostpower.model.agenttypes import STANDARD_TYPES
 from hostpower.model.errors import ConflictError, NotFoundError, ValidationError
 from hostpower.model.inventory import (
     Cluster, ConnectivityPolicy, DataCenter, FenceAgent, FencingPolicy, Host, HostStatus,
-    InventorySnapshot, NonOperationalReason, PowerManagement,
+    InventorySnapshot, NonOperationalReason, PowerManagement, SshAccess,
 )
 from hostpower.model.proxychain import (
     ProxySource, check_chain_hosts, format_chain, parse_chain,
@@ -53,6 +53,13 @@ class HostInput:
     agent_port: int = 54321
     non_operational_reason: NonOperationalReason | None = None
     power_management: PowerManagement = field(default_factory=PowerManagement)
+    ssh: SshAccess = field(default_factory=SshAccess)
+
+
+def _checked_ssh(ssh: SshAccess) -> SshAccess:
+    return SshAccess(port=validate.port(ssh.port, "ssh.port"),
+                     user=sshkey.user(ssh.user, "ssh.user"),
+                     host_key=sshkey.host_key(ssh.host_key, "ssh.host_key"))
 
 
 def _status(status: HostStatus, reason: NonOperationalReason | None) -> None:
@@ -160,12 +167,14 @@ class Inventory:
         self._host_identity_free(name, address, None)
         provisional = Host(id=-1, name=name, address=address, cluster_id=data.cluster_id)
         chain = self._checked_chain(data.power_management.pm_proxies, provisional)
+        ssh = _checked_ssh(data.ssh)
         row = HostRow(
             name=name, address=address, cluster_id=data.cluster_id, status=data.status.value,
             agent_port=validate.port(data.agent_port, "port"),
             non_operational_reason=_reason_text(data.non_operational_reason),
         )
         _apply_pm(row, replace(data.power_management, pm_proxies=chain))
+        _apply_ssh(row, ssh)
         self.s.add(row)
         self.s.flush()
         return self._host(row)
@@ -192,7 +201,8 @@ class Inventory:
                     cluster_id: int | None = None, status: HostStatus | None = None,
                     agent_port: int | None = None,
                     non_operational_reason: object = _KEEP,
-                    power_management: PowerManagement | None = None) -> Host:
+                    power_management: PowerManagement | None = None,
+                    ssh: SshAccess | None = None) -> Host:
         row = self._host_row(host_id)
         new_name = validate.host_name(name) if name is not None else row.name
         new_address = validate.address(address) if address is not None else row.address
@@ -217,6 +227,7 @@ class Inventory:
             target = Host(id=row.id, name=new_name, address=new_address,
                           cluster_id=cluster_id or row.cluster_id)
             chain = self._checked_chain(pm.pm_proxies, target)
+        checked_ssh = _checked_ssh(ssh) if ssh is not None else None
         # Everything checked: now write.
         row.name, row.address = new_name, new_address
         if cluster_id is not None:
@@ -227,6 +238,8 @@ class Inventory:
         row.non_operational_reason = _reason_text(reason)  # type: ignore[arg-type]
         if pm is not None:
             _apply_pm(row, replace(pm, pm_proxies=chain or ""))
+        if checked_ssh is not None:
+            _apply_ssh(row, checked_ssh)
         self.s.flush()
         return self._host(row)
 
@@ -406,6 +419,7 @@ class Inventory:
                 kdump_detection=row.pm_kdump_detection,
                 pm_proxies=row.pm_proxy_preferences,
             ),
+            ssh=SshAccess(port=row.ssh_port, user=row.ssh_user, host_key=row.ssh_host_key),
         )
 
     def _agent(self, row: FenceAgentRow) -> FenceAgent:
@@ -450,6 +464,12 @@ def _apply_pm(row: HostRow, pm: PowerManagement) -> None:
     row.pm_automatic = pm.automatic_pm_enabled
     row.pm_kdump_detection = pm.kdump_detection
     row.pm_proxy_preferences = pm.pm_proxies
+
+
+def _apply_ssh(row: HostRow, ssh: SshAccess) -> None:
+    row.ssh_port = ssh.port
+    row.ssh_user = ssh.user
+    row.ssh_host_key = ssh.host_key
 
 
 def _reason(text: str | None) -> NonOperationalReason | None:

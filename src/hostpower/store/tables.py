@@ -59,6 +59,10 @@ class HostRow(Base):
     pm_automatic: Mapped[bool] = mapped_column(Boolean, default=True)
     pm_kdump_detection: Mapped[bool] = mapped_column(Boolean, default=True)
     pm_proxy_preferences: Mapped[str] = mapped_column(Text, default="")
+    # SSH access for soft fencing: no port, no access; the host key is pinned.
+    ssh_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ssh_user: Mapped[str] = mapped_column(String(32), default="root", server_default="root")
+    ssh_host_key: Mapped[str] = mapped_column(Text, default="", server_default="")
     agents: Mapped[list["FenceAgentRow"]] = relationship(
         back_populates="host", cascade="all, delete-orphan", order_by="FenceAgentRow.order",
     )

@@ -7,6 +7,7 @@ import { button, clearErrors, showError, toast, spinner } from '../ui.js';
 const KIND_HINT = {
   int: 'whole number', bool: 'true or false', path: 'absolute path',
   sources: 'comma-separated: cluster, dc, other_dc, engine',
+  command: 'one command line, run by the host\'s shell',
 };
 
 export function mount(container) {
