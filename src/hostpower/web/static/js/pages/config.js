@@ -7,6 +7,7 @@ import { button, clearErrors, showError, toast, spinner } from '../ui.js';
 const KIND_HINT = {
   int: 'whole number', bool: 'true or false', path: 'absolute path',
   sources: 'comma-separated: cluster, dc, other_dc, engine',
+  address: 'IP address; empty: every address',
 };
 
 export function mount(container) {
