@@ -40,7 +40,20 @@ data_centers:
         hosts: [{name: c3-h1}, {name: c3-h2}]
 """
 
+
+def _udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("0.0.0.0", 0))
+        return int(sock.getsockname()[1])
+
+
 FAST = {
+    # kdump detection: no wait for fence_kdump messages (tests/test_kdump.py
+    # sets its own), and a listener port of this test process's own, not
+    # 7410, which a demo or another test run on the machine may hold.
+    "KdumpStartedTimeout": "0", "FenceKdumpDestinationPort": str(_udp_port()),
     "FenceStopStatusRetries": "5", "FenceStopStatusDelayBetweenRetriesInSec": "0",
     "FenceStartStatusRetries": "5", "FenceStartStatusDelayBetweenRetriesInSec": "0",
     "FindFenceProxyRetries": "0", "FindFenceProxyDelayBetweenRetriesInSec": "0",

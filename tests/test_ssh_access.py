@@ -58,7 +58,8 @@ def ssh_keygen_fingerprint(tmp_path: Path, line: str) -> str:
 
 # -- host keys and users -------------------------------------------------------------------
 
-@pytest.mark.parametrize("line", [ED25519, ECDSA, RSA])
+# Keys are made at import: ids name them, so parallel workers collect the same tests.
+@pytest.mark.parametrize("line", [ED25519, ECDSA, RSA], ids=["ed25519", "ecdsa", "rsa"])
 def test_ssh_host_key_is_normalized_and_fingerprinted_as_openssh_does(
         tmp_path: Path, line: str) -> None:
     key = sshkey.host_key(f"  {line}  ")
@@ -74,7 +75,7 @@ def test_ssh_host_key_is_normalized_and_fingerprinted_as_openssh_does(
     ("ssh-rsa " + ED25519.split()[1], "not a ssh-rsa key"),
     (ED25519 + "\n" + RSA, "one line"),
     ("ssh-ed25519 " + "A" * 20000, "one line"),
-])
+], ids=["dss", "no-key", "not-base64", "type-mismatch", "two-lines", "too-long"])
 def test_ssh_host_key_refuses_what_is_not_one_public_key(text: str, message: str) -> None:
     with pytest.raises(ValidationError) as refused:
         sshkey.host_key(text)

@@ -7,6 +7,7 @@ knows the keys, parses and checks values, and offers a typed snapshot.
 
 from __future__ import annotations
 
+import ipaddress
 import os.path
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ _FALSE = {"false", "no", "off", "0"}
 @dataclass(frozen=True)
 class ConfigKey:
     name: str
-    kind: str  # "int" | "bool" | "path" | "sources" | "command"
+    kind: str  # "int" | "bool" | "path" | "sources" | "command" | "address"
     default: str
     description: str
     minimum: int | None = None
@@ -84,6 +85,17 @@ def _parse_command(key: ConfigKey, raw: str) -> str:
     return raw
 
 
+def _parse_address(key: ConfigKey, raw: str) -> str:
+    """An IP address literal, or empty for "every address of this machine"."""
+    if not raw:
+        return ""
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise ValidationError(key.name, f"{raw!r} is not an IP address (empty: every "
+                                        f"address)") from None
+
+
 def _parse_sources(key: ConfigKey, raw: str) -> tuple:
     entries = parse_source_list(raw, key.name)
     if not entries and key.minimum:
@@ -94,6 +106,7 @@ def _parse_sources(key: ConfigKey, raw: str) -> tuple:
 _PARSERS: dict[str, Callable[[ConfigKey, str], Any]] = {
     "int": _parse_int, "bool": _parse_bool, "path": _parse_path, "sources": _parse_sources,
     "command": _parse_command,
+    "address": _parse_address,
 }
 
 
@@ -160,6 +173,27 @@ KEYS: tuple[ConfigKey, ...] = (
          "lease a proxy saw renewed within this many seconds is alive, only cut off from "
          "the engine, and is not power-cycled; a proxy must have watched the lease this "
          "long without seeing a renewal to call it stale.", 1, 3600, "s"),
+    # kdump detection (docs/fencing.md): oVirt's keys keep oVirt's meaning.
+    _key("FenceKdumpDestinationAddress", "address", "",
+         "Address on which the engine listens for fence_kdump messages (hosts' "
+         "fence_kdump_send sends to it); empty: every address of the engine machine."),
+    _key("FenceKdumpDestinationPort", "int", "7410",
+         "UDP port of the engine's fence_kdump listener.", 1, 65535),
+    _key("FenceKdumpMessageInterval", "int", "5",
+         "Seconds between the messages hosts send (fence_kdump_send -i); kdump detection "
+         "looks for new messages this often.", 1, 3600, "s"),
+    _key("FenceKdumpListenerTimeout", "int", "90",
+         "A fence_kdump listener that has not reported for this long counts as down: "
+         "kdump detection then goes straight on to the next step.", 3, 86400, "s"),
+    _key("KdumpStartedTimeout", "int", "30",
+         "Seconds kdump detection waits for a first fence_kdump message from a "
+         "non-responsive host before it goes on.", 0, 86400, "s"),
+    _key("KdumpFinishedTimeout", "int", "30",
+         "Seconds without a fence_kdump message after which a host's crash dump counts "
+         "as finished.", 1, 86400, "s"),
+    _key("KdumpRebootTimeout", "int", "600",
+         "Seconds a host has to answer again after its crash dump finished before the "
+         "treatment goes on (hard fencing).", 0, 86400, "s"),
     _key("LoginFailureBackoffInMs", "int", "500",
          "Wait imposed on a user name and on a client address after a failed login; it "
          "doubles with each further failure in a row (0: no back-off).", 0, 60000, "ms"),

@@ -15,11 +15,13 @@ from hostpower.context import EngineContext
 from hostpower.drivers.registry import default_drivers, local_agent_types
 from hostpower.fencing.gateway import EngineGateway
 from hostpower.fencing.readiness import ReadinessChecker
+from hostpower.fencing.kdump import KdumpDetection
 from hostpower.fencing.service import FencingService
 from hostpower.fencing.softfencing import SoftFencing
 from hostpower.fencing.storagelease import StorageLease
 from hostpower.hostagent.client import AgentClient
 from hostpower.hostagent.pki import CertificateAuthority, ensure_engine_certificate
+from hostpower.kdumplistener import KdumpListener
 from hostpower.membership import Membership
 from hostpower.monitor import Monitor
 
@@ -55,6 +57,8 @@ class EngineRuntime:
         self.service: FencingService | None = None
         self.monitor: Monitor | None = None
         self.readiness: ReadinessChecker | None = None
+        self.kdump_listener: KdumpListener | None = None
+        self.kdump: KdumpDetection | None = None
 
     async def start(self) -> None:
         if self.membership is not None:
@@ -71,11 +75,19 @@ class EngineRuntime:
         if resumed:
             log.warning("resumed %d unfinished fence flow(s)", len(resumed))
         if self.with_monitor:
+            # fence_kdump messages are heard by every engine that monitors
+            # (a busy port is logged and the engine goes on without them).
+            self.kdump_listener = KdumpListener(self.service.gateway)
+            await self.kdump_listener.start()
+            self.kdump = KdumpDetection(self.service.gateway)
+            # The precautions in oVirt's order (fencing/escalation.py).
             self.monitor = Monitor(self.service, self.client, precautions=[
                 SoftFencing(self.service, self.client, self.ctx.settings.ssh_dir),
+                self.kdump,
                 StorageLease(self.service.gateway, self.client, self.service.executor.in_flight),
             ])
             self.monitor.start()
+            self.kdump.start()
             # The PM health check: idle unless PMHealthCheckEnabled (read every few seconds).
             self.readiness = ReadinessChecker(self.service)
             self.readiness.start()
@@ -85,6 +97,10 @@ class EngineRuntime:
             await self.readiness.stop()
         if self.monitor:
             await self.monitor.stop()
+        if self.kdump:
+            await self.kdump.stop()
+        if self.kdump_listener:
+            await self.kdump_listener.stop()
         if self.service:
             await self.service.close()
         if self.client:

@@ -16,6 +16,7 @@ from hostpower.api import (
     routes_engines, routes_fence, routes_hosts, routes_inventory, routes_readiness, routes_ssh,
     routes_system,
 )
+from hostpower.api import routes_kdump  # kdump detection: listeners and crash dumps
 from hostpower.api import routes_session  # web console login (cookie + CSRF)
 from hostpower.api.login import TooManyLoginAttempts
 from hostpower.runtime import EngineRuntime
@@ -59,6 +60,7 @@ def create_app(ctx: EngineContext, runtime: EngineRuntime | None = None) -> Fast
     app.include_router(routes_fence.router)
     app.include_router(routes_engines.router)
     app.include_router(routes_readiness.router)
+    app.include_router(routes_kdump.router)
     # Web console: session login under /api/session, the page under / and /static.
     app.include_router(routes_session.router)
     mount_console(app)

@@ -455,3 +455,37 @@ class ReadinessOut(BaseModel):
     changed_at: str | None = Field(description="since when its readiness is what it is")
     engine: str | None = Field(description="the engine that checked it (its owner then)")
     checks: list[PathCheckOut] = Field(description="every (proxy, agent) path, in chain order")
+
+
+class KdumpListenerOut(BaseModel):
+    engine: str = Field(description="the engine whose listener this is")
+    address: str = Field(description="ADDRESS:PORT it listens on (0.0.0.0: every address)")
+    state: Literal["listening", "failed", "stopped"]
+    alive: bool = Field(description="listening, and reported within FenceKdumpListenerTimeout")
+    detail: str = Field(description="why it cannot listen (state failed)")
+    heartbeat_at: str = Field(description="its last report, on the database's clock")
+    received: int = Field(description="datagrams received since it started")
+    accepted: int = Field(description="fence_kdump messages from a known host")
+    unknown: int = Field(description="fence_kdump messages from an address that is no "
+                                     "host's: ignored")
+    malformed: int = Field(description="datagrams that are no fence_kdump message: ignored")
+    last_unknown: str = Field(description="the source of the last ignored message from an "
+                                          "unknown address")
+
+
+class KdumpSessionOut(BaseModel):
+    host_id: int
+    host: str
+    state: Literal["dumping", "finished"] = Field(
+        description="dumping: a message within KdumpFinishedTimeout; finished: none since")
+    source: str = Field(description="the address the last message came from")
+    engine: str = Field(description="the engine that received it")
+    messages: int = Field(description="messages of this crash dump")
+    first_message_at: str
+    last_message_at: str
+
+
+class KdumpOut(BaseModel):
+    listeners: list[KdumpListenerOut]
+    sessions: list[KdumpSessionOut] = Field(description="each host's latest crash dump, "
+                                                        "until the host is up again")

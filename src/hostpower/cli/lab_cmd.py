@@ -11,6 +11,7 @@ import httpx
 from hostpower.cli.common import CliError, open_context, table
 from hostpower.cli.inventory_cmd import read_document
 from hostpower.lab.supervisor import FAULTS
+from hostpower.model.errors import ValidationError
 from hostpower.settings import Settings
 
 
@@ -31,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     fault.add_argument("host")
     fault.add_argument("fault", choices=FAULTS)
     fault.add_argument("--clear", action="store_true")
+    fault.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="an option of the fault, e.g. for kernel_crash_kdump port=7410 "
+                            "interval=1 duration=30 reboot=true (docs/lab.md)")
     fault.set_defaults(func=inject)
     stop = lsub.add_parser("stop", help="stop the running lab")
     stop.set_defaults(func=stop_lab)
@@ -125,7 +129,16 @@ def show_status(_: argparse.Namespace) -> int:
 
 
 def inject(args: argparse.Namespace) -> int:
-    print(_call("POST", "/fault", {"host": args.host, "fault": args.fault, "clear": args.clear})["detail"])
+    body = {"host": args.host, "fault": args.fault, "clear": args.clear}
+    if args.option:
+        options = {}
+        for item in args.option:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValidationError("--option", f"{item!r} is not KEY=VALUE")
+            options[key] = value
+        body["options"] = options
+    print(_call("POST", "/fault", body)["detail"])
     return 0
 
 

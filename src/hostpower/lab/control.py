@@ -1,7 +1,7 @@
 """The lab's small control API (JSON over HTTP on 127.0.0.1 only).
 
     GET  /status                         every host: power, agent, BMCs, command counts
-    POST /fault {"host", "fault", "clear"}
+    POST /fault {"host", "fault", "clear", "options"}  options: the fault's own (kdump.py)
     POST /stop                           stop the lab
 """
 
@@ -69,8 +69,11 @@ class ControlServer:
                     return
                 if self.path == "/fault":
                     try:
+                        options = body.get("options")
+                        if options is not None and not isinstance(options, dict):
+                            raise LabError("options must be an object")
                         message = server.lab.fault(str(body.get("host")), str(body.get("fault")),
-                                                   bool(body.get("clear", False)))
+                                                   bool(body.get("clear", False)), options)
                     except LabError as exc:
                         self._send(400, {"detail": str(exc)})
                         return

@@ -11,7 +11,8 @@ the simulated hosts.
 * Faults: agent hang (SIGSTOP), agent crash with power on (SIGKILL), BMC not
   answering, host cut off from the engine but not from its peers, host cut
   off from its management networks (it can no longer proxy for its peers),
-  SSH server down (lab/ssh.py).
+  SSH server down (lab/ssh.py), kernel crash with a crash dump announced by
+  the real fence_kdump_send (kdump.py).
 * `restart_agent` is what `systemctl restart hostpower-agent` does on a real
   host: the agent process, hung or not, is killed and a new one started, with
   the same boot id (the host did not reboot). Each host's SSH server
@@ -35,6 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from hostpower.lab import netns, storage
 from hostpower.lab.errors import LabError
+from hostpower.lab.kdump import DUMPED, DUMPING, KdumpFaults
 from hostpower.lab.topology import LabHost, Topology
 
 if TYPE_CHECKING:
@@ -42,7 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FAULTS", "Lab", "LabError"]
 
-FAULTS = ("agent_hang", "agent_crash", "bmc_unresponsive", "isolate", "mgmt_cut", "ssh_down")
+FAULTS = ("agent_hang", "agent_crash", "bmc_unresponsive", "isolate", "mgmt_cut", "ssh_down",
+          "kernel_crash_kdump")
 
 
 @dataclass
@@ -87,6 +90,7 @@ class Lab:
         self._stopping = False
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self.ssh: LabSsh | None = None   # the hosts' SSH servers, set by runner.start_lab
+        self.kdump = KdumpFaults(run_dir, child_env, self._lock, self._kdump_written)
 
     # -- life cycle -------------------------------------------------------------
 
@@ -117,6 +121,7 @@ class Lab:
             for s in self.hosts.values():
                 if s.boot_timer:
                     s.boot_timer.cancel()
+            self.kdump.stop_all()
         for p in procs:
             _signal(p, signal.SIGCONT)
             _signal(p, signal.SIGTERM)
@@ -197,6 +202,7 @@ class Lab:
             if state.process:
                 _signal(state.process, signal.SIGCONT)
                 _signal(state.process, signal.SIGKILL)
+            self.kdump.stop(state.host.name)  # power off ends a crash dump too
             state.process, state.agent = None, "stopped"
             self.log(f"lab: {state.host.name} lost power")
         elif power == "on" and state.agent == "stopped":
@@ -269,7 +275,9 @@ class Lab:
 
     # -- faults ---------------------------------------------------------------------
 
-    def fault(self, host_name: str, fault: str, clear: bool = False) -> str:
+    def fault(self, host_name: str, fault: str, clear: bool = False,
+              options: dict[str, Any] | None = None) -> str:
+        """`options`: the fault's own (only kernel_crash_kdump has some: kdump.py)."""
         if fault not in FAULTS:
             raise LabError(f"unknown fault {fault!r} (one of {', '.join(FAULTS)})")
         with self._lock:
@@ -313,7 +321,41 @@ class Lab:
                 if state.mgmt_cut != (not clear):
                     netns.cut_management(self.topo, state.host.index, not clear)
                     state.mgmt_cut = not clear
+            elif fault == "kernel_crash_kdump":
+                self._kernel_crash_kdump(state, clear, options)
         return f"{fault} {'cleared on' if clear else 'injected into'} {host_name}"
+
+    def _kernel_crash_kdump(self, state: HostState, clear: bool,
+                            options: dict[str, Any] | None) -> None:
+        name = state.host.name
+        if clear:
+            self.kdump.stop(name)
+            if state.agent in (DUMPING, DUMPED):
+                self._start_agent(state)  # it reboots: a new agent, a new boot id
+            return
+        if not self.topo.namespaced:
+            raise LabError("kernel_crash_kdump needs namespace mode (run the lab as root): on "
+                           "loopback every message would come from 127.0.0.1")
+        if state.process is None:
+            raise LabError(f"{name} has no running agent")
+        self.kdump.start(name, self._in_ns(self.topo.instance.host_ns(state.host.index)),
+                         self.topo.engine_front_address, options)
+        _signal(state.process, signal.SIGCONT)
+        _signal(state.process, signal.SIGKILL)
+        state.process, state.agent = None, DUMPING
+
+    def _kdump_written(self, host_name: str, reboot: bool) -> None:
+        """A host's dump ended by itself: it reboots (kdump's final action) or stays dead."""
+        with self._lock:
+            state = self.hosts[host_name]
+            if self._stopping or state.agent != DUMPING:
+                return
+            if reboot and self._host_power(state.host) == "on":
+                self._start_agent(state)
+                self.log(f"lab: {host_name} wrote its crash dump and rebooted")
+            else:
+                state.agent = DUMPED
+                self.log(f"lab: {host_name} wrote its crash dump")
 
     def _bmc_command(self, network: str, command: dict[str, Any]) -> None:
         proc = self._bmc_procs[network]
@@ -335,6 +377,7 @@ class Lab:
                         "agent_restarts": s.agent_restarts,
                         "pid": s.process.pid if s.process else None,
                         "ssh": self.ssh.status(name) if self.ssh is not None else None,
+                        "kdump": self.kdump.status(name),
                         "bmcs": {b.name: {"address": b.address, "port": b.port,
                                           "power": self.bmcs[b.name].power,
                                           "answering": self.bmcs[b.name].answering,

@@ -245,3 +245,35 @@ class ReadinessRow(Base):
     checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     engine: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class KdumpSessionRow(Base):
+    """The fence_kdump messages of a host's current (or last) crash dump, as
+    any engine's listener received them (kdumplistener.py); the host's owner
+    reads it before fencing (fencing/kdump.py). Times on the database's clock."""
+
+    __tablename__ = "kdump_sessions"
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))        # address the last message came from
+    engine: Mapped[str] = mapped_column(String(128))       # the engine that received it
+    messages: Mapped[int] = mapped_column(Integer)         # messages of this session
+    first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class KdumpListenerRow(Base):
+    """Each engine's fence_kdump listener: where it listens, whether it
+    could, and what it received since it started (counts of one incarnation)."""
+
+    __tablename__ = "kdump_listeners"
+    engine: Mapped[str] = mapped_column(String(128), primary_key=True)
+    address: Mapped[str] = mapped_column(String(255))      # ADDRESS:PORT it binds
+    state: Mapped[str] = mapped_column(String(16))         # listening | failed | stopped
+    detail: Mapped[str] = mapped_column(Text, default="")  # why it failed
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received: Mapped[int] = mapped_column(Integer, default=0)   # datagrams
+    accepted: Mapped[int] = mapped_column(Integer, default=0)   # valid, from a known host
+    unknown: Mapped[int] = mapped_column(Integer, default=0)    # valid, from no known host
+    malformed: Mapped[int] = mapped_column(Integer, default=0)  # not a fence_kdump message
+    last_unknown: Mapped[str] = mapped_column(String(64), default="")  # its source address

@@ -8,6 +8,7 @@ const KIND_HINT = {
   int: 'whole number', bool: 'true or false', path: 'absolute path',
   sources: 'comma-separated: cluster, dc, other_dc, engine',
   command: 'one command line, run by the host\'s shell',
+  address: 'IP address; empty: every address',
 };
 
 export function mount(container) {
