@@ -44,6 +44,7 @@ ENGINES = ("e1", "e2", "e3")
 INTERVAL = 3      # HostHeartbeatIntervalInSec (the default)
 HB_TIMEOUT = 20   # HostHeartbeatTimeoutInSec (the default; every agent answers within it here)
 SECONDS = 30.0    # measured per phase, after two warm-up rounds
+PAIRS = 3         # one engine then three, this many times in turn (turns differ by ~0.1x)
 SPARE_FILES = 300  # descriptors besides one per connection (database, logs, libraries)
 LINEAR = 1.25     # three engines together may use this much more CPU than one alone
 SMALL = 30        # hosts of the phase that shows what an engine costs whatever its share
@@ -213,13 +214,14 @@ def ring_cost(count: int, names: tuple[str, ...] = ENGINES, repeat: int = 5) -> 
     return best
 
 
-def measure(count: int, per_farm: int, seconds: float = SECONDS,
+def measure(count: int, per_farm: int, seconds: float = SECONDS, pairs: int = PAIRS,
             small: int = SMALL) -> dict[str, Any]:
-    """One engine, then three, over `count` hosts; then the same over
-    `small` hosts (another database, same farm): what an engine costs
-    whatever its share; and three once more with their second-opinion
-    loops idle (what that loop costs)."""
-    out: dict[str, Any] = {}
+    """One engine, then three, over `count` hosts, `pairs` times in turn;
+    then the same over `small` hosts (another database, same farm): what an
+    engine costs whatever its share; and three once more with their
+    second-opinion loops idle (what that loop costs). Each key holds a list
+    of phases, each a list of engine results."""
+    out: dict[str, list[list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory(prefix="hostpower-bench-") as t:
         tmp = Path(t)
         home = tmp / "home"
@@ -228,12 +230,35 @@ def measure(count: int, per_farm: int, seconds: float = SECONDS,
             _prepare(home, db_small, small)
             with farm(home, count, per_farm, tmp / "farm.log"):
                 for key, database, names, options in (
-                        ("solo", db, ("solo",), ()), ("trio", db, ENGINES, ()),
+                        *((("solo", db, ("solo",), ()), ("trio", db, ENGINES, ())) * pairs),
                         ("solo_small", db_small, ("solo",), ()),
                         ("trio_small", db_small, ENGINES, ()),
                         ("trio_small_quiet", db_small, ENGINES, ("--answer-every", "1e6"))):
-                    out[key] = [_figures(r) for r in
-                                engines_together(home, database, names, seconds, tmp, *options)]
+                    out.setdefault(key, []).append(
+                        engines_together(home, database, names, seconds, tmp, *options))
+    return out
+
+
+def merged(phases: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each engine's results over all phases as one: CPU over the summed
+    time, every round, the last statuses, events and log lines added up."""
+    out = []
+    for runs in zip(*phases):
+        last = runs[-1]
+        events: dict[str, int] = {}
+        logged: dict[str, int] = {}
+        for r in runs:
+            for k, v in r["events"].items():
+                events[k] = events.get(k, 0) + v
+            for k, v in r["logged"].items():
+                logged[k] = logged.get(k, 0) + v
+        out.append(_figures({
+            **last, "cpu": sum(r["cpu"] for r in runs), "wall": sum(r["wall"] for r in runs),
+            "rounds": [d for r in runs for d in r["rounds"]],
+            "gaps": [g for r in runs for g in r["gaps"]],
+            "failed_rounds": sum(r["failed_rounds"] for r in runs),
+            "ticks": sum(r["ticks"] for r in runs), "events": events, "logged": logged,
+            "machine_busy": max(r["machine_busy"] for r in runs)}))
     return out
 
 
@@ -253,8 +278,10 @@ def _line(m: dict[str, Any]) -> str:
 def run() -> dict[str, Any]:
     hard, count, per_farm = plan()
     m = measure(count, per_farm)
-    (solo,), trio = m["solo"], m["trio"]
-    (solo_small,), trio_small = m["solo_small"], m["trio_small"]
+    (solo,), trio = merged(m["solo"]), merged(m["trio"])
+    (solo_small,), trio_small = merged(m["solo_small"]), merged(m["trio_small"])
+    ratios = [sum(e["cpu"] / e["wall"] for e in t) / (s["cpu"] / s["wall"])
+              for (s,), t in zip(m["solo"], m["trio"])]
     together = sum(e["share"] for e in trio)
     owned = sum(e["owned"] for e in trio)
     all_up = (solo["statuses"] == {"up": count}
@@ -270,19 +297,22 @@ def run() -> dict[str, Any]:
         + ("" if count == WANTED else f"; N reduced from {WANTED} by that limit"),
         f"PostgreSQL {_server_version()} on this machine, one database; heartbeat interval "
         f"{INTERVAL} s, timeout {HB_TIMEOUT} s, mutual TLS; EngineLeaseInSec 10 s (default); each phase "
-        f"measured for {SECONDS:.0f} s after 2 warm-up rounds, its engines over the same span",
+        f"measured for {SECONDS:.0f} s after 2 warm-up rounds, its engines over the same span; "
+        f"one engine then three, {PAIRS} times in turn, figures over all turns",
         f"1 engine x {count}: " + _line(solo),
         *(f"3 engines x {count}: " + _line(e) for e in trio),
         f"3 engines together: {together * 100:.1f}% of one core for {owned} hosts (shares "
-        f"{', '.join(str(e['owned']) for e in trio)}), {ratio:.2f}x the single engine's "
-        f"{solo['share'] * 100:.1f}%; the busiest engine {largest * 100:.1f}%",
-        f"the machine ({os.cpu_count()} cores) was busy {solo['machine_busy']:.2f} cores while "
-        f"the single engine was measured, {max(e['machine_busy'] for e in trio):.2f} while the "
-        f"three were (the engines, the farm, PostgreSQL, and whatever else ran on it): round "
-        f"durations wait for a core when it is near {os.cpu_count()}, CPU shares do not",
+        f"{', '.join(str(e['owned']) for e in trio)}), {ratio:.3f}x the single engine's "
+        f"{solo['share'] * 100:.1f}%, {', '.join(f'{r:.2f}x' for r in ratios)} in the "
+        f"{len(ratios)} turns; the busiest engine {largest * 100:.1f}%",
+        f"the machine ({os.cpu_count()} cores) was busy up to {solo['machine_busy']:.2f} cores "
+        f"while the single engine was measured, up to "
+        f"{max(e['machine_busy'] for e in trio):.2f} while the three were (the busiest turn; "
+        f"the engines, the farm, PostgreSQL, and whatever else ran on it): round durations "
+        f"wait for a core when it is near {os.cpu_count()}, CPU shares do not",
     ]
     # Where the difference between three engines and one goes.
-    quiet = m["trio_small_quiet"]
+    quiet = merged(m["trio_small_quiet"])
     fixed = sum(e["share"] for e in trio_small) - solo_small["share"]
     answering = sum(e["share"] for e in trio_small) - sum(e["share"] for e in quiet)
     ring = ring_cost(count)
@@ -296,21 +326,23 @@ def run() -> dict[str, Any]:
         f"{', '.join(_pct(e['share']) for e in quiet)} of one core")
     analysis = (
         f"Three engines together spend {_pct(extra)} of a core more than one engine alone on "
-        f"the same {count} hosts; the heartbeats themselves cost in proportion to each "
-        f"engine's share. Two costs do not shrink with the share. (1) The second-opinion "
-        f"loop: an engine with peers looks in the database for their probes every "
-        f"{ANSWER_EVERY:g} s (`Monitor._answer_loop`, idle when the engine is alone); it is "
-        f"{_pct(answering)} of the three engines' {_pct(sum(e['share'] for e in trio_small))} "
-        f"with {SMALL} hosts (an engine alone: {_pct(solo_small['share'])}), so the three "
-        f"engines' fixed costs come to {_pct(fixed)} more than one engine's. (2) The hash "
-        f"ring: every monitor round, full or of connecting hosts only "
-        f"({rate:.2f} a second), looks up the owner of every host in the inventory, not only "
-        f"of its own (`Monitor._owned`): {ring * 1000:.1f} ms for {count} hosts with three "
-        f"engines (a lone engine skips the ring), {_pct(rate * ring)} of a core per engine, "
-        f"{_pct(3 * rate * ring)} for the three. Unexplained by these two: {_pct(rest)}. "
-        f"Both could go: an engine's hosts only change when the live engines or the inventory "
-        f"do (the gateway knows both), and peers' probes could be looked for less often, or "
-        f"be announced by PostgreSQL's LISTEN/NOTIFY.")
+        f"the same {count} hosts. Two costs do not shrink with an engine's share. (1) The "
+        f"second-opinion loop: an engine with peers looks in the database for their probes "
+        f"every {ANSWER_EVERY:g} s (`Monitor._answer_loop`, idle when the engine is alone); it "
+        f"is {_pct(answering)} of the three engines' "
+        f"{_pct(sum(e['share'] for e in trio_small))} with {SMALL} hosts (an engine alone: "
+        f"{_pct(solo_small['share'])}), so the three engines' fixed costs come to "
+        f"{_pct(fixed)} more than one engine's. (2) The hash ring: every monitor round, full "
+        f"or of connecting hosts only ({rate:.2f} a second), looks up the owner of every host "
+        f"in the inventory, not only of its own (`Monitor._owned`): {ring * 1000:.1f} ms for "
+        f"{count} hosts with three engines (a lone engine skips the ring), {_pct(rate * ring)} "
+        f"of a core per engine, {_pct(3 * rate * ring)} for the three. Measured apart, the two "
+        f"come to {_pct(fixed + 3 * rate * ring)}; the remainder, {_pct(abs(rest))}, is what "
+        f"the heartbeats of three engines cost {'less' if rest < 0 else 'more'} than those of "
+        f"one engine for the same hosts. Both costs could go: an engine's hosts only change "
+        f"when the live engines or the inventory do (the gateway knows both), and peers' "
+        f"probes could be looked for less often, or be announced by PostgreSQL's "
+        f"LISTEN/NOTIFY.")
     return {"name": "Monitoring across engines",
             "goal": f"3 engines x 10,000 hosts: linear (together at most {LINEAR:g}x one "
                     f"engine alone), each engine under half of one core, rounds on time",
