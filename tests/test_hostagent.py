@@ -706,3 +706,18 @@ def test_daemon_refuses_to_start_without_certificates(tmp_path: Path) -> None:
         capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 1
     assert "TLS setup" in done.stderr
+
+
+def test_heartbeat_timeouts_around_the_tls_handshake_never_break_a_later_heartbeat() -> None:
+    """Regression (found by bench 7): a timeout striking just as the TLS
+    handshake completed closed a socket that asyncio's transport still owned;
+    a later connection given that descriptor raised RuntimeError instead of
+    an AgentError. bench/repro_heartbeat_fd.py reproduced it on its first
+    attempt; it must now run its 3,000 attempts through."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "bench.repro_heartbeat_fd"], capture_output=True,
+                          text=True, timeout=240, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "not reproduced in" in done.stdout, done.stdout[-2000:]

@@ -176,7 +176,7 @@ def browser() -> Iterator[object]:
 def page(browser, engine):  # type: ignore[no-untyped-def]
     context = browser.new_context(base_url=engine.url, viewport={"width": 1440, "height": 900},
                                   locale="en-GB", timezone_id="UTC")
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(30_000)  # generous: test files run two at a time on two cores
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))

@@ -212,6 +212,10 @@ class Monitor:
                 return await self.client.heartbeat(host.address, host.agent_port, timeout)
             except AgentError as exc:
                 return exc
+            except Exception as exc:  # a bug in one heartbeat must not end the round
+                log.exception("heartbeat of %s failed unexpectedly", host.name)
+                return AgentError(f"unexpected {type(exc).__name__}: {exc}", host.address,
+                                  host.agent_port)
 
     async def _transition(self, host: Host, answer: object, now: float, config) -> None:  # type: ignore[no-untyped-def]
         if isinstance(answer, AgentError):

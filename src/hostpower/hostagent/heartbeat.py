@@ -141,17 +141,22 @@ class HeartbeatChannel:
             sock.close()
             raise AgentUnreachable(f"cannot connect: {connect_reason(exc)}", address, port) from None
         left = max(0.001, deadline - loop.time())
+        made: list[_Exchange] = []
+
+        def exchange() -> _Exchange:
+            made.append(_Exchange())
+            return made[-1]
         try:
             async with asyncio.timeout(left):
                 _, conn = await loop.create_connection(
-                    _Exchange, sock=sock, ssl=self._ssl, server_hostname=address,
+                    exchange, sock=sock, ssl=self._ssl, server_hostname=address,
                     ssl_handshake_timeout=left)
         except TimeoutError:
-            sock.close()
+            _discard(sock, made)
             raise AgentTimeout(f"connected, but no TLS handshake within {timeout:g}s",
                                address, port) from None
         except (OSError, ssl.SSLError) as exc:
-            sock.close()
+            _discard(sock, made)
             ssl_error = find_ssl_error(exc)
             if ssl_error is not None:
                 raise AgentTLSError(describe_ssl_error(ssl_error), address, port) from None
@@ -176,3 +181,16 @@ class HeartbeatChannel:
 
 
 __all__ = ["HeartbeatChannel", "AgentError"]
+
+
+def _discard(sock: socket.socket, made: list[_Exchange]) -> None:
+    """Let go of a connection attempt that failed or ran out of time. When the
+    handshake had just completed, a live transport owns the socket: abort it
+    (it closes the socket). Closing the socket under it would free its file
+    descriptor while asyncio still maps that number to the transport, and the
+    next connection given the same number would fail ("is used by transport")."""
+    live = [p.transport for p in made if p.transport is not None]
+    for transport in live:
+        transport.abort()
+    if not live:
+        sock.close()
