@@ -20,8 +20,10 @@ system-deps:
 demo: venv system-deps
 	$(BIN)/hostpower demo
 
-# Test files run in parallel, each whole on one worker (a module's lab is set up once).
-PYTEST_WORKERS ?= 2
+# PYTEST_WORKERS=2 runs test files in parallel, each whole on one worker (10 min
+# instead of about 18). Serial by default until the second loopback lab of
+# test_lab_coexist starts reliably beside another worker's labs (fails there only).
+PYTEST_WORKERS ?= 0
 
 test: venv system-deps
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
