@@ -291,7 +291,9 @@ def test_loopback_labs_coexist_and_a_crashed_ones_agents_are_killed(tmp_path: Pa
     try:
         proc, env = launch(tmp_path, "--loopback", home="second")
         text = wait_started(proc)
-        assert "Ctrl-C stops" in text, f"the second lab did not start:\n{text}"
+        if "Ctrl-C stops" not in text:  # it failed: the rest of its output says why
+            assert proc.stdout is not None
+            pytest.fail(f"the second lab did not start:\n{text}{proc.stdout.read()}")
         second = announced_instance(text)
         assert second != first.instance and "127.18." in text
         agents = _agent_pids(env)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 
@@ -34,3 +35,27 @@ def kill_and_wait(pids: list[int], timeout: float = 5.0) -> list[int]:
         if waiting:
             time.sleep(0.02)
     return killed
+
+
+def signal_group(proc: "subprocess.Popen[bytes]", sig: int) -> None:
+    """`sig` to the process group of `proc` (started with its own session),
+    unless it has ended."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def stop_groups(procs: "list[subprocess.Popen[bytes]]", wait: float = 5.0) -> None:
+    """Stop each process group: SIGCONT (a stopped one would not see the
+    rest), SIGTERM, and SIGKILL for any still running `wait` seconds later."""
+    for p in procs:
+        signal_group(p, signal.SIGCONT)
+        signal_group(p, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            signal_group(p, signal.SIGKILL)
+            p.wait(timeout=wait)

@@ -53,6 +53,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hostpower.lab.errors import LabError
+from hostpower.lab.processes import signal_group, stop_groups
 from hostpower.lab.supervisor import Lab
 from hostpower.lab.topology import LabHost
 from hostpower.model import sshkey
@@ -138,14 +139,7 @@ class LabSsh:
                 if server.process is not None:
                     procs.append(server.process)
                     server.process = None
-        for p in procs:
-            _signal(p, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                _signal(p, signal.SIGKILL)
-                p.wait(timeout=5)
+        stop_groups(procs)
         if self._socket_server is not None:
             self._socket_server.shutdown()
             self._socket_server.server_close()
@@ -245,7 +239,7 @@ class LabSsh:
             server.timer = None
         proc, server.process = server.process, None
         if proc is not None:
-            _signal(proc, signal.SIGKILL)
+            signal_group(proc, signal.SIGKILL)
             proc.wait(timeout=5)
 
     def _wait_listening(self, server: _Server, deadline: float) -> None:
@@ -354,11 +348,3 @@ def _write(path: Path, text: str, mode: int) -> None:
     os.fchmod(fd, mode)
     with os.fdopen(fd, "w") as f:
         f.write(text)
-
-
-def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass

@@ -22,7 +22,6 @@ the simulated hosts.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 from hostpower.lab import netns, storage
 from hostpower.lab.errors import LabError
 from hostpower.lab.kdump import DUMPED, DUMPING, KdumpFaults
+from hostpower.lab.processes import signal_group, stop_groups
 from hostpower.lab.topology import LabHost, Topology
 
 if TYPE_CHECKING:
@@ -122,15 +122,7 @@ class Lab:
                 if s.boot_timer:
                     s.boot_timer.cancel()
             self.kdump.stop_all()
-        for p in procs:
-            _signal(p, signal.SIGCONT)
-            _signal(p, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                _signal(p, signal.SIGKILL)
-                p.wait(timeout=5)
+        stop_groups(procs)
         if self.topo.namespaced:
             netns.teardown(self.topo.instance)
 
@@ -200,8 +192,8 @@ class Lab:
                 state.boot_timer.cancel()
                 state.boot_timer = None
             if state.process:
-                _signal(state.process, signal.SIGCONT)
-                _signal(state.process, signal.SIGKILL)
+                signal_group(state.process, signal.SIGCONT)
+                signal_group(state.process, signal.SIGKILL)
             self.kdump.stop(state.host.name)  # power off ends a crash dump too
             state.process, state.agent = None, "stopped"
             self.log(f"lab: {state.host.name} lost power")
@@ -248,8 +240,8 @@ class Lab:
                 raise LabError(f"{host_name} is not up (agent {state.agent})")
             old = state.process
             if old is not None:
-                _signal(old, signal.SIGCONT)
-                _signal(old, signal.SIGKILL)
+                signal_group(old, signal.SIGCONT)
+                signal_group(old, signal.SIGKILL)
                 try:
                     old.wait(timeout=5)
                 except subprocess.TimeoutExpired:
@@ -289,7 +281,7 @@ class Lab:
                     if clear:  # clearing is idempotent: nothing hangs
                         return f"{fault} cleared on {host_name}"
                     raise LabError(f"{host_name} has no running agent")
-                _signal(state.process, signal.SIGCONT if clear else signal.SIGSTOP)
+                signal_group(state.process, signal.SIGCONT if clear else signal.SIGSTOP)
                 state.agent = "running" if clear else "hung"
             elif fault == "agent_crash":
                 if clear:
@@ -298,8 +290,8 @@ class Lab:
                 else:
                     if state.process is None:
                         raise LabError(f"{host_name} has no running agent")
-                    _signal(state.process, signal.SIGCONT)
-                    _signal(state.process, signal.SIGKILL)
+                    signal_group(state.process, signal.SIGCONT)
+                    signal_group(state.process, signal.SIGKILL)
                     state.process, state.agent = None, "crashed"
             elif fault == "bmc_unresponsive":
                 for b in state.host.bmcs:
@@ -340,8 +332,8 @@ class Lab:
             raise LabError(f"{name} has no running agent")
         self.kdump.start(name, self._in_ns(self.topo.instance.host_ns(state.host.index)),
                          self.topo.engine_front_address, options)
-        _signal(state.process, signal.SIGCONT)
-        _signal(state.process, signal.SIGKILL)
+        signal_group(state.process, signal.SIGCONT)
+        signal_group(state.process, signal.SIGKILL)
         state.process, state.agent = None, DUMPING
 
     def _kdump_written(self, host_name: str, reboot: bool) -> None:
@@ -389,11 +381,3 @@ class Lab:
 
     def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
         self._listeners.append(listener)
-
-
-def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
