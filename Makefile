@@ -20,10 +20,9 @@ system-deps:
 demo: venv system-deps
 	$(BIN)/hostpower demo
 
-# PYTEST_WORKERS=2 runs test files in parallel, each whole on one worker (10 min
-# instead of about 18). Serial by default until the second loopback lab of
-# test_lab_coexist starts reliably beside another worker's labs (fails there only).
-PYTEST_WORKERS ?= 0
+# Test files run on two workers, each file whole on one worker (about 10 min
+# instead of 18 serially); PYTEST_WORKERS=0 runs them serially.
+PYTEST_WORKERS ?= 2
 
 test: venv system-deps
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)

@@ -274,6 +274,21 @@ def _agent_pids(env: dict[str, str]) -> list[int]:
     return [h["pid"] for h in hosts if h["pid"]]
 
 
+def _sshd_pids(env: dict[str, str]) -> list[int]:
+    """The SSH servers started for the lab of this home (sshd rewrites its
+    command line into one title: "sshd: /usr/sbin/sshd -D ... [listener] ...")."""
+    home = env["HOSTPOWER_HOME"].encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if args and b"sshd" in args[0] and any(home in a for a in args):
+            pids.append(int(entry.name))
+    return pids
+
+
 @pytest.mark.lab
 def test_a_second_lab_from_the_same_home_is_refused(first_lab: RunningLab, tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "first" / "home", db_url="sqlite://")
@@ -299,13 +314,17 @@ def test_loopback_labs_coexist_and_a_crashed_ones_agents_are_killed(tmp_path: Pa
         agents = _agent_pids(env)
         assert all(f"{MARKER}=".encode() in Path(f"/proc/{pid}/environ").read_bytes()
                    for pid in agents)
+        sshds = _sshd_pids(env)  # sshd clears its environment: found by its command line
+        assert sshds
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert all(_alive(pid) for pid in agents)  # orphans, still holding 127.18 addresses
+        leftovers = agents + sshds
+        assert all(_alive(pid) for pid in leftovers)  # orphans, still holding 127.18 addresses
         r = subprocess.run([HOSTPOWER, "lab", "cleanup"], env=env, capture_output=True,
                            text=True, timeout=60)
-        assert all(f"process {pid} of lab instance {second.number}" in r.stdout for pid in agents)
-        assert not any(_alive(pid) for pid in agents)
+        assert all(f"process {pid} of lab instance {second.number}" in r.stdout
+                   for pid in leftovers), r.stdout
+        assert not any(_alive(pid) for pid in leftovers)
         a = first.topo.host("k1-a")
         assert fence_via(first, "k1-b", a.bmcs[0], "status").outcome is Outcome.ON
         assert all(s.process and s.process.poll() is None for s in first.lab.hosts.values())

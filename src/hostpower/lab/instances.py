@@ -17,7 +17,9 @@ lab "alive".
 
 Every process a lab starts carries HOSTPOWER_LAB_INSTANCE=<runtime dir>/<N>
 in its environment; that is how the agents of a crashed loopback lab (no
-namespace to find them by) are found and killed.
+namespace to find them by) are found and killed. A program that clears its
+environment (OpenSSH's sshd does) must name a path under <runtime dir>/<N>/
+in its command line instead (the SSH servers put their pid files there).
 """
 
 from __future__ import annotations
@@ -213,20 +215,30 @@ class InstancePool:
 
 
 def _kill_marked_processes(markers: dict[str, LabInstance]) -> list[tuple[int, LabInstance]]:
-    """SIGKILL every process whose environment names one of the markers
-    (processes of other users are invisible to a non-root pool: fine, their
-    labs are not ours)."""
-    wanted = {f"{MARKER}={marker}".encode(): inst for marker, inst in markers.items()}
+    """SIGKILL every process whose environment names one of the markers, or
+    whose command line names a path under one (processes of other users are
+    invisible to a non-root pool: fine, their labs are not ours)."""
+    in_env = {f"{MARKER}={marker}".encode(): inst for marker, inst in markers.items()}
+    in_args = {f"{marker}/".encode(): inst for marker, inst in markers.items()}
     found: dict[int, LabInstance] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as f:
-                variables = f.read().split(b"\0")
-        except OSError:
-            continue
-        inst = next((wanted[v] for v in variables if v in wanted), None)
+        inst = _marked(entry.name, in_env, in_args)
         if inst is not None and alive(int(entry.name)):
             found[int(entry.name)] = inst
     return [(pid, found[pid]) for pid in kill_and_wait(list(found))]
+
+
+def _marked(pid: str, in_env: dict[bytes, LabInstance],
+            in_args: dict[bytes, LabInstance]) -> LabInstance | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            variables = f.read().split(b"\0")
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return None
+    inst = next((in_env[v] for v in variables if v in in_env), None)
+    return inst or next((i for prefix, i in in_args.items()
+                         for arg in args if prefix in arg), None)

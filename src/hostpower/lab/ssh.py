@@ -53,6 +53,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hostpower.lab.errors import LabError
+from hostpower.lab.instances import MARKER
 from hostpower.lab.processes import signal_group, stop_groups
 from hostpower.lab.supervisor import Lab
 from hostpower.lab.topology import LabHost
@@ -197,7 +198,6 @@ class LabSsh:
             f"# hostpower lab: the SSH server of {h.name}",
             f"ListenAddress {h.front_address}:{self.port}",
             f"HostKey {server.dir / 'ssh_host_ed25519_key'}",
-            f"PidFile {server.dir / 'sshd.pid'}",
             f"AuthorizedKeysFile {server.dir / 'authorized_keys'}",
             f"AllowUsers {self.user}",
             "PermitRootLogin prohibit-password",
@@ -227,10 +227,18 @@ class LabSsh:
         ns = (["ip", "netns", "exec", self.topo.instance.host_ns(h.index)]
               if self.topo.namespaced else [])
         server.process = subprocess.Popen(
-            ns + [SSHD, "-D", "-e", "-f", str(server.dir / "sshd_config")],
+            ns + [SSHD, "-D", "-e", "-f", str(server.dir / "sshd_config"),
+                  "-o", f"PidFile={self._pid_file(h)}"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             env=self.lab.child_env)
         log.close()
+
+    def _pid_file(self, host: LabHost) -> Path:
+        """In the lab instance's directory when there is one: sshd clears its
+        environment, so its command line is how `lab cleanup` finds the
+        sshd of a crashed lab (instances.py)."""
+        marker = (self.lab.child_env or {}).get(MARKER)
+        return Path(marker) / f"sshd-{host.name}.pid" if marker else self.base / host.name / "sshd.pid"
 
     def _stop_server(self, server: _Server) -> None:
         """With the lock held: gone at once, as when the power is cut."""
