@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
@@ -71,3 +75,20 @@ def test_0005_splits_the_requesting_user_out_of_the_origin(db_url: str) -> None:
         rows = conn.execute(text("SELECT origin, requested_by FROM operations ORDER BY id")).all()
     db.dispose()
     assert [tuple(r) for r in rows] == [("api", "alice"), ("automatic", None)]
+
+
+@pytest.mark.postgres
+def test_engines_starting_at_once_upgrade_one_postgres_database_once(pg_url: str) -> None:
+    """Three processes upgrade the same empty database at the same moment (as
+    engines started together by systemd do): each succeeds, the schema is
+    migrated once, nobody trips over another's half-created tables."""
+    script = ("import sys\nfrom hostpower.store.db import Database\n"
+              "db = Database(sys.argv[1]); db.upgrade(); db.dispose()\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, pg_url],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(3)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    db = Database(pg_url)
+    assert current_revision(db.engine) == head_revision()
+    db.dispose()

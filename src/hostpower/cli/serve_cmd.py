@@ -79,6 +79,7 @@ def run_engine(bind: str, transport: Transport, engine_name: str | None = None) 
     import uvicorn
 
     from hostpower.api.app import create_app
+    from hostpower.cli.notifyingserver import NotifyingServer
     from hostpower.runtime import EngineRuntime
 
     host, port = parse_bind(bind)
@@ -130,7 +131,7 @@ def run_engine(bind: str, transport: Transport, engine_name: str | None = None) 
           f"(API /api, docs /api/docs)", flush=True)
     config = uvicorn.Config(app, log_level="warning", **uvicorn_tls_options(transport))
     try:
-        uvicorn.Server(config).run(sockets=[listener])
+        NotifyingServer(config).run(sockets=[listener])
     except KeyboardInterrupt:
         pass  # Ctrl-C: uvicorn shut down cleanly, then re-raised the signal (as uvicorn.run does)
     ctx.close()

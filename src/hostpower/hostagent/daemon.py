@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from hostpower.hostagent.agent import (
     DEFAULT_CERT_DIR, DEFAULT_FENCE_AGENTS_PATH, DEFAULT_PORT, AgentConfig, AgentStartError,
     HostAgent,
 )
+from hostpower.hostagent import sdnotify
 from hostpower.hostagent.server import AgentServer
 from hostpower.hostagent.storagelease import DEFAULT_INTERVAL as DEFAULT_LEASE_INTERVAL
 from hostpower.model import validate
@@ -100,15 +102,22 @@ def run_agent(argv: Sequence[str] | None = None) -> int:
     try:
         server.start()
         print(f"hostpower agent {config.host_name} listening on {server.url}", flush=True)
+        sdnotify.notify("READY=1")
+        watchdog = sdnotify.watchdog_interval()
+        pinged = time.monotonic()
         while not stop.wait(0.5):
             if not server.running:
                 log.error("agent host=%s: server thread ended unexpectedly", config.host_name)
                 code = 1
                 break
+            if watchdog is not None and time.monotonic() - pinged >= watchdog:
+                sdnotify.notify("WATCHDOG=1")  # the server thread is alive (checked above)
+                pinged = time.monotonic()
     except AgentStartError as exc:
         print(f"hostagent: {exc}", file=sys.stderr)
         code = 1
     finally:
+        sdnotify.notify("STOPPING=1")
         if not server.stop() and code == 0:
             code = 1
         agent.close()
