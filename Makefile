@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench venv system-deps clean lint
+.PHONY: demo test bench dist venv system-deps clean lint
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,5 +30,12 @@ test: venv system-deps
 bench: venv system-deps
 	$(BIN)/python -m bench
 
+# The hostpower wheel (dist/hostpower-VERSION-py3-none-any.whl): what
+# docs/deployment.md installs on engine machines and hosts.
+dist: venv
+	rm -rf build dist/hostpower-*.whl
+	$(BIN)/python -m pip wheel -q --no-deps -w dist .
+	@ls dist/hostpower-*.whl
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis
+	rm -rf $(VENV) var build dist .pytest_cache .hypothesis

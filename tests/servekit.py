@@ -103,3 +103,40 @@ def _engine_ca_once_created(home: Path, proc: subprocess.Popen[bytes], log: Path
             pytest.fail(f"engine made no CA at {ca_file} within {timeout:g} s: {log.read_text()}")
         time.sleep(0.05)
     return engine_ca(home)
+
+
+class NotifySocket:
+    """What systemd's manager is to a `Type=notify` service: a datagram socket
+    whose path goes into the service's NOTIFY_SOCKET; `expect` waits for a
+    message (e.g. "READY=1") among those received."""
+
+    def __init__(self, path: Path) -> None:
+        import socket
+
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.received: list[str] = []
+
+    def env(self, env: dict[str, str], watchdog_usec: int | None = None) -> dict[str, str]:
+        extra = {"NOTIFY_SOCKET": str(self.path)}
+        if watchdog_usec is not None:
+            extra["WATCHDOG_USEC"] = str(watchdog_usec)
+        return {**env, **extra}
+
+    def expect(self, message: str, timeout: float = 30) -> float:
+        """Wait until `message` arrives; the monotonic time it did."""
+        deadline = time.monotonic() + timeout
+        while message not in self.received:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pytest.fail(f"no {message!r} within {timeout:g} s (received {self.received})")
+            self.sock.settimeout(left)
+            try:
+                self.received += self.sock.recv(4096).decode().splitlines()
+            except TimeoutError:
+                continue
+        return time.monotonic()
+
+    def close(self) -> None:
+        self.sock.close()

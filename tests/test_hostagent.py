@@ -184,9 +184,12 @@ def test_heartbeat_over_mutual_tls(lab: Lab, agents: StartAgent) -> None:
     asyncio.run(scenario())
 
 
-def test_boot_id_is_a_fixed_uuid_per_agent(lab: Lab, agents: StartAgent) -> None:
+def test_boot_id_is_the_kernels_unless_one_is_given(lab: Lab, agents: StartAgent) -> None:
+    """By default an agent reports the kernel's boot id, so restarting the
+    agent service is not taken for a reboot; the lab gives each simulated
+    host its own (--boot-id)."""
     a = agents("node1", "127.88.0.1")
-    b = agents("node2", "127.88.0.2")
+    b = agents("node2", "127.88.0.2", boot_id="6b0d7e1a-52c4-4f0e-9a59-0c6f1d2b3a44")
 
     async def scenario() -> tuple[str, str, str]:
         async with lab.client() as client:
@@ -196,7 +199,9 @@ def test_boot_id_is_a_fixed_uuid_per_agent(lab: Lab, agents: StartAgent) -> None
         return one.boot_id, two.boot_id, other.boot_id
 
     one, two, other = asyncio.run(scenario())
-    assert one == two != other
+    kernel = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert one == two == kernel
+    assert other == "6b0d7e1a-52c4-4f0e-9a59-0c6f1d2b3a44"
 
 
 def test_fence_dummy_through_the_script_driver(lab: Lab, agents: StartAgent,
@@ -721,3 +726,28 @@ def test_heartbeat_timeouts_around_the_tls_handshake_never_break_a_later_heartbe
                           text=True, timeout=240, cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "not reproduced in" in done.stdout, done.stdout[-2000:]
+
+
+def test_daemon_tells_systemd_it_is_ready_alive_and_stopping(lab: Lab, tmp_path: Path) -> None:
+    """Under `Type=notify` and `WatchdogSec=` (deploy/hostpower-agent.service)."""
+    from servekit import NotifySocket
+
+    cert_dir = lab.enroll("daemon3", "127.88.10.3")
+    manager = NotifySocket(tmp_path / "notify")
+    env = manager.env(dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep
+                           + os.environ.get("PYTHONPATH", "")), watchdog_usec=1_200_000)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hostpower.hostagent.daemon", "--bind", "127.88.10.3:0",
+         "--host-name", "daemon3", "--cert-dir", str(cert_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        manager.expect("READY=1")
+        manager.expect("WATCHDOG=1", timeout=5)
+        process.send_signal(signal.SIGTERM)
+        manager.expect("STOPPING=1", timeout=15)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        manager.close()

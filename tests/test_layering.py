@@ -20,8 +20,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # What the agent daemon is made of: it runs on every managed host, without
 # the engine's database, API or fencing logic.
 AGENT_SIDE = ("hostpower.hostagent.agent", "hostpower.hostagent.daemon",
-              "hostpower.hostagent.pki", "hostpower.hostagent.server",
-              "hostpower.hostagent.storagelease", "hostpower.hostagent.wire")
+              "hostpower.hostagent.pki", "hostpower.hostagent.sdnotify",
+              "hostpower.hostagent.server", "hostpower.hostagent.storagelease",
+              "hostpower.hostagent.wire")
 
 # module or package -> the hostpower modules it may import (packages include
 # their submodules; "hostpower" alone is the root module, for __version__).

@@ -141,13 +141,26 @@ def _scrub(text: str, spec: AgentSpec) -> str:
     return text.replace(secret, "********") if secret else text
 
 
+KERNEL_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def kernel_boot_id(path: Path = KERNEL_BOOT_ID) -> str | None:
+    """The kernel's id of this boot (Linux): the same for every agent process
+    of one boot, so an agent restarted by its service manager (or by soft
+    fencing) is not taken for a rebooted host; None where there is none."""
+    try:
+        return str(uuid.UUID(path.read_text().strip()))
+    except (OSError, ValueError):
+        return None
+
+
 class HostAgent:
     """What the agent does, independent of HTTP and TLS (`AgentServer` serves it)."""
 
     def __init__(self, config: AgentConfig, drivers: Sequence[FenceDriver]) -> None:
         self.config = config
         self.drivers = list(drivers)
-        self.boot_id = config.boot_id or str(uuid.uuid4())
+        self.boot_id = config.boot_id or kernel_boot_id() or str(uuid.uuid4())
         self.faults = Faults()
         self._started = time.monotonic()
         self._pool = concurrent.futures.ThreadPoolExecutor(

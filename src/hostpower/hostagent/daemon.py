@@ -49,7 +49,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--fence-agents-path", default=DEFAULT_FENCE_AGENTS_PATH,
                         help="where the fence_* programs are (default %(default)s)")
     parser.add_argument("--boot-id", default=None,
-                        help="boot id (UUID) to report (default: a new one per process)")
+                        help="boot id (UUID) to report (default: the kernel's, "
+                             "/proc/sys/kernel/random/boot_id)")
     parser.add_argument("--no-native", action="store_true",
                         help="run fence-agents scripts even where a native driver exists")
     parser.add_argument("--max-parallel-fence", type=int, default=8,
