@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from hostpower.fencing.escalation import Escalation, Precaution
 from hostpower.fencing.opinions import SecondOpinion, Verdict
@@ -46,6 +48,18 @@ CONNECTING_PROBE = 1.0
 ANSWER_EVERY = 0.25
 
 
+@dataclass(frozen=True)
+class RoundReport:
+    """What the monitor tells its listeners (metrics.py) after a full round."""
+
+    duration: float           # seconds from its start to its end
+    lag: float                # how late it started against its schedule (>= 0)
+    hosts: Mapping[str, int]  # hosts this engine owns, by status at the round's end
+    answered: int             # heartbeats answered this round
+    missed: int               # heartbeats that failed or timed out
+    engines_alive: int        # live engines sharing the database, this one included
+
+
 class Monitor:
     def __init__(self, service: FencingService, client: AgentClient,
                  precautions: Sequence[Precaution] = (),
@@ -66,6 +80,9 @@ class Monitor:
         self.escalation = Escalation(service, precautions)
         self._sem = asyncio.Semaphore(HEARTBEAT_CONCURRENCY)
         self._tasks: list[asyncio.Task[None]] = []
+        self.on_round: list[Callable[[RoundReport], None]] = []
+        self._round_due: float | None = None     # when the next full round should start
+        self._beats = (0, 0)                     # (answered, missed) in the running round
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop(), name="monitor"),
@@ -86,7 +103,11 @@ class Monitor:
         while True:
             next_round = time.monotonic() + 3.0
             try:
-                next_round = time.monotonic() + await self.tick()
+                started = time.monotonic()
+                interval = await self.tick()
+                next_round = started + interval
+                await self._report_round(started)
+                self._round_due = next_round
                 while (left := next_round - time.monotonic()) > CONNECTING_PROBE / 2:
                     await asyncio.sleep(min(CONNECTING_PROBE, left))
                     await self.tick(only_connecting=True)
@@ -123,6 +144,9 @@ class Monitor:
                  and (not only_connecting or h.status is HostStatus.CONNECTING
                       or h.id in self.unbeaten)]
         answers = await asyncio.gather(*(self._beat(h, timeout) for h in hosts))
+        if not only_connecting:
+            missed = sum(isinstance(a, BaseException) for a in answers)
+            self._beats = (len(answers) - missed, missed)
         now = self.clock()
         for host, answer in zip(hosts, answers):
             self.unbeaten.discard(host.id)
@@ -145,6 +169,20 @@ class Monitor:
             self.skipped_gate.pop(host.id, None)
             self.escalation.begin(host)
         return float(config["HostHeartbeatIntervalInSec"])
+
+    async def _report_round(self, started: float) -> None:
+        if not self.on_round:
+            return
+        snapshot, _config = await self.gateway.state()   # the statuses this round wrote
+        mine = self._owned_ids[1]
+        report = RoundReport(
+            duration=time.monotonic() - started,
+            lag=max(0.0, started - self._round_due) if self._round_due is not None else 0.0,
+            hosts=Counter(h.status.value for h in snapshot.hosts if h.id in mine),
+            answered=self._beats[0], missed=self._beats[1],
+            engines_alive=len(self.peers) + 1)
+        for listener in self.on_round:
+            listener(report)
 
     def _treating(self, host_id: int) -> bool:
         """A flow or an escalation for the host is under way here."""

@@ -23,6 +23,7 @@ from hostpower.hostagent.client import AgentClient
 from hostpower.hostagent.pki import CertificateAuthority, ensure_engine_certificate
 from hostpower.kdumplistener import KdumpListener
 from hostpower.membership import Membership
+from hostpower.metrics import EngineMetrics
 from hostpower.monitor import Monitor
 
 log = logging.getLogger("hostpower.engine")
@@ -59,6 +60,9 @@ class EngineRuntime:
         self.readiness: ReadinessChecker | None = None
         self.kdump_listener: KdumpListener | None = None
         self.kdump: KdumpDetection | None = None
+        self.metrics = EngineMetrics(
+            may_act=lambda: membership is None or membership.may_act(),
+            database_errors=lambda: ctx.db.errors)
 
     async def start(self) -> None:
         if self.membership is not None:
@@ -71,6 +75,8 @@ class EngineRuntime:
         drivers = default_drivers(config["FenceAgentsPath"], config["PreferNativeFenceDrivers"])
         self.service = FencingService(EngineGateway(self.ctx, self.membership), self.client, drivers,
                                       local_agent_types(drivers), time.time())
+        self.service.on_finish(self.metrics.operation_finished)
+        self.service.gateway.on_event(self.metrics.event)
         resumed = await self.service.resume()
         if resumed:
             log.warning("resumed %d unfinished fence flow(s)", len(resumed))
@@ -86,10 +92,12 @@ class EngineRuntime:
                 self.kdump,
                 StorageLease(self.service.gateway, self.client, self.service.executor.in_flight),
             ])
+            self.monitor.on_round.append(self.metrics.round_finished)
             self.monitor.start()
             self.kdump.start()
             # The PM health check: idle unless PMHealthCheckEnabled (read every few seconds).
             self.readiness = ReadinessChecker(self.service)
+            self.readiness.on_round.append(self.metrics.health_checked)
             self.readiness.start()
 
     async def stop(self) -> None:

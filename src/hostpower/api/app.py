@@ -17,8 +17,10 @@ from hostpower.api import (
     routes_system,
 )
 from hostpower.api import routes_kdump  # kdump detection: listeners and crash dumps
+from hostpower.api import routes_metrics  # Prometheus: GET /metrics
 from hostpower.api import routes_session  # web console login (cookie + CSRF)
 from hostpower.api.login import TooManyLoginAttempts
+from hostpower.metrics import EngineMetrics
 from hostpower.runtime import EngineRuntime
 from hostpower.web.routes import mount_console  # web console: / and /static
 
@@ -46,6 +48,9 @@ def create_app(ctx: EngineContext, runtime: EngineRuntime | None = None) -> Fast
     )
     app.state.ctx = ctx
     app.state.runtime = runtime
+    # Without a runtime (inventory-only use, tests) nothing runs: its metrics are zeros.
+    app.state.metrics = runtime.metrics if runtime is not None else EngineMetrics(
+        database_errors=lambda: ctx.db.errors)
 
     errors.install(app)
 
@@ -61,6 +66,7 @@ def create_app(ctx: EngineContext, runtime: EngineRuntime | None = None) -> Fast
     app.include_router(routes_engines.router)
     app.include_router(routes_readiness.router)
     app.include_router(routes_kdump.router)
+    app.include_router(routes_metrics.router)
     # Web console: session login under /api/session, the page under / and /static.
     app.include_router(routes_session.router)
     mount_console(app)

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine-name", type=_engine_name, metavar="NAME",
                    help="this engine's name among the engines sharing the database "
                         "(default HOSTNAME:PORT)")
+    p.add_argument("--metrics-bind", metavar="ADDRESS:PORT",
+                   help="also serve GET /metrics (Prometheus) in plain HTTP without login on "
+                        "this address, e.g. a management network's (docs/metrics.md)")
     p.set_defaults(func=serve)
     d = sub.add_parser("demo", help="the engine with the lab's hosts under var/demo "
                                     "(Ctrl-C stops); plain HTTP on loopback")
@@ -71,7 +74,8 @@ def configure_logging() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def run_engine(bind: str, transport: Transport, engine_name: str | None = None) -> int:
+def run_engine(bind: str, transport: Transport, engine_name: str | None = None,
+               metrics_bind: str | None = None) -> int:
     """Serve the engine on `bind` over `transport` (decided and checked by the
     caller), named `engine_name` (default HOSTNAME:PORT) among the engines
     sharing its database. Exit 2, with nothing started, when the database
@@ -114,7 +118,24 @@ def run_engine(bind: str, transport: Transport, engine_name: str | None = None) 
         ctx.close()
         print(f"hostpower serve: cannot listen on {bind}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    app = create_app(ctx, EngineRuntime(ctx, membership=membership))
+    runtime = EngineRuntime(ctx, membership=membership)
+    app = create_app(ctx, runtime)
+    metrics_server = None
+    if metrics_bind is not None:
+        from prometheus_client import start_http_server
+
+        m_host, m_port = validate.bind_address(metrics_bind, "127.0.0.1:9464", "--metrics-bind")
+        try:
+            metrics_server, _thread = start_http_server(m_port, m_host,
+                                                        registry=runtime.metrics.registry)
+        except OSError as exc:
+            listener.close()
+            if membership is not None:
+                membership.leave()
+            ctx.close()
+            print(f"hostpower serve: cannot serve metrics on {metrics_bind}: "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+            return 1
     print(f"hostpower engine: database {ctx.db.engine.url.render_as_string(hide_password=True)}")
     if membership is not None:
         print(f"hostpower engine: {me.name}, generation {membership.generation}, "
@@ -127,6 +148,8 @@ def run_engine(bind: str, transport: Transport, engine_name: str | None = None) 
     if transport.warning:
         print(transport.warning, file=sys.stderr, flush=True)
         logging.getLogger("hostpower.serve").warning("plain HTTP off loopback on %s", host)
+    if metrics_server is not None:
+        print(f"hostpower engine: metrics on http://{metrics_bind}/metrics")
     print(f"hostpower engine listening on {transport.scheme}://{shown}:{port}/  "
           f"(API /api, docs /api/docs)", flush=True)
     config = uvicorn.Config(app, log_level="warning", **uvicorn_tls_options(transport))
@@ -134,6 +157,9 @@ def run_engine(bind: str, transport: Transport, engine_name: str | None = None) 
         NotifyingServer(config).run(sockets=[listener])
     except KeyboardInterrupt:
         pass  # Ctrl-C: uvicorn shut down cleanly, then re-raised the signal (as uvicorn.run does)
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
     ctx.close()
     return 0
 
@@ -155,7 +181,9 @@ def serve(args: argparse.Namespace) -> int:
     host, _port = parse_bind(args.bind)
     transport = choose_transport(host, plain_http=args.plain_http, tls_cert=args.tls_cert,
                                  tls_key=args.tls_key)
-    return run_engine(args.bind, transport, args.engine_name)
+    if args.metrics_bind is not None:  # bad input: exit 2 before anything starts
+        validate.bind_address(args.metrics_bind, "127.0.0.1:9464", "--metrics-bind")
+    return run_engine(args.bind, transport, args.engine_name, args.metrics_bind)
 
 
 # Quicker than production defaults, so a person watching the demo sees a

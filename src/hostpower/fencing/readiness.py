@@ -27,6 +27,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -127,6 +128,7 @@ class ReadinessChecker:
         self.survey = PathSurvey(service.executor, concurrency, per_entry)
         self._task: asyncio.Task[None] | None = None
         self._last_round: float | None = None   # monotonic end of the last full round
+        self.on_round: list[Callable[[list[HostReadiness]], None]] = []  # metrics.py
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="pm-health-check")
@@ -189,6 +191,8 @@ class ReadinessChecker:
             raise
         verdicts = [v for v in found if v is not None]
         self._last_round = time.monotonic()
+        for listener in self.on_round:
+            listener(verdicts)
         tally = Counter(v.readiness.value for v in verdicts)
         log.info("PM health check: %d hosts in %.1f s: %s", len(verdicts),
                  self._last_round - started,

@@ -118,6 +118,7 @@ class Database:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         revisions.track(self._sessions)
+        self.errors = 0   # operations that found the database unavailable (metrics.py)
 
     def upgrade(self) -> None:
         upgrade(self.engine)
@@ -133,6 +134,7 @@ class Database:
                 raise conflict_from(exc) from exc
             except OperationalError as exc:
                 _rollback(session)
+                self.errors += 1
                 raise unavailable_from(exc) from exc
             except DataError as exc:
                 _rollback(session)
