@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import ovirtsdk4 as sdk
-import ovirtsdk4.types as types
+from ovirtsdk4 import types
 import pytest
 
 from apikit import ServedApp
@@ -59,7 +59,7 @@ def test_ovirt_lab_pm_proxies_set_by_the_sdk_choose_the_proxies(world) -> None: 
     """pm_proxies [other_dc, cluster] set through the SDK: a status of c2-h2
     tries the hosts of dc2 first (c3's hosts, which c2's management network
     does not let in), then its own cluster's c2-h1, which answers."""
-    lab, served = world
+    _, served = world
     hid = str(host_id(served.ctx, "c2-h2"))
     with connect(served) as conn:
         service = conn.system_service().hosts_service().host_service(hid)

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import ovirtsdk4 as sdk
-import ovirtsdk4.types as types
+from ovirtsdk4 import types
 import pytest
 from sqlalchemy import update
 
@@ -346,9 +346,8 @@ def test_ovirt_cluster_fencing_policy_read_and_updated(engine: Engine) -> None:
 
 
 def test_ovirt_what_is_not_served_is_a_fault_the_sdk_understands(engine: Engine) -> None:
-    with engine.connect() as conn:
-        with pytest.raises(sdk.NotFoundError) as raised:
-            conn.system_service().vms_service().list()
+    with engine.connect() as conn, pytest.raises(sdk.NotFoundError) as raised:
+        conn.system_service().vms_service().list()
     assert "not served by hostpower's oVirt API" in str(raised.value)
 
 

@@ -89,7 +89,7 @@ def text(doc: Body, key: str, path: str = "") -> str | None:
     v = doc.get(key)
     if v is None:
         return None
-    if isinstance(v, bool) or isinstance(v, dict | list):
+    if isinstance(v, bool | dict | list):
         raise ValidationError(_dotted(path, key), "must be text")
     if "\x00" in str(v):
         raise ValidationError(_dotted(path, key), "must not hold a NUL character")

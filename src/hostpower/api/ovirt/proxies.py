@@ -2,8 +2,9 @@
 
 oVirt's PmProxyType has three values, `cluster`, `dc` and `other_dc`, which
 are hostpower's sources of the same names. hostpower's chain may also hold
-`engine` and named hosts, which no oVirt client can read (the SDK would
-refuse an unknown enum value) or write. So:
+`engine` and named hosts, which no oVirt client can read or write (the SDK
+reads a type it does not know as None, and would write it back as a proxy
+without a type). So:
 
 * read: ``pm_proxies`` lists the oVirt-typed entries of the host's own chain,
   in order; `engine` and named hosts are left out (the native API shows them,

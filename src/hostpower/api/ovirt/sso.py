@@ -19,8 +19,8 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, HTTPException, Request
-from starlette.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from hostpower.api.audit import auth_event, client_address, log_events
 from hostpower.api.deps import EngineCtx
@@ -51,7 +51,7 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def engine_user(username: str) -> str:
-    return username[: -len(INTERNAL_DOMAIN)] if username.endswith(INTERNAL_DOMAIN) else username
+    return username.removesuffix(INTERNAL_DOMAIN)
 
 
 @router.post("/sso/oauth/token")
