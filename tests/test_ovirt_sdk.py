@@ -206,6 +206,17 @@ def test_ovirt_bad_power_management_updates_are_refused_naming_the_field(
         with pytest.raises(sdk.Error) as raised:
             service.update(types.Host(name="renamed"))
         assert "host.name: is not changed through the oVirt API" in str(raised.value)
+        auth = {"Authorization": f"Bearer {conn.authenticate()}"}
+        for bad, detail in (
+                (b"<host><power_management>", "host: the body is not valid XML"),
+                (b'<!DOCTYPE host [<!ENTITY x "y">]><host><name>&x;</name></host>',
+                 "host: a document type declaration (DTD) is not accepted"),
+                (b"<agent/>", "host: expected a <host> element, got <agent>"),
+                (b"<host><power_management><enabled>maybe</enabled></power_management></host>",
+                 "power_management.enabled: must be true or false")):
+            r = httpx.put(f"{engine.api_url}/hosts/{hid}", headers=auth, content=bad)
+            assert r.status_code == 400, r.text
+            assert f"<detail>{detail}" in r.text.replace("&lt;", "<").replace("&gt;", ">")
     assert engine.native("GET", f"/api/hosts/{hid}")["name"] == "east-1"
 
 
