@@ -57,21 +57,18 @@ def policy_in(doc: B.Body, stored: FencingPolicy) -> FencingPolicy:
     conn = B.section(doc, "skip_if_connectivity_broken", FP) or {}
     sd = B.section(doc, "skip_if_sd_active", FP) or {}
     old = stored.skip_if_connectivity_broken
-
-    def pick(got: object, kept: object) -> object:
-        return kept if got is None else got
-
+    enabled = B.boolean(doc, "enabled", FP)
+    conn_enabled = B.boolean(conn, "enabled", f"{FP}.skip_if_connectivity_broken")
     threshold = B.integer(conn, "threshold", f"{FP}.skip_if_connectivity_broken")
     if threshold is not None:
         validate.percent(threshold, f"{FP}.skip_if_connectivity_broken.threshold")
+    sd_enabled = B.boolean(sd, "enabled", f"{FP}.skip_if_sd_active")
     return FencingPolicy(
-        enabled=bool(pick(B.boolean(doc, "enabled", FP), stored.enabled)),
+        enabled=stored.enabled if enabled is None else enabled,
         skip_if_connectivity_broken=ConnectivityPolicy(
-            bool(pick(B.boolean(conn, "enabled", f"{FP}.skip_if_connectivity_broken"),
-                      old.enabled)),
-            int(pick(threshold, old.threshold))),  # type: ignore[call-overload]
-        skip_if_sd_active=bool(pick(B.boolean(sd, "enabled", f"{FP}.skip_if_sd_active"),
-                                    stored.skip_if_sd_active)))
+            old.enabled if conn_enabled is None else conn_enabled,
+            old.threshold if threshold is None else threshold),
+        skip_if_sd_active=stored.skip_if_sd_active if sd_enabled is None else sd_enabled)
 
 
 def _clusters(request: Request, found: list[Cluster]) -> Response:
