@@ -149,6 +149,7 @@ def test_ovirt_hosts_are_listed_and_found_by_name_search(engine: Engine) -> None
         assert west.status is types.HostStatus.MAINTENANCE
         assert west.address == "127.0.0.23"
         assert conn.follow_link(west.cluster).name == "west"
+        assert [a.type for a in conn.follow_link(west.agents)] == ["dummy"]
         assert [h.name for h in hosts.list(search="name=EAST-2", case_sensitive=False)] == [
             "east-2"]
         assert [h.name for h in hosts.list(search="cluster=east and name!=east-1")] == [

@@ -41,7 +41,10 @@ def host_node(h: Host) -> Node:
     return Node("host", {"href": href, "id": str(h.id)}).add(
         Node("actions").add(link("fence", f"{href}/fence")),
         value("name", h.name),
+        # The service's path, and the model's name for it (what the SDK reads
+        # into host.agents, so that follow_link(host.agents) lists them).
         link("fenceagents", f"{href}/fenceagents"),
+        link("agents", f"{href}/fenceagents"),
         value("address", h.address),
         value("port", h.agent_port),
         pm_node(h.power_management),
