@@ -295,6 +295,29 @@ def test_ovirt_fence_restart_waits_for_the_flow_like_ovirt(engine: Engine) -> No
     assert engine.power["east-1"].read_text() == "on"
 
 
+def test_ovirt_fence_failures_are_ovirts_faults(engine: Engine) -> None:
+    """east-2's chain is its cluster alone, whose other host is in maintenance:
+    no proxy is eligible. A status answers oVirt's failed action, a restart
+    fails after its check; the SDK raises both, with the reason."""
+    hid = engine.host_id("east-2")
+    engine.native("PUT", f"/api/hosts/{hid}/power_management",
+                  json={"enabled": True, "pm_proxies": [{"type": "cluster"}]})
+    with engine.connect() as conn:
+        service = conn.system_service().hosts_service().host_service(hid)
+        with pytest.raises(sdk.Error) as raised:
+            service.fence(fence_type="status")
+        assert "HTTP response code is 200" in str(raised.value)  # oVirt's failed action
+        assert 'Fault reason is "Operation Failed"' in str(raised.value)
+        assert "failed on every proxy of chain cluster: no eligible proxy" in str(raised.value)
+        with pytest.raises(sdk.Error) as raised:
+            service.fence(fence_type="restart")
+        assert raised.value.code == 400
+        [op] = engine.native("GET", f"/api/operations?host={hid}")
+        assert op["state"] == "failed"
+        assert f"operation {op['id']} (restart) failed: {op['message']}" in str(raised.value)
+    assert engine.power["east-2"].read_text() == "on"
+
+
 def test_ovirt_fence_async_answers_pending_with_the_operation(engine: Engine) -> None:
     hid = engine.host_id("east-2")
     with engine.connect() as conn:
