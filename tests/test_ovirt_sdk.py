@@ -295,6 +295,16 @@ def test_ovirt_fence_restart_waits_for_the_flow_like_ovirt(engine: Engine) -> No
     assert engine.power["east-1"].read_text() == "on"
 
 
+def test_ovirt_manual_fence_clears_the_host_state(engine: Engine) -> None:
+    hid = engine.host_id("west-1")
+    with engine.connect() as conn:
+        service = conn.system_service().hosts_service().host_service(hid)
+        assert service.fence(fence_type="manual") is None  # complete, no power state
+        assert service.get().status is types.HostStatus.DOWN
+    events = engine.native("GET", f"/api/events?host={hid}")
+    assert any(e["kind"] == "fence.manual" and e["user"] == "root" for e in events)
+
+
 def test_ovirt_fence_failures_are_ovirts_faults(engine: Engine) -> None:
     """east-2's chain is its cluster alone, whose other host is in maintenance:
     no proxy is eligible. A status answers oVirt's failed action, a restart
