@@ -53,8 +53,8 @@ def test_ovirt_search_ignores_case_when_asked() -> None:
     ("name=a sortby name", "search: 'sortby' is not served"),
     ("sortby name", "search: 'sortby' is not served"),
     ("page 2", "search: 'page' is not served"),
-    ("address=10.0.0.1", "search: 'address' is not a field served for hosts (served: name, "
-                         "status)"),
+    ("address=10.0.0.1",
+     "search: 'address' is not a field served for hosts (served: name, status)"),
     ("name>a", "search: cannot read 'name>a'"),
     ("(name=a)", "search: cannot read '(name=a)'"),
     ("name=a name=b", "search: expected 'and' or 'or' before 'name=b'"),
