@@ -16,6 +16,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import os
+import subprocess
+
 import httpx
 import ovirtsdk4 as sdk
 from ovirtsdk4 import types
@@ -23,7 +26,8 @@ import pytest
 from sqlalchemy import update
 
 from apikit import ServedApp
-from helpers import bearer, dummy_host
+from helpers import bearer, dummy_host, free_port
+from servekit import HOSTPOWER, running_engine
 from test_fence_api import FAST_CONFIG, require_fence_dummy
 from hostpower.context import EngineContext
 from hostpower.inventory_file import load_document
@@ -101,6 +105,50 @@ def test_ovirt_sdk_connects_and_reads_the_api_root(engine: Engine) -> None:
     assert api.product_info.name == "hostpower"
     assert (api.product_info.version.major, api.product_info.version.minor) == (4, 5)
     assert api.summary.hosts.total == 3
+
+
+def test_ovirt_sdk_over_https_trusts_the_engine_ca_only(tmp_path: Path) -> None:
+    """`hostpower serve` itself, over its own TLS: the SDK verifies the engine's
+    certificate with the engine CA file, and refuses the engine without it."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTPOWER_")}
+    env["HOSTPOWER_HOME"] = str(home)
+    added = subprocess.run(HOSTPOWER + ["user", "add", "alice", "--role", "viewer"], env=env,
+                           input="alice-password\n", capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    url = f"https://127.0.0.1:{free_port()}"
+    with running_engine(env, url, tmp_path / "engine.log"):
+        conn = sdk.Connection(url=f"{url}/ovirt-engine/api", username="alice@internal",
+                              password="alice-password", ca_file=str(home / "pki" / "ca.crt"),
+                              timeout=60)
+        assert conn.test(raise_exception=True) is True
+        assert conn.system_service().get().product_info.name == "hostpower"
+        conn.close()
+        other_ca = tmp_path / "other-ca.crt"  # a CA that did not issue the engine's certificate
+        other_ca.write_bytes(_self_signed_ca())
+        stranger = sdk.Connection(url=f"{url}/ovirt-engine/api", username="alice@internal",
+                                  password="alice-password", ca_file=str(other_ca), timeout=60)
+        with pytest.raises(sdk.Error) as raised:
+            stranger.test(raise_exception=True)
+        assert "SSL certificate OpenSSL verify result" in str(raised.value)
+        stranger.close(logout=False)
+
+
+def _self_signed_ca() -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not the engine CA")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def test_ovirt_wrong_password_is_refused_with_the_sdks_auth_error(engine: Engine) -> None:
