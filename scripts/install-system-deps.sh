@@ -4,6 +4,9 @@
 set -euo pipefail
 
 want_pkgs=(fence-agents ipmitool snmp iproute2 openssh-server)
+# The oVirt SDK tests (tests/test_ovirt_*.py) use ovirt-engine-sdk-python, which
+# PyPI has only as a source package: it builds a C extension against libxml2.
+want_pkgs+=(gcc libxml2-dev)
 # The web console's end-to-end tests (tests/test_web_console.py) drive Debian's
 # chromium with Playwright; Playwright never downloads a browser of its own.
 # On by default; HOSTPOWER_WITH_BROWSER=0 skips it (those tests then skip too).

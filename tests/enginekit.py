@@ -192,3 +192,22 @@ def scenario_world(tmp: Path, monitor: bool, ssh_access: bool = False
     finally:
         ctx.close()
         lab.stop()
+
+
+@contextmanager
+def served_world(tmp: Path, monitor: bool = False) -> Iterator[tuple[RunningLab, Any]]:
+    """The lab of SCENARIO_TOPOLOGY and an engine beside it whose API is served
+    for real (apikit.ServedApp, its runtime started by the server), for tests
+    that drive the engine through HTTP clients; both stopped on exit."""
+    from apikit import ServedApp
+    from labkit import load_yaml, require_lab_tools, start
+
+    require_lab_tools()
+    lab, settings = start(tmp, load_yaml(SCENARIO_TOPOLOGY))
+    ctx = engine_context(lab, settings)
+    try:
+        with ServedApp(ctx, EngineRuntime(ctx, monitor=monitor)) as served:
+            yield lab, served
+    finally:
+        ctx.close()
+        lab.stop()

@@ -19,6 +19,7 @@ from hostpower.api import (
 from hostpower.api import routes_kdump  # kdump detection: listeners and crash dumps
 from hostpower.api import routes_metrics  # Prometheus: GET /metrics
 from hostpower.api import routes_session  # web console login (cookie + CSRF)
+from hostpower.api import ovirt  # oVirt's REST API v4 for power management, /ovirt-engine
 from hostpower.api.login import TooManyLoginAttempts
 from hostpower.metrics import EngineMetrics
 from hostpower.runtime import EngineRuntime
@@ -67,6 +68,7 @@ def create_app(ctx: EngineContext, runtime: EngineRuntime | None = None) -> Fast
     app.include_router(routes_readiness.router)
     app.include_router(routes_kdump.router)
     app.include_router(routes_metrics.router)
+    app.include_router(ovirt.router)
     # Web console: session login under /api/session, the page under / and /static.
     app.include_router(routes_session.router)
     mount_console(app)
