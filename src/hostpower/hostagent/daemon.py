@@ -34,6 +34,20 @@ def parse_bind(text: str) -> tuple[str, int]:
         raise ValueError(str(exc)) from None
 
 
+def redfish_ca_bundle(path: Path | None) -> str | None:
+    """--redfish-ca-bundle as an absolute path to a readable file; ValueError saying what is wrong."""
+    if path is None:
+        return None
+    try:
+        with path.open("rb") as bundle:
+            head = bundle.read(1 << 16)
+    except OSError as exc:
+        raise ValueError(f"--redfish-ca-bundle {path}: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        raise ValueError(f"--redfish-ca-bundle {path}: not a PEM certificate file")
+    return str(path.resolve())
+
+
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m hostpower.hostagent.daemon",
@@ -48,6 +62,10 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="where the fence_* programs are (default %(default)s)")
     parser.add_argument("--boot-id", default=None,
                         help="boot id (UUID) to report (default: a new one per process)")
+    parser.add_argument("--redfish-ca-bundle", type=Path, default=None, metavar="PATH",
+                        help="PEM file of the CA certificates trusted for Redfish BMCs, by "
+                             "the native driver and by fence_redfish (default: the system "
+                             "trust store)")
     parser.add_argument("--no-native", action="store_true",
                         help="run fence-agents scripts even where a native driver exists")
     parser.add_argument("--max-parallel-fence", type=int, default=8,
@@ -73,6 +91,7 @@ def run_agent(argv: Sequence[str] | None = None) -> int:
     try:
         address, port = parse_bind(args.bind)
         boot_id = None if args.boot_id is None else str(uuid.UUID(args.boot_id))
+        ca_bundle = redfish_ca_bundle(args.redfish_ca_bundle)
     except ValueError as exc:
         print(f"hostagent: {exc}", file=sys.stderr)
         return 2
@@ -83,7 +102,7 @@ def run_agent(argv: Sequence[str] | None = None) -> int:
                          max_parallel_fence=max(1, args.max_parallel_fence),
                          storage_lease_dir=args.storage_lease_dir,
                          storage_lease_interval=args.storage_lease_interval)
-    drivers = default_drivers(config.fence_agents_path, config.prefer_native)
+    drivers = default_drivers(config.fence_agents_path, config.prefer_native, ca_bundle)
     try:
         agent = HostAgent(config, drivers)
     except ValidationError as exc:  # a host name that cannot name a lease, a bad interval
