@@ -46,11 +46,18 @@ from dataclasses import dataclass
 from hostpower.drivers.base import FenceDriver
 from hostpower.drivers.errors import UnsupportedSpec, UnsupportedType
 from hostpower.drivers.redfish_options import (
-    NATIVE_TYPES, REDFISH_PORT, RedfishSettings, redfish_settings, split_address,
+    NATIVE_TYPES,
+    REDFISH_PORT,
+    RedfishSettings,
+    redfish_settings,
+    split_address,
 )
 from hostpower.drivers.redfish_power import discover_system, perform
 from hostpower.drivers.redfish_session import (
-    AuthFailed, RedfishFailure, RedfishSession, tls_verify,
+    AuthFailed,
+    RedfishFailure,
+    RedfishSession,
+    tls_verify,
 )
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
 

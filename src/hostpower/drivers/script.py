@@ -24,11 +24,15 @@ from collections.abc import Callable
 
 from hostpower.drivers.base import FenceDriver
 from hostpower.drivers.errors import UnsupportedType
-from hostpower.drivers.redfish_options import NATIVE_TYPES as REDFISH_TYPES
 from hostpower.drivers.installed import agent_program, installed_agent_types, is_installed
+from hostpower.drivers.redfish_options import NATIVE_TYPES as REDFISH_TYPES
 from hostpower.drivers.script_metadata import Parameter, read_metadata
 from hostpower.drivers.script_protocol import (
-    CHILD_ENV, agent_input, clean_output, outcome_for, result_message,
+    CHILD_ENV,
+    agent_input,
+    clean_output,
+    outcome_for,
+    result_message,
 )
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
 

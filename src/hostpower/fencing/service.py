@@ -23,6 +23,7 @@ from hostpower.fencing.executor import ChainExecutor
 from hostpower.fencing.flows import Flows
 from hostpower.fencing.gateway import EngineGateway, acting_as, on_behalf_of
 from hostpower.fencing.power import HostPower, PowerResult
+from hostpower.fencing.tlsnotice import InsecureTlsNotice
 from hostpower.hostagent.client import AgentClient
 from hostpower.model.errors import ConflictError, EngineNotReady, StorageUnavailable
 from hostpower.model.events import Event, Severity
@@ -49,7 +50,8 @@ class FencingService:
         self.executor = ChainExecutor(gateway.state, dispatch, gateway.emit,
                                       engine_agent_types, self.host_agent_types,
                                       guard=gateway.check_may_act)
-        self.power = HostPower(self.executor, gateway.agents)
+        self.power = HostPower(self.executor, gateway.agents,
+                               InsecureTlsNotice(gateway.emit, self._host_name).check)
         self.flows = Flows(self.power, gateway)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         # Hosts whose flow this engine is beginning (journaled, not yet
@@ -57,6 +59,13 @@ class FencingService:
         self._starting: set[int] = set()
         self._limit: asyncio.Semaphore | None = None
         self._on_finish: list[Callable[[Operation], None]] = []
+
+    async def _host_name(self, host_id: int) -> str | None:
+        snapshot, _ = await self.gateway.state()
+        try:
+            return snapshot.host(host_id).name
+        except KeyError:  # a host deleted meanwhile: the event names its id
+            return None
 
     # -- operations -----------------------------------------------------------------------
 
