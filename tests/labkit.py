@@ -96,6 +96,53 @@ def counts(lab: RunningLab, bmc: str) -> dict[str, int]:
     return dict(lab.lab.status()["hosts"][bmc.rsplit("-", 1)[0]]["bmcs"][bmc]["counts"])
 
 
+# -- Redfish BMCs --------------------------------------------------------------------------
+
+REDFISH_LAB = """
+name: redfish
+boot_delay: 0.2
+data_centers:
+  - name: d1
+    clusters:
+      - name: k1
+        management: {engine_access: true}
+        hosts: [{name: k1-r, bmc: redfish}, {name: k1-i}]
+"""
+
+
+def fence_redfish(lab: RunningLab, bmc: LabBmc, action: str, password: str | None = None,
+                  ns: str | None = None, timeout: float = 60,
+                  **options: str) -> subprocess.CompletedProcess[str]:
+    """The real fence_redfish against a lab Redfish BMC, parameters on stdin,
+    the BMC's certificate verified against the lab's device CA (requests
+    reads REQUESTS_CA_BUNDLE); in the namespace `ns` if given."""
+    topo = lab.topo
+    params = {"ip": bmc.address, "ipport": str(bmc.port), "username": topo.bmc_username,
+              "password": topo.bmc_password if password is None else password,
+              "systems_uri": bmc.systems_uri, **options, "action": action}
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + ["/usr/sbin/fence_redfish"]
+    return subprocess.run(cmd, input="".join(f"{k}={v}\n" for k, v in params.items()),
+                          capture_output=True, text=True, timeout=timeout,
+                          env={"PATH": "/usr/sbin:/usr/bin:/bin", "PYTHONWARNINGS": "ignore",
+                               "REQUESTS_CA_BUNDLE": str(lab.redfish_ca_bundle)})
+
+
+def redfish_client(lab: RunningLab, bmc: LabBmc, timeout: float = 5) -> Any:
+    """An httpx client for a lab Redfish BMC, verifying it against the lab's device CA."""
+    import ssl
+
+    import httpx
+    return httpx.Client(base_url=f"https://{bmc.address}:{bmc.port}", timeout=timeout,
+                        verify=ssl.create_default_context(cafile=str(lab.redfish_ca_bundle)))
+
+
+def redfish_login(client: Any, lab: RunningLab, password: str | None = None) -> Any:
+    """POST a session; the response (201 with X-Auth-Token and Location, or the refusal)."""
+    return client.post("/redfish/v1/SessionService/Sessions", json={
+        "UserName": lab.topo.bmc_username,
+        "Password": lab.topo.bmc_password if password is None else password})
+
+
 
 
 def tcp_reachable_from(ns: str | None, address: str, port: int) -> bool:

@@ -21,7 +21,7 @@ the simulated hosts.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -31,29 +31,41 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-from hostpower.lab import netns, storage
+from hostpower.lab import devicepki, netns, storage
+from hostpower.lab.devices import DeviceProcesses
 from hostpower.lab.errors import LabError
 from hostpower.lab.kdump import DUMPED, DUMPING, KdumpFaults
 from hostpower.lab.processes import signal_group, stop_groups
-from hostpower.lab.topology import LabHost, Topology
+from hostpower.lab.topology import LabBmc, LabHost, Topology
 
 if TYPE_CHECKING:
     from hostpower.lab.ssh import LabSsh
 
 __all__ = ["FAULTS", "Lab", "LabError"]
 
-FAULTS = ("agent_hang", "agent_crash", "bmc_unresponsive", "isolate", "mgmt_cut", "ssh_down",
-          "kernel_crash_kdump")
+FAULTS = ("agent_hang", "agent_crash", "bmc_unresponsive", "bmc_restart", "isolate", "mgmt_cut",
+          "ssh_down", "kernel_crash_kdump")
+# What a Redfish BMC counts (lab/redfish.py RedfishCounters), without importing
+# the emulator into the supervisor.
+REDFISH_COUNTS = ("status", "on", "off", "reset", "login", "logout", "refused", "dropped")
+
+
+IPMI_COUNTS = ("on", "off", "reset", "cycle", "status")
 
 
 @dataclass
 class BmcState:
+    kind: str = "ipmi"
     power: str = "on"
     answering: bool = True
-    counts: dict[str, int] = field(default_factory=lambda: {"on": 0, "off": 0, "reset": 0,
-                                                            "cycle": 0, "status": 0})
+    restarts: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = REDFISH_COUNTS if self.kind == "redfish" else IPMI_COUNTS
+        self.counts = {**dict.fromkeys(names, 0), **self.counts}
 
 
 @dataclass
@@ -83,9 +95,8 @@ class Lab:
         self.fence_agents_path = fence_agents_path
         self.log = log
         self._lock = threading.RLock()
-        self._bmc_procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._bmc_ready: dict[str, threading.Event] = {}
-        self.bmcs: dict[str, BmcState] = {b.name: BmcState() for b in topo.bmcs}
+        self.devices = DeviceProcesses(run_dir, child_env, self._on_bmc_event)
+        self.bmcs: dict[str, BmcState] = {b.name: BmcState(b.kind) for b in topo.bmcs}
         self.hosts: dict[str, HostState] = {h.name: HostState(h) for h in topo.hosts}
         self._stopping = False
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -100,12 +111,8 @@ class Lab:
             netns.build(self.topo)
         deadline = time.monotonic() + timeout
         try:
-            for net in self.topo.networks:
-                self._start_bmc_server(net.name)
-            for name, ready in self._bmc_ready.items():
-                if not ready.wait(max(0.0, deadline - time.monotonic())):
-                    raise LabError(f"BMCs of network {name} did not start "
-                                   f"(see {self.run_dir / ('bmc-' + name + '.log')})")
+            self._start_devices()
+            self.devices.wait_ready(deadline)
             for state in self.hosts.values():
                 self._start_agent(state)
             for state in self.hosts.values():
@@ -117,7 +124,8 @@ class Lab:
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
-            procs = [s.process for s in self.hosts.values() if s.process] + list(self._bmc_procs.values())
+            procs = [s.process for s in self.hosts.values() if s.process] + list(
+                self.devices.procs.values())
             for s in self.hosts.values():
                 if s.boot_timer:
                     s.boot_timer.cancel()
@@ -131,38 +139,36 @@ class Lab:
     def _in_ns(self, ns: str) -> list[str]:
         return ["ip", "netns", "exec", ns] if self.topo.namespaced else []
 
-    def _start_bmc_server(self, network: str) -> None:
-        net = self.topo.network(network)
-        spec = {
-            "username": self.topo.bmc_username, "password": self.topo.bmc_password,
-            "bmcs": [{"name": b.name, "address": b.address, "port": b.port, "power": "on"}
-                     for b in self.topo.bmcs if b.network == network],
-        }
-        log = (self.run_dir / f"bmc-{network}.log").open("ab")
-        proc = subprocess.Popen(
-            self._in_ns(self.topo.instance.mgmt_ns(net.index))
-            + [sys.executable, "-m", "hostpower.lab.bmcserver"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True,
-            env=self.child_env)
-        assert proc.stdin is not None and proc.stdout is not None
-        # The password goes over stdin, never argv.
-        proc.stdin.write((json.dumps(spec) + "\n").encode())
-        proc.stdin.flush()
-        self._bmc_procs[network] = proc
-        self._bmc_ready[network] = threading.Event()
-        threading.Thread(target=self._read_bmc_events, args=(network, proc.stdout),
-                         name=f"bmc-events-{network}", daemon=True).start()
+    def _start_devices(self) -> None:
+        """One process for the IPMI BMCs of each management network, one per
+        Redfish BMC (sushy-tools' emulator is one app per process)."""
+        topo = self.topo
+        redfish = [b for b in topo.bmcs if b.kind == "redfish"]
+        ca = devicepki.load_or_create(self.run_dir)
+        for net in topo.networks:
+            ns = self._in_ns(topo.instance.mgmt_ns(net.index))
+            ipmi = [b for b in topo.bmcs if b.network == net.name and b.kind == "ipmi"]
+            if ipmi:
+                self.devices.start(f"bmc-{net.name}", ns, "hostpower.lab.bmcserver", {
+                    "username": topo.bmc_username, "password": topo.bmc_password,
+                    "bmcs": [{"name": b.name, "address": b.address, "port": b.port,
+                              "power": "on"} for b in ipmi]})
+            for b in (b for b in redfish if b.network == net.name):
+                cert, key = devicepki.issue_server_certificate(
+                    ca, b.name, b.address, self.run_dir / "device-certs")
+                self.devices.start(f"redfish-{b.name}", ns, "hostpower.lab.redfishserver", {
+                    "name": b.name, "address": b.address, "port": b.port, "system": b.system,
+                    "username": topo.bmc_username, "password": topo.bmc_password,
+                    "power": "on", "cert": str(cert), "key": str(key),
+                    **dataclasses.asdict(topo.redfish)})
 
-    def _read_bmc_events(self, network: str, stream: IO[bytes]) -> None:
-        for line in stream:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == "ready":
-                self._bmc_ready[network].set()
-            else:
-                self._on_bmc_event(event)
+    @property
+    def redfish_ca_bundle(self) -> Path:
+        """The CA certificate (PEM) the lab's Redfish BMCs' certificates chain to."""
+        return devicepki.bundle_path(self.run_dir)
+
+    def _bmc_process(self, bmc: LabBmc) -> str:
+        return f"redfish-{bmc.name}" if bmc.kind == "redfish" else f"bmc-{bmc.network}"
 
     def _on_bmc_event(self, event: dict[str, Any]) -> None:
         with self._lock:
@@ -295,8 +301,17 @@ class Lab:
                     state.process, state.agent = None, "crashed"
             elif fault == "bmc_unresponsive":
                 for b in state.host.bmcs:
-                    self._bmc_command(b.network, {"cmd": "answer", "bmc": b.name, "answering": clear})
+                    self.devices.command(self._bmc_process(b), {
+                        "cmd": "answer", "bmc": b.name, "answering": clear})
                     self.bmcs[b.name].answering = clear
+            elif fault == "bmc_restart":
+                redfish = [b for b in state.host.bmcs if b.kind == "redfish"]
+                if not redfish:
+                    raise LabError(f"bmc_restart needs a Redfish BMC ({host_name} has IPMI)")
+                if not clear:  # a restart is over once it happened: nothing to clear
+                    for b in redfish:
+                        self.devices.command(self._bmc_process(b), {"cmd": "restart"})
+                        self.bmcs[b.name].restarts += 1
             elif fault == "ssh_down":
                 if self.ssh is None:
                     raise LabError("this lab runs no SSH servers (is openssh-server installed?)")
@@ -349,17 +364,12 @@ class Lab:
                 state.agent = DUMPED
                 self.log(f"lab: {host_name} wrote its crash dump")
 
-    def _bmc_command(self, network: str, command: dict[str, Any]) -> None:
-        proc = self._bmc_procs[network]
-        assert proc.stdin is not None
-        proc.stdin.write((json.dumps(command) + "\n").encode())
-        proc.stdin.flush()
-
     def status(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "topology": self.topo.name, "namespaced": self.topo.namespaced,
                 "instance": self.topo.instance.number,
+                "redfish_ca_bundle": str(self.redfish_ca_bundle),
                 "hosts": {
                     name: {
                         "power": self._host_power(s.host), "agent": s.agent,
@@ -370,14 +380,19 @@ class Lab:
                         "pid": s.process.pid if s.process else None,
                         "ssh": self.ssh.status(name) if self.ssh is not None else None,
                         "kdump": self.kdump.status(name),
-                        "bmcs": {b.name: {"address": b.address, "port": b.port,
-                                          "power": self.bmcs[b.name].power,
-                                          "answering": self.bmcs[b.name].answering,
-                                          "counts": dict(self.bmcs[b.name].counts)}
-                                 for b in s.host.bmcs},
+                        "bmcs": {b.name: self._bmc_status(b) for b in s.host.bmcs},
                     } for name, s in self.hosts.items()
                 },
             }
+
+    def _bmc_status(self, b: LabBmc) -> dict[str, Any]:
+        state = self.bmcs[b.name]
+        status: dict[str, Any] = {"kind": b.kind, "address": b.address, "port": b.port,
+                                  "power": state.power, "answering": state.answering,
+                                  "counts": dict(state.counts)}
+        if b.kind == "redfish":
+            status.update(systems_uri=b.systems_uri, restarts=state.restarts)
+        return status
 
     def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
         self._listeners.append(listener)

@@ -11,6 +11,7 @@ Two address plans, one shape, both inside the lab instance's ranges
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,15 +27,33 @@ if TYPE_CHECKING:
     from hostpower.lab.instances import InstanceLease
 
 AGENT_PORT = 54321
+BMC_KINDS = ("ipmi", "redfish")
+# Device ports: the standard ones in namespace mode (root), high ones on loopback.
+IPMI_PORTS = (623, 16230)
+REDFISH_PORTS = (443, 16443)
 
 
 @dataclass(frozen=True)
 class LabBmc:
-    name: str          # e.g. "c1-h3-psu2"
+    name: str          # e.g. "c1-h3-bmc"
     host: str
     network: str       # management network (cluster) name
     address: str
     port: int
+    kind: str = "ipmi"  # ipmi | redfish
+    system: str = ""    # redfish: the ComputerSystem's id
+
+    @property
+    def systems_uri(self) -> str:
+        return f"/redfish/v1/Systems/{self.system}"
+
+
+@dataclass(frozen=True)
+class RedfishOptions:
+    """How the lab's Redfish BMCs behave (topology key `redfish`)."""
+    power_delay: float = 0.0      # seconds between a Reset action and the power change
+    max_sessions: int = 8         # sessions at once; then a login gets 503 SessionLimitExceeded
+    session_timeout: float = 600.0  # an idle session is forgotten after this many seconds
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,7 @@ class Topology:
     bmc_password: str
     boot_delay: float
     instance: LabInstance = FIRST_INSTANCE
+    redfish: RedfishOptions = RedfishOptions()
     # The claim on the instance (runner.load_topology takes it, stopping the
     # lab gives it back); not part of what a topology is.
     lease: InstanceLease | None = field(default=None, compare=False, repr=False)
@@ -118,15 +138,23 @@ class Topology:
             for c in (c for c in self.clusters if c.data_center == dc):
                 hosts = []
                 for h in (h for h in self.hosts if h.cluster == c.name):
-                    agents = [{"type": "ipmilan", "address": b.address, "port": b.port,
-                               "username": self.bmc_username, "password": self.bmc_password,
-                               "options": {"lanplus": "1"}, "order": 1} for b in h.bmcs]
+                    agents = [self._bmc_agent(b) for b in h.bmcs]
                     hosts.append({"name": h.name, "address": h.front_address,
                                   "agent_port": h.agent_port, "status": "up",
                                   "power_management": {"enabled": True, "agents": agents}})
                 clusters.append({"name": c.name, "hosts": hosts})
             dcs.append({"name": dc, "clusters": clusters})
         return {"data_centers": dcs}
+
+    def _bmc_agent(self, b: LabBmc) -> dict[str, Any]:
+        agent: dict[str, Any] = {"address": b.address, "port": b.port,
+                                 "username": self.bmc_username, "password": self.bmc_password,
+                                 "order": 1}
+        if b.kind == "redfish":
+            # No ssl_insecure: clients verify the BMC against the lab's
+            # device CA (RunningLab.redfish_ca_bundle).
+            return {"type": "redfish", **agent, "options": {"systems_uri": b.systems_uri}}
+        return {"type": "ipmilan", **agent, "options": {"lanplus": "1"}}
 
 
 def _field(data: Mapping[str, Any], key: str, path: str, kind: type, default: Any = None) -> Any:
@@ -142,7 +170,9 @@ def parse(doc: Any, namespaced: bool, bmc_port: int | None = None,
     instance's ranges; errors name the path."""
     if not isinstance(doc, Mapping):
         raise ValidationError("topology", "must be a mapping")
-    bmc_port = bmc_port or (623 if namespaced else 16230)
+    bmc_port = bmc_port or IPMI_PORTS[0 if namespaced else 1]
+    redfish_port = REDFISH_PORTS[0 if namespaced else 1]
+    redfish = _redfish_options(doc.get("redfish"))
     creds = doc.get("bmc_credentials") or {}
     dcs: list[str] = []
     clusters: list[LabCluster] = []
@@ -178,9 +208,18 @@ def parse(doc: Any, namespaced: bool, bmc_port: int | None = None,
                 slot = k + 1
                 if slot > 99:
                     raise ValidationError(cpath, "at most 99 hosts per cluster")
+                kind = h.get("bmc", "ipmi")
+                if kind not in BMC_KINDS:
+                    raise ValidationError(f"{hpath}.bmc", f"must be one of {', '.join(BMC_KINDS)}, "
+                                                          f"not {kind!r}")
+                if kind == "redfish" and psus > 1:
+                    raise ValidationError(f"{hpath}.bmc", "a host with two power supplies "
+                                                          "has IPMI BMCs")
                 bmcs = tuple(
                     LabBmc(f"{h_name}-psu{p}" if psus > 1 else f"{h_name}-bmc", h_name, c_name,
-                           f"{net.subnet_prefix}.{10 + slot + 100 * (p - 1)}", bmc_port)
+                           f"{net.subnet_prefix}.{10 + slot + 100 * (p - 1)}",
+                           redfish_port if kind == "redfish" else bmc_port, kind,
+                           system_id(h_name) if kind == "redfish" else "")
                     for p in range(1, psus + 1))
                 hosts.append(LabHost(h_name, idx, c_name, dc_name,
                                      f"{instance.front_subnet(n, namespaced)}.{10 + slot}",
@@ -203,8 +242,32 @@ def parse(doc: Any, namespaced: bool, bmc_port: int | None = None,
         clusters=tuple(clusters), hosts=tuple(hosts),
         bmc_username=str(creds.get("username", "admin")),
         bmc_password=str(creds.get("password", "lab-bmc-password")),
-        boot_delay=float(doc.get("boot_delay", 1.0)), instance=instance,
+        boot_delay=float(doc.get("boot_delay", 1.0)), instance=instance, redfish=redfish,
     )
+
+
+def system_id(host_name: str) -> str:
+    """A Redfish ComputerSystem's id: a UUID, the same for a host name every time."""
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{host_name}.lab.hostpower"))
+
+
+def _redfish_options(data: Any) -> RedfishOptions:
+    if data is None:
+        return RedfishOptions()
+    if not isinstance(data, Mapping):
+        raise ValidationError("redfish", "must be a mapping")
+    unknown = set(data) - set(RedfishOptions.__dataclass_fields__)
+    if unknown:
+        raise ValidationError(f"redfish.{min(unknown)}", "is not a Redfish option "
+                              f"({', '.join(RedfishOptions.__dataclass_fields__)})")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValidationError(f"redfish.{key}", "must be a number, 0 or more")
+        values[key] = int(value) if key == "max_sessions" else float(value)
+    if values.get("max_sessions", 1) < 1:
+        raise ValidationError("redfish.max_sessions", "must be 1 or more")
+    return RedfishOptions(**values)
 
 
 def default_document() -> dict[str, Any]:
