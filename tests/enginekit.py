@@ -75,6 +75,8 @@ def engine_context(lab: RunningLab, settings: Settings,
                       lab.inventory_document(ssh_access))
         for key, value in FAST.items():
             ConfigStore(s).set(key, value)
+        # The engine trusts the lab's device CA for Redfish BMCs (read at start).
+        ConfigStore(s).set("RedfishCaBundle", str(lab.redfish_ca_bundle))
     return ctx
 
 

@@ -15,7 +15,10 @@ from hostpower.config import lookup
 from hostpower.drivers.errors import UnsupportedSpec
 from hostpower.drivers.redfish import NativeRedfishDriver
 from hostpower.drivers.redfish_options import (
-    RedfishSettings, redfish_settings, skips_verification, split_address,
+    RedfishSettings,
+    redfish_settings,
+    skips_verification,
+    split_address,
 )
 from hostpower.drivers.redfish_power import power_state, reset_target
 from hostpower.drivers.redfish_session import RedfishFailure, tls_verify

@@ -227,6 +227,9 @@ class Lab:
             "--bind", f"{h.front_address}:{h.agent_port}", "--host-name", h.name,
             "--cert-dir", str(self.cert_dirs[h.name]),
             "--fence-agents-path", self.fence_agents_path, "--boot-id", state.boot_id,
+            # The hosts trust the lab's device CA for Redfish BMCs, as a data
+            # center's hosts are given their BMCs' CA.
+            "--redfish-ca-bundle", str(self.redfish_ca_bundle),
         ] + storage.agent_args(self.run_dir)
         state.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          start_new_session=True, env=self.child_env)

@@ -1,0 +1,289 @@
+"""The native Redfish driver against the lab's Redfish BMCs (sushy-tools
+behind the lab's session layer, HTTPS from the lab's device CA), beside the
+real fence_redfish run by the script driver: same answers, the host driven,
+one session per BMC (counted by the lab), a stale session after the BMC
+restarted, a wrong password, TLS; and a restart flow through the engine and
+a proxy host agent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import yaml
+from enginekit import (
+    EngineThread,
+    engine_context,
+    events,
+    host_id,
+    last_event_id,
+    set_chain,
+    set_config,
+)
+from helpers import wait_until
+from labkit import REDFISH_LAB, counts, require_lab_tools, start, wait_all_agents, wait_counts
+
+from hostpower.drivers.redfish import NativeRedfishDriver
+from hostpower.drivers.script import ScriptDriver
+from hostpower.lab.runner import RunningLab
+from hostpower.lab.topology import LabBmc
+from hostpower.model.inventory import FenceAgent
+from hostpower.model.operations import FlowAction, Origin
+from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
+from hostpower.model.secret import Secret
+from hostpower.settings import Settings
+
+pytestmark = pytest.mark.lab
+HOST = "k1-r"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningLab, Settings]]:
+    require_lab_tools(namespaces=False)
+    running, settings = start(tmp_path_factory.mktemp("redfish"), yaml.safe_load(REDFISH_LAB))
+    yield running, settings
+    running.stop()
+
+
+@pytest.fixture
+def lab(world: tuple[RunningLab, Settings]) -> Iterator[RunningLab]:
+    running = world[0]
+    yield running
+    running.lab.fault(HOST, "bmc_unresponsive", clear=True)
+    if running.lab.status()["hosts"][HOST]["power"] == "off":
+        with native_driver(running) as driver:
+            assert driver.run(spec_for(running), FenceAction.ON, 10).outcome is Outcome.ON
+    wait_all_agents(running)
+
+
+class native_driver:
+    """A NativeRedfishDriver trusting the lab's device CA, closed on exit."""
+
+    def __init__(self, lab: RunningLab, ca_bundle: str | None = None, **options: float) -> None:
+        bundle = str(lab.redfish_ca_bundle) if ca_bundle is None else ca_bundle
+        self.driver = NativeRedfishDriver(ca_bundle=bundle, poll_interval=0.05, **options)
+
+    def __enter__(self) -> NativeRedfishDriver:
+        return self.driver
+
+    def __exit__(self, *exc: object) -> None:
+        self.driver.close()
+
+
+def bmc_of(lab: RunningLab) -> LabBmc:
+    return lab.topo.host(HOST).bmcs[0]
+
+
+def spec_for(lab: RunningLab, password: str | None = None, **options: str) -> AgentSpec:
+    """The lab BMC's agent, ComputerSystem discovered (no systems_uri) unless given."""
+    bmc = bmc_of(lab)
+    return AgentSpec(type="redfish", address=bmc.address, port=bmc.port,
+                     username=lab.topo.bmc_username,
+                     password=Secret(lab.topo.bmc_password if password is None else password),
+                     options=tuple(options.items()))
+
+
+def host_power(lab: RunningLab) -> str:
+    return str(lab.lab.status()["hosts"][HOST]["power"])
+
+
+def answer(result: FenceResult) -> tuple[Outcome, str]:
+    return result.outcome, result.message
+
+
+def test_native_and_fence_redfish_give_the_same_answers_and_drive_the_host(
+        lab: RunningLab) -> None:
+    bmc = bmc_of(lab)
+    before = counts(lab, bmc.name)
+    boots = lab.lab.status()["hosts"][HOST]["boots"]
+    # the real fence_redfish, verifying the BMC against the CA bundle it is
+    # given through the script driver (REQUESTS_CA_BUNDLE)
+    script = ScriptDriver(ca_bundle=str(lab.redfish_ca_bundle))
+    spec = spec_for(lab)
+    with native_driver(lab) as native:
+        def both(action: FenceAction) -> tuple[tuple[Outcome, str], tuple[Outcome, str]]:
+            return answer(native.run(spec, action, 20)), answer(script.run(spec, action, 20))
+
+        assert both(FenceAction.STATUS) == ((Outcome.ON, "Status: ON"),) * 2
+        assert answer(script.run(spec, FenceAction.OFF, 20)) == (Outcome.OFF,
+                                                                 "Success: Powered OFF")
+        assert host_power(lab) == "off"
+        assert both(FenceAction.STATUS) == ((Outcome.OFF, "Status: OFF"),) * 2
+        assert both(FenceAction.OFF) == ((Outcome.OFF, "Success: Already OFF"),) * 2
+        assert answer(native.run(spec, FenceAction.ON, 20)) == (Outcome.ON, "Success: Powered ON")
+        assert host_power(lab) == "on"
+        assert both(FenceAction.ON) == ((Outcome.ON, "Success: Already ON"),) * 2
+        assert answer(native.run(spec, FenceAction.OFF, 20)) == (Outcome.OFF,
+                                                                 "Success: Powered OFF")
+        assert answer(script.run(spec, FenceAction.ON, 20)) == (Outcome.ON, "Success: Powered ON")
+        # a reboot is off, verified, then on, verified, for both
+        assert both(FenceAction.REBOOT) == ((Outcome.ON, "Success: Rebooted"),) * 2
+        # from off, both just power on
+        assert answer(native.run(spec, FenceAction.OFF, 20))[0] is Outcome.OFF
+        assert answer(native.run(spec, FenceAction.REBOOT, 20)) == (Outcome.ON,
+                                                                    "Success: Rebooted")
+        assert native.logins(bmc.address, bmc.port, lab.topo.bmc_username) == 1
+    wait_all_agents(lab)
+    now = wait_counts(lab, bmc.name, before, off=5, on=5)
+    # the host booted again (a boot cut short by the next off is not counted)
+    assert lab.lab.status()["hosts"][HOST]["boots"] > boots
+    assert (now["off"] - before["off"], now["on"] - before["on"]) == (5, 5)
+    assert now["login"] - before["login"] == 1       # the native driver's one session
+    assert now["refused"] == before["refused"]
+
+
+def test_a_given_systems_uri_is_used_as_is(lab: RunningLab) -> None:
+    bmc = bmc_of(lab)
+    with native_driver(lab) as native:
+        good = native.run(spec_for(lab, systems_uri=bmc.systems_uri), FenceAction.STATUS, 10)
+        wrong = native.run(spec_for(lab, systems_uri="/redfish/v1/Systems/nope"),
+                           FenceAction.STATUS, 10)
+    assert answer(good) == (Outcome.ON, "Status: ON")
+    assert wrong.outcome is Outcome.ERROR
+    assert wrong.message.startswith(f"BMC {bmc.address}:{bmc.port}: GET /redfish/v1/Systems/nope "
+                                    f"answered 404")
+
+
+def test_one_session_serves_a_hundred_commands_and_is_logged_out_on_close(
+        lab: RunningLab) -> None:
+    bmc = bmc_of(lab)
+    before = counts(lab, bmc.name)
+    with native_driver(lab) as native:
+        for _ in range(100):
+            assert native.run(spec_for(lab), FenceAction.STATUS, 10).outcome is Outcome.ON
+        during = wait_counts(lab, bmc.name, before, status=100)
+        assert during["login"] - before["login"] == 1
+        assert during["logout"] == before["logout"]
+    after = wait_counts(lab, bmc.name, before, logout=1)   # close() logged it out
+    assert (after["login"] - before["login"], after["logout"] - before["logout"]) == (1, 1)
+    assert after["refused"] == before["refused"]
+
+
+def test_an_idle_session_is_logged_out_without_a_further_command(lab: RunningLab) -> None:
+    bmc = bmc_of(lab)
+    before = counts(lab, bmc.name)
+    with native_driver(lab, session_idle_limit=0.3) as native:
+        assert native.run(spec_for(lab), FenceAction.STATUS, 10).outcome is Outcome.ON
+        idle = wait_counts(lab, bmc.name, before, login=1, logout=1)
+        assert idle["logout"] - before["logout"] == 1
+        # the next command opens a new session
+        assert native.run(spec_for(lab), FenceAction.STATUS, 10).outcome is Outcome.ON
+        again = wait_counts(lab, bmc.name, before, login=2)
+        assert again["login"] - before["login"] == 2
+    assert counts(lab, bmc.name)["refused"] == before["refused"]
+
+
+def test_redfish_stale_session_after_a_bmc_restart_logs_in_again_once(lab: RunningLab) -> None:
+    bmc = bmc_of(lab)
+    with native_driver(lab) as native:
+        assert native.run(spec_for(lab), FenceAction.STATUS, 10).outcome is Outcome.ON
+        before = wait_counts(lab, bmc.name, counts(lab, bmc.name))
+        lab.lab.fault(HOST, "bmc_restart")   # the emulator restarts: its sessions are forgotten
+        result = native.run(spec_for(lab), FenceAction.OFF, 20)
+        assert answer(result) == (Outcome.OFF, "Success: Powered OFF")
+        assert host_power(lab) == "off"
+        now = wait_counts(lab, bmc.name, before, login=1, refused=1, off=1)
+        # the pooled token was refused once, one new login, and the command went through
+        assert (now["login"] - before["login"], now["refused"] - before["refused"]) == (1, 1)
+        assert native.logins(bmc.address, bmc.port, lab.topo.bmc_username) == 2
+
+
+def test_redfish_wrong_password_is_a_clear_error_without_a_retry_storm(lab: RunningLab) -> None:
+    bmc = bmc_of(lab)
+    before = counts(lab, bmc.name)
+    target = f"{bmc.address}:{bmc.port}"
+    with native_driver(lab) as native:
+        results = [native.run(spec_for(lab, password="wrong-Pw"), action, 10)
+                   for action in (FenceAction.STATUS, FenceAction.OFF, FenceAction.STATUS,
+                                  FenceAction.REBOOT, FenceAction.STATUS)]
+        first = results[0]
+        assert answer(first) == (Outcome.ERROR, f"authentication failed for user admin at BMC "
+                                                f"{target}")
+        for later in results[1:]:
+            assert later.outcome is Outcome.ERROR
+            assert later.message.startswith(f"authentication failed for user admin at BMC "
+                                            f"{target} ")
+            assert "not tried again" in later.message
+        assert all("wrong-Pw" not in r.message for r in results)
+        # the right password is tried at once
+        assert native.run(spec_for(lab), FenceAction.STATUS, 10).outcome is Outcome.ON
+    now = wait_counts(lab, bmc.name, before, refused=1, login=1)
+    # five commands with the wrong password: one refused login at the BMC
+    assert now["refused"] - before["refused"] == 1
+    assert now["login"] - before["login"] == 1   # the right password's session
+    assert host_power(lab) == "on"
+    # fence_redfish fails as well (it authenticates every request, so it is refused per request)
+    script = ScriptDriver(ca_bundle=str(lab.redfish_ca_bundle))
+    assert script.run(spec_for(lab, password="wrong-Pw"), FenceAction.STATUS, 20).outcome \
+        is Outcome.ERROR
+
+
+def test_a_bmc_certificate_from_another_ca_is_refused_unless_ssl_insecure(
+        lab: RunningLab) -> None:
+    bmc = bmc_of(lab)
+    before = counts(lab, bmc.name)
+    other_ca = str(lab.engine_cert_dir / "ca.crt")   # a CA that did not sign the BMC's certificate
+    script = ScriptDriver(ca_bundle=other_ca)
+    with native_driver(lab, ca_bundle=other_ca) as native:
+        refused = native.run(spec_for(lab), FenceAction.STATUS, 10)
+        assert refused.outcome is Outcome.ERROR
+        assert refused.message == (f"BMC {bmc.address}:{bmc.port}: TLS certificate not trusted "
+                                   f"(unable to get local issuer certificate; verified against "
+                                   f"CA bundle {other_ca})")
+        script_refused = script.run(spec_for(lab), FenceAction.STATUS, 20)
+        assert (script_refused.outcome, script_refused.exit_code) == (Outcome.ERROR, 1)
+        # the operator's explicit choice: skip the verification
+        insecure = spec_for(lab, ssl_insecure="1")
+        assert answer(native.run(insecure, FenceAction.STATUS, 10)) == (Outcome.ON, "Status: ON")
+        assert answer(script.run(insecure, FenceAction.STATUS, 20)) == (Outcome.ON, "Status: ON")
+    now = wait_counts(lab, bmc.name, before, login=1)
+    assert now["login"] - before["login"] == 1   # no login was sent to the untrusted BMC
+
+
+def test_redfish_restart_flow_through_a_proxy_host_agent(
+        world: tuple[RunningLab, Settings], lab: RunningLab) -> None:
+    """The engine restarts k1-r through k1-i's host agent, which runs the
+    native Redfish driver and trusts the lab's device CA through
+    --redfish-ca-bundle; ssl_insecure on an agent is warned about once."""
+    bmc = bmc_of(lab)
+    ctx = engine_context(lab, world[1])
+    try:
+        set_config(ctx, FenceProxyImplicitPreferences="")
+        set_chain(ctx, HOST, "k1-i")
+        with EngineThread(ctx) as engine:
+            hid = host_id(ctx, HOST)
+            before = counts(lab, bmc.name)
+            boots = lab.lab.status()["hosts"][HOST]["boots"]
+            op, _ = engine.call(engine.service.request(hid, FlowAction.RESTART, Origin.API))
+            done = engine.call(engine.service.wait(op.id, 60))
+            assert done.state.value == "succeeded", done.message
+            commands = [c for s in done.steps for c in s.proxies]
+            assert commands and {c["proxy"] for c in commands} == {"k1-i"}
+            assert all(c["outcome"] in ("on", "off") for c in commands)
+            wait_all_agents(lab)
+            assert lab.lab.status()["hosts"][HOST]["boots"] == boots + 1
+            now = wait_counts(lab, bmc.name, before, off=1, on=1)
+            # the native driver in the agent: one session for every command of
+            # the flow (fence_redfish would have logged in none: basic auth)
+            assert now["login"] - before["login"] == 1
+            assert now["refused"] == before["refused"]
+
+            # ssl_insecure through the engine: it works, and is warned about once
+            mark = last_event_id(ctx)
+            agent = FenceAgent(id=0, host_id=hid, type="redfish", address=bmc.address,
+                               order=1, port=bmc.port, username=lab.topo.bmc_username,
+                               password=Secret(lab.topo.bmc_password),
+                               options=(("ssl_insecure", "1"),))
+            for _ in range(2):
+                assert engine.call(engine.service.test_agent(hid, agent)).outcome is Outcome.ON
+            warnings = events(ctx, HOST, kind="fence.tls_unverified", since_id=mark)
+            assert len(warnings) == 1
+            assert warnings[0].severity.value == "warning"
+            assert warnings[0].message.startswith(
+                f"redfish@{bmc.address}:{bmc.port} of {HOST} has ssl_insecure: its TLS "
+                f"certificate is not verified")
+            assert not events(ctx, HOST, kind="fence.tls_unverified", since_id=0)[:-1]
+    finally:
+        ctx.close()
+    wait_until(lambda: host_power(lab) == "on", 5, f"{HOST} on")
+
