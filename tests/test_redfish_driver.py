@@ -20,7 +20,6 @@ from enginekit import (
     set_chain,
     set_config,
 )
-from helpers import wait_until
 from labkit import REDFISH_LAB, counts, require_lab_tools, start, wait_all_agents, wait_counts
 
 from hostpower.drivers.redfish import NativeRedfishDriver
@@ -197,8 +196,8 @@ def test_redfish_wrong_password_is_a_clear_error_without_a_retry_storm(lab: Runn
                    for action in (FenceAction.STATUS, FenceAction.OFF, FenceAction.STATUS,
                                   FenceAction.REBOOT, FenceAction.STATUS)]
         first = results[0]
-        assert answer(first) == (Outcome.ERROR, f"authentication failed for user admin at BMC "
-                                                f"{target}")
+        refusal = f"authentication failed for user admin at BMC {target}"
+        assert answer(first) == (Outcome.ERROR, refusal)
         for later in results[1:]:
             assert later.outcome is Outcome.ERROR
             assert later.message.startswith(f"authentication failed for user admin at BMC "
@@ -240,50 +239,101 @@ def test_a_bmc_certificate_from_another_ca_is_refused_unless_ssl_insecure(
     assert now["login"] - before["login"] == 1   # no login was sent to the untrusted BMC
 
 
-def test_redfish_restart_flow_through_a_proxy_host_agent(
-        world: tuple[RunningLab, Settings], lab: RunningLab) -> None:
-    """The engine restarts k1-r through k1-i's host agent, which runs the
-    native Redfish driver and trusts the lab's device CA through
-    --redfish-ca-bundle; ssl_insecure on an agent is warned about once."""
-    bmc = bmc_of(lab)
-    ctx = engine_context(lab, world[1])
-    try:
-        set_config(ctx, FenceProxyImplicitPreferences="")
-        set_chain(ctx, HOST, "k1-i")
-        with EngineThread(ctx) as engine:
-            hid = host_id(ctx, HOST)
-            before = counts(lab, bmc.name)
-            boots = lab.lab.status()["hosts"][HOST]["boots"]
-            op, _ = engine.call(engine.service.request(hid, FlowAction.RESTART, Origin.API))
-            done = engine.call(engine.service.wait(op.id, 60))
-            assert done.state.value == "succeeded", done.message
-            commands = [c for s in done.steps for c in s.proxies]
-            assert commands and {c["proxy"] for c in commands} == {"k1-i"}
-            assert all(c["outcome"] in ("on", "off") for c in commands)
-            wait_all_agents(lab)
-            assert lab.lab.status()["hosts"][HOST]["boots"] == boots + 1
-            now = wait_counts(lab, bmc.name, before, off=1, on=1)
-            # the native driver in the agent: one session for every command of
-            # the flow (fence_redfish would have logged in none: basic auth)
-            assert now["login"] - before["login"] == 1
-            assert now["refused"] == before["refused"]
+# -- through the engine and a proxy host agent (last: the engine's sessions stay open) ------
 
-            # ssl_insecure through the engine: it works, and is warned about once
-            mark = last_event_id(ctx)
-            agent = FenceAgent(id=0, host_id=hid, type="redfish", address=bmc.address,
-                               order=1, port=bmc.port, username=lab.topo.bmc_username,
-                               password=Secret(lab.topo.bmc_password),
-                               options=(("ssl_insecure", "1"),))
-            for _ in range(2):
-                assert engine.call(engine.service.test_agent(hid, agent)).outcome is Outcome.ON
-            warnings = events(ctx, HOST, kind="fence.tls_unverified", since_id=mark)
-            assert len(warnings) == 1
-            assert warnings[0].severity.value == "warning"
-            assert warnings[0].message.startswith(
-                f"redfish@{bmc.address}:{bmc.port} of {HOST} has ssl_insecure: its TLS "
-                f"certificate is not verified")
-            assert not events(ctx, HOST, kind="fence.tls_unverified", since_id=0)[:-1]
+@pytest.fixture(scope="module")
+def engine(world: tuple[RunningLab, Settings]) -> Iterator[EngineThread]:
+    """An engine beside the lab, trusting its device CA (RedfishCaBundle), that
+    sends k1-r's commands through k1-i's host agent only: that agent runs the
+    native Redfish driver with --redfish-ca-bundle (the lab starts it so)."""
+    lab, settings = world
+    ctx = engine_context(lab, settings)
+    set_config(ctx, FenceProxyImplicitPreferences="")
+    set_chain(ctx, HOST, "k1-i")
+    try:
+        with EngineThread(ctx) as running:
+            yield running
     finally:
         ctx.close()
-    wait_until(lambda: host_power(lab) == "on", 5, f"{HOST} on")
 
+
+def lab_agent(lab: RunningLab, hid: int, password: str | None = None,
+              **options: str) -> FenceAgent:
+    """k1-r's BMC as an unsaved agent (the Test button's way), ComputerSystem discovered."""
+    bmc = bmc_of(lab)
+    return FenceAgent(id=0, host_id=hid, type="redfish", address=bmc.address, order=1,
+                      port=bmc.port, username=lab.topo.bmc_username,
+                      password=Secret(lab.topo.bmc_password if password is None else password),
+                      options=tuple(options.items()))
+
+
+def test_redfish_restart_flow_through_a_proxy_host_agent(engine: EngineThread,
+                                                         lab: RunningLab) -> None:
+    bmc = bmc_of(lab)
+    hid = host_id(engine.ctx, HOST)
+    before = counts(lab, bmc.name)
+    boots = lab.lab.status()["hosts"][HOST]["boots"]
+    op, _ = engine.call(engine.service.request(hid, FlowAction.RESTART, Origin.API))
+    done = engine.call(engine.service.wait(op.id, 60))
+    assert done.state.value == "succeeded", done.message
+    commands = [c for s in done.steps for c in s.proxies]
+    assert commands and {c["proxy"] for c in commands} == {"k1-i"}
+    assert {c["outcome"] for c in commands} <= {"on", "off"}
+    wait_all_agents(lab)
+    assert lab.lab.status()["hosts"][HOST]["boots"] == boots + 1
+    now = wait_counts(lab, bmc.name, before, off=1, on=1)
+    # the native driver in the agent, trusting the lab CA through its flag:
+    # one session for every command of the flow (fence_redfish logs in none)
+    assert now["login"] - before["login"] == 1
+    assert now["refused"] == before["refused"]
+
+
+def test_redfish_stale_session_through_the_engine(engine: EngineThread,
+                                                  lab: RunningLab) -> None:
+    bmc = bmc_of(lab)
+    hid = host_id(engine.ctx, HOST)
+    assert engine.call(engine.service.status(hid)).outcome is Outcome.ON  # a pooled session
+    before = wait_counts(lab, bmc.name, counts(lab, bmc.name))
+    lab.lab.fault(HOST, "bmc_restart")
+    result = engine.call(engine.service.status(hid))
+    assert result.outcome is Outcome.ON
+    [command] = result.commands
+    assert (command.proxy, [a.outcome for a in command.attempts]) == ("k1-i", ["on"])
+    now = wait_counts(lab, bmc.name, before, login=1, refused=1)
+    assert (now["login"] - before["login"], now["refused"] - before["refused"]) == (1, 1)
+
+
+def test_redfish_wrong_password_through_the_engine(engine: EngineThread,
+                                                   lab: RunningLab) -> None:
+    bmc = bmc_of(lab)
+    hid = host_id(engine.ctx, HOST)
+    before = counts(lab, bmc.name)
+    wrong = lab_agent(lab, hid, password="wrong-Pw")
+    results = [engine.call(engine.service.test_agent(hid, wrong)) for _ in range(4)]
+    for result in results:
+        assert result.outcome is Outcome.ERROR
+        assert (f"authentication failed for user admin at BMC {bmc.address}:{bmc.port}"
+                in result.message)
+        assert "wrong-Pw" not in result.message
+    now = wait_counts(lab, bmc.name, before, refused=1)
+    assert now["refused"] - before["refused"] == 1   # four tests of the agent, one refused login
+    assert host_power(lab) == "on"
+
+
+def test_ssl_insecure_through_the_engine_works_and_is_warned_about_once(
+        engine: EngineThread, lab: RunningLab) -> None:
+    bmc = bmc_of(lab)
+    hid = host_id(engine.ctx, HOST)
+    mark = last_event_id(engine.ctx)
+    agent = lab_agent(lab, hid, ssl_insecure="1")
+    for _ in range(2):
+        assert engine.call(engine.service.test_agent(hid, agent)).outcome is Outcome.ON
+    warnings = events(engine.ctx, HOST, kind="fence.tls_unverified", since_id=mark)
+    assert len(warnings) == 1
+    assert warnings[0].severity.value == "warning"
+    assert warnings[0].message.startswith(
+        f"redfish@{bmc.address}:{bmc.port} of {HOST} has ssl_insecure: its TLS certificate "
+        f"is not verified")
+    # the agents of the inventory verify: no warning about them
+    assert engine.call(engine.service.status(hid)).outcome is Outcome.ON
+    assert len(events(engine.ctx, HOST, kind="fence.tls_unverified", since_id=mark)) == 1
