@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import yaml
+from labkit import REDFISH_LAB, counts, wait_counts
 
 from bench.stats import fmt, summary
 from hostpower.drivers.redfish import NativeRedfishDriver
@@ -25,7 +26,6 @@ from hostpower.lab.runner import load_topology, start_lab
 from hostpower.model.power import AgentSpec, FenceAction, Outcome
 from hostpower.model.secret import Secret
 from hostpower.settings import Settings
-from labkit import REDFISH_LAB, counts, wait_counts
 
 HOST = "k1-r"
 
