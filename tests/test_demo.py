@@ -50,6 +50,9 @@ def test_demo_serves_the_lab_inventory_and_stops_cleanly(tmp_path: Path) -> None
         r = httpx.post(f"{base}/api/hosts/{hosts['c1-h1']['id']}/fence", headers=hdr,
                        json={"fence_type": "status"}, timeout=30).json()
         assert (r["power_state"], r["proxy"]) == ("on", "c1-h2")
+        # the engine trusts the lab's Redfish BMCs: the lab's device CA
+        bundle = httpx.get(f"{base}/api/config/RedfishCaBundle", headers=hdr).json()["value"]
+        assert bundle.endswith("/device-ca/ca.crt") and Path(bundle).is_file(), bundle
         status = subprocess.run([HOSTPOWER, "lab", "status"], env=env, capture_output=True,
                                 text=True, timeout=30)
         assert "c1-h1" in status.stdout

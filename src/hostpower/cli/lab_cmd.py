@@ -95,6 +95,8 @@ def start(args: argparse.Namespace) -> int:
                 else:
                     print(f"lab: loaded inventory: "
                           f"{load_document(inv, ConfigStore(s), running.inventory_document())}")
+                    # ... and the engine trusts the lab's Redfish BMCs (its device CA).
+                    ConfigStore(s).set("RedfishCaBundle", str(running.redfish_ca_bundle))
             ctx.close()
         rows = [(h.name, h.cluster, f"{h.front_address}:{h.agent_port}",
                  " ".join(f"{b.address}:{b.port}" for b in h.bmcs)) for h in topo.hosts]

@@ -195,6 +195,9 @@ def demo(args: argparse.Namespace) -> int:
                       f"{load_document(inv, ConfigStore(s), lab.inventory_document())}")
             for key, value in DEMO_CONFIG.items():
                 ConfigStore(s).set(key, value)
+            # The engine trusts the lab's Redfish BMCs (the lab's device CA), as
+            # its host agents do (the lab gives them --redfish-ca-bundle).
+            ConfigStore(s).set("RedfishCaBundle", str(lab.redfish_ca_bundle))
             users = Users(s)
             password = secrets.token_urlsafe(12)
             try:
