@@ -231,6 +231,7 @@ def test_a_bmc_certificate_from_another_ca_is_refused_unless_ssl_insecure(
                                    f"CA bundle {other_ca})")
         script_refused = script.run(spec_for(lab), FenceAction.STATUS, 20)
         assert (script_refused.outcome, script_refused.exit_code) == (Outcome.ERROR, 1)
+        assert "CERTIFICATE_VERIFY_FAILED" in script_refused.message   # not "use -h for usage"
         # the operator's explicit choice: skip the verification
         insecure = spec_for(lab, ssl_insecure="1")
         assert answer(native.run(insecure, FenceAction.STATUS, 10)) == (Outcome.ON, "Status: ON")

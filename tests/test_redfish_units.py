@@ -171,3 +171,12 @@ def test_ssl_insecure_is_warned_about_once_per_agent() -> None:
     # fence_redfish reads the option as a flag: present at all, verification is off
     assert skips_verification((("ssl_insecure", "0"),))
     assert not skips_verification((("ssl", "1"),))
+
+
+def test_a_fence_agent_failure_is_told_by_its_reason_not_the_usage_hint() -> None:
+    from hostpower.drivers.script_protocol import result_message
+    stderr = ("2026-12-04 10:14:35,654 ERROR: Failed: send_get_request: HTTPSConnectionPool: "
+              "CERTIFICATE_VERIFY_FAILED\n\n"
+              "2026-12-04 10:14:35,655 ERROR: Please use '-h' for usage\n")
+    assert result_message(Outcome.ERROR, 1, "", stderr) == (
+        "ERROR: Failed: send_get_request: HTTPSConnectionPool: CERTIFICATE_VERIFY_FAILED")
