@@ -7,6 +7,7 @@ a proxy host agent."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +21,7 @@ from enginekit import (
     set_chain,
     set_config,
 )
+from helpers import wait_until
 from labkit import REDFISH_LAB, counts, require_lab_tools, start, wait_all_agents, wait_counts
 
 from hostpower.drivers.redfish import NativeRedfishDriver
@@ -53,6 +55,22 @@ def lab(world: tuple[RunningLab, Settings]) -> Iterator[RunningLab]:
         with native_driver(running) as driver:
             assert driver.run(spec_for(running), FenceAction.ON, 10).outcome is Outcome.ON
     wait_all_agents(running)
+    settle(running)
+
+
+def settle(lab: RunningLab) -> None:
+    """Wait until the BMC's counts stop moving (they are reported asynchronously), so
+    that a late logout of one test is not counted in the next one's deltas."""
+    name = bmc_of(lab).name
+    last = [counts(lab, name)]
+
+    def still() -> bool:
+        time.sleep(0.1)
+        now = counts(lab, name)
+        unchanged, last[0] = now == last[0], now
+        return unchanged
+
+    wait_until(still, 5, f"{name}'s counts to settle", step=0)
 
 
 class native_driver:
@@ -175,8 +193,9 @@ def test_an_idle_session_is_logged_out_without_a_further_command(lab: RunningLab
 def test_redfish_stale_session_after_a_bmc_restart_logs_in_again_once(lab: RunningLab) -> None:
     bmc = bmc_of(lab)
     with native_driver(lab) as native:
+        start = counts(lab, bmc.name)
         assert native.run(spec_for(lab), FenceAction.STATUS, 10).outcome is Outcome.ON
-        before = wait_counts(lab, bmc.name, counts(lab, bmc.name))
+        before = wait_counts(lab, bmc.name, start, login=1, status=1)  # reported asynchronously
         lab.lab.fault(HOST, "bmc_restart")   # the emulator restarts: its sessions are forgotten
         result = native.run(spec_for(lab), FenceAction.OFF, 20)
         assert answer(result) == (Outcome.OFF, "Success: Powered OFF")
@@ -293,8 +312,9 @@ def test_redfish_stale_session_through_the_engine(engine: EngineThread,
                                                   lab: RunningLab) -> None:
     bmc = bmc_of(lab)
     hid = host_id(engine.ctx, HOST)
+    start = counts(lab, bmc.name)
     assert engine.call(engine.service.status(hid)).outcome is Outcome.ON  # a pooled session
-    before = wait_counts(lab, bmc.name, counts(lab, bmc.name))
+    before = wait_counts(lab, bmc.name, start, status=1)  # reported asynchronously
     lab.lab.fault(HOST, "bmc_restart")
     result = engine.call(engine.service.status(hid))
     assert result.outcome is Outcome.ON
