@@ -216,6 +216,13 @@ def demo(args: argparse.Namespace) -> int:
         print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} lab fault c1-h3 ssh_down")
         print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} lab fault c1-h3 agent_hang")
         print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} events --follow")
+        dual = next((h for h in topo.hosts if len(h.outlets) == 2), None)
+        if dual is not None:
+            print(f"demo: {dual.name} has a {dual.bmcs[0].kind} BMC and two power supplies on "
+                  f"two PDUs ({', '.join(map(str, dual.outlets))}); kill its BMC and watch the "
+                  f"PDU group fence it:")
+            print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} lab fault {dual.name} "
+                  f"bmc_unresponsive")
         if topo.namespaced:
             print("demo: cut a proxy's management network and watch the Readiness page (a "
                   "host left with one proxy is flagged):")

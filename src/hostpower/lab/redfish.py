@@ -169,6 +169,10 @@ class RedfishBmc:
         else:
             self._apply(changes)
 
+    def hand(self, power: str) -> None:
+        """A hand on the power button: no request, nothing counted."""
+        self._apply([power])
+
     def _apply(self, changes: Iterable[str]) -> None:
         for state in changes:
             with self._lock:

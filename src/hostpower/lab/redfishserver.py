@@ -10,7 +10,8 @@ Protocol, one JSON object per line, as bmcserver.py's:
   "cert", "key"}; the password never travels in argv.
 * stdin, later lines: {"cmd": "answer", "answering": BOOL} (the "BMC not
   answering" fault), {"cmd": "restart"} (the BMC restarted: sessions
-  forgotten). End of stdin: the supervisor is gone, exit.
+  forgotten), {"cmd": "power", "power": "on"|"off"} (a hand on the power
+  button, not counted). End of stdin: the supervisor is gone, exit.
 * stdout: {"event": "ready"} once it listens; {"event": "power", "bmc",
   "power"} on every power change; {"event": "command", "bmc", "command"}
   for every request counted (redfish.COMMANDS).
@@ -68,6 +69,8 @@ class _Process:
                 self.bmc.set_answering(bool(cmd.get("answering")))
             elif cmd.get("cmd") == "restart":
                 self.bmc.restart()
+            elif cmd.get("cmd") == "power" and cmd.get("power") in ("on", "off"):
+                self.bmc.hand(str(cmd["power"]))
         self.stop()
 
 

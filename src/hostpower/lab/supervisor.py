@@ -21,7 +21,6 @@ the simulated hosts.
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import subprocess
 import sys
@@ -29,12 +28,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hostpower.lab import devicepki, netns, storage
 from hostpower.lab.devices import DeviceProcesses
+from hostpower.lab.devicestate import BmcState, PowerState, ipmi_spec, pdu_spec, redfish_spec
 from hostpower.lab.errors import LabError
 from hostpower.lab.kdump import DUMPED, DUMPING, KdumpFaults
 from hostpower.lab.processes import signal_group, stop_groups
@@ -45,27 +45,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FAULTS", "Lab", "LabError"]
 
-FAULTS = ("agent_hang", "agent_crash", "bmc_unresponsive", "bmc_restart", "isolate", "mgmt_cut",
-          "ssh_down", "kernel_crash_kdump")
-# What a Redfish BMC counts (lab/redfish.py RedfishCounters), without importing
-# the emulator into the supervisor.
-REDFISH_COUNTS = ("status", "on", "off", "reset", "login", "logout", "refused", "dropped")
-
-
-IPMI_COUNTS = ("on", "off", "reset", "cycle", "status")
-
-
-@dataclass
-class BmcState:
-    kind: str = "ipmi"
-    power: str = "on"
-    answering: bool = True
-    restarts: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        names = REDFISH_COUNTS if self.kind == "redfish" else IPMI_COUNTS
-        self.counts = {**dict.fromkeys(names, 0), **self.counts}
+FAULTS = ("agent_hang", "agent_crash", "bmc_unresponsive", "bmc_restart", "pdu_unresponsive",
+          "isolate", "mgmt_cut", "ssh_down", "kernel_crash_kdump")
 
 
 @dataclass
@@ -79,6 +60,7 @@ class HostState:
     boot_timer: threading.Timer | None = None
     boot_id: str | None = None   # what its agent reports; new with each boot
     agent_restarts: int = 0      # restart_agent: the service restarted, not the host
+    power: str = "on"            # as last reported to listeners (event host_power)
 
 
 class Lab:
@@ -95,8 +77,9 @@ class Lab:
         self.fence_agents_path = fence_agents_path
         self.log = log
         self._lock = threading.RLock()
-        self.devices = DeviceProcesses(run_dir, child_env, self._on_bmc_event)
-        self.bmcs: dict[str, BmcState] = {b.name: BmcState(b.kind) for b in topo.bmcs}
+        self.devices = DeviceProcesses(run_dir, child_env, self._on_device_event)
+        self.power = PowerState(topo)
+        self.bmcs: dict[str, BmcState] = self.power.bmcs
         self.hosts: dict[str, HostState] = {h.name: HostState(h) for h in topo.hosts}
         self._stopping = False
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -141,26 +124,23 @@ class Lab:
 
     def _start_devices(self) -> None:
         """One process for the IPMI BMCs of each management network, one per
-        Redfish BMC (sushy-tools' emulator is one app per process)."""
+        Redfish BMC (sushy-tools' emulator is one app per process), one per PDU."""
         topo = self.topo
-        redfish = [b for b in topo.bmcs if b.kind == "redfish"]
         ca = devicepki.load_or_create(self.run_dir)
         for net in topo.networks:
             ns = self._in_ns(topo.instance.mgmt_ns(net.index))
             ipmi = [b for b in topo.bmcs if b.network == net.name and b.kind == "ipmi"]
             if ipmi:
-                self.devices.start(f"bmc-{net.name}", ns, "hostpower.lab.bmcserver", {
-                    "username": topo.bmc_username, "password": topo.bmc_password,
-                    "bmcs": [{"name": b.name, "address": b.address, "port": b.port,
-                              "power": "on"} for b in ipmi]})
-            for b in (b for b in redfish if b.network == net.name):
+                self.devices.start(f"bmc-{net.name}", ns, "hostpower.lab.bmcserver",
+                                   ipmi_spec(topo, ipmi))
+            for b in (b for b in topo.bmcs if b.network == net.name and b.kind == "redfish"):
                 cert, key = devicepki.issue_server_certificate(
                     ca, b.name, b.address, self.run_dir / "device-certs")
-                self.devices.start(f"redfish-{b.name}", ns, "hostpower.lab.redfishserver", {
-                    "name": b.name, "address": b.address, "port": b.port, "system": b.system,
-                    "username": topo.bmc_username, "password": topo.bmc_password,
-                    "power": "on", "cert": str(cert), "key": str(key),
-                    **dataclasses.asdict(topo.redfish)})
+                self.devices.start(f"redfish-{b.name}", ns, "hostpower.lab.redfishserver",
+                                   redfish_spec(topo, b, cert, key))
+            for p in (p for p in topo.pdus if p.network == net.name):
+                self.devices.start(f"pdu-{p.name}", ns, "hostpower.lab.pduserver",
+                                   pdu_spec(topo, self.power, p))
 
     @property
     def redfish_ca_bundle(self) -> Path:
@@ -170,29 +150,73 @@ class Lab:
     def _bmc_process(self, bmc: LabBmc) -> str:
         return f"redfish-{bmc.name}" if bmc.kind == "redfish" else f"bmc-{bmc.network}"
 
-    def _on_bmc_event(self, event: dict[str, Any]) -> None:
+    def _on_device_event(self, event: dict[str, Any]) -> None:
         with self._lock:
-            bmc = self.bmcs.get(str(event.get("bmc")))
-            if bmc is None:
-                return
-            if event.get("event") == "command":
-                command = str(event.get("command"))
-                bmc.counts[command] = bmc.counts.get(command, 0) + 1
-            elif event.get("event") == "power":
-                bmc.power = str(event.get("power"))
-                host = next(h for h in self.topo.hosts if any(b.name == event["bmc"] for b in h.bmcs))
-                self._power_changed(self.hosts[host.name])
+            if "pdu" in event:
+                self._on_pdu_event(event)
+            else:
+                self._on_bmc_event(event)
         for listener in list(self._listeners):
             listener(event)
 
+    def _on_bmc_event(self, event: dict[str, Any]) -> None:
+        bmc = self.bmcs.get(str(event.get("bmc")))
+        if bmc is None:
+            return
+        if event.get("event") == "command":
+            command = str(event.get("command"))
+            bmc.counts[command] = bmc.counts.get(command, 0) + 1
+        elif event.get("event") == "power":
+            bmc.power = str(event.get("power"))
+            host = next(h for h in self.topo.hosts if any(b.name == event["bmc"] for b in h.bmcs))
+            self._power_changed(self.hosts[host.name])
+
+    def _on_pdu_event(self, event: dict[str, Any]) -> None:
+        pdu = self.power.pdus.get(str(event.get("pdu")))
+        if pdu is None:
+            return
+        command = str(event.get("command"))
+        if event.get("event") == "command" and command == "dropped":
+            pdu.dropped += 1
+            return
+        outlet = pdu.outlets.get(int(event.get("outlet") or 0))
+        if outlet is None:
+            return
+        if event.get("event") == "command":
+            outlet.counts[command] = outlet.counts.get(command, 0) + 1
+        elif event.get("event") == "outlet":
+            outlet.power = str(event.get("power"))
+            fed = self.power.fed_host(pdu.pdu.name, int(event["outlet"]))
+            if fed is not None:
+                self._supply_changed(self.hosts[fed[0].name])
+
+    def _supply_changed(self, state: HostState) -> None:
+        """Standby power of the host's BMC follows its supplies: a BMC with
+        none does not answer; when power returns it answers again."""
+        supplied = self.power.supplied(state.host)
+        for b in state.host.bmcs:
+            bmc = self.bmcs[b.name]
+            if bmc.standby != supplied:
+                bmc.standby = supplied
+                self._send_answering(b)
+        self._power_changed(state)
+
+    def _send_answering(self, b: LabBmc) -> None:
+        self.devices.command(self._bmc_process(b), {
+            "cmd": "answer", "bmc": b.name, "answering": self.bmcs[b.name].answering})
+
     def _host_power(self, host: LabHost) -> str:
-        """A host with two power supplies is off only when both are off."""
-        return "on" if any(self.bmcs[b.name].power == "on" for b in host.bmcs) else "off"
+        return self.power.host_power(host)
 
     def _power_changed(self, state: HostState) -> None:
         if self._stopping:
             return
         power = self._host_power(state.host)
+        if power != state.power:
+            state.power = power
+            event = {"event": "host_power", "host": state.host.name, "power": power}
+            for listener in list(self._listeners):
+                listener(event)
         if power == "off" and state.agent != "stopped":
             if state.boot_timer:
                 state.boot_timer.cancel()
@@ -304,9 +328,12 @@ class Lab:
                     state.process, state.agent = None, "crashed"
             elif fault == "bmc_unresponsive":
                 for b in state.host.bmcs:
-                    self.devices.command(self._bmc_process(b), {
-                        "cmd": "answer", "bmc": b.name, "answering": clear})
-                    self.bmcs[b.name].answering = clear
+                    self.bmcs[b.name].unresponsive = not clear
+                    self._send_answering(b)
+            elif fault == "pdu_unresponsive":
+                for name in self._fault_pdus(state.host, options):
+                    self.power.pdus[name].answering = clear
+                    self.devices.command(f"pdu-{name}", {"cmd": "answer", "answering": clear})
             elif fault == "bmc_restart":
                 redfish = [b for b in state.host.bmcs if b.kind == "redfish"]
                 if not redfish:
@@ -334,6 +361,46 @@ class Lab:
             elif fault == "kernel_crash_kdump":
                 self._kernel_crash_kdump(state, clear, options)
         return f"{fault} {'cleared on' if clear else 'injected into'} {host_name}"
+
+    def set_chassis(self, bmc: str, power: str) -> str:
+        """Press a chassis's power button by hand (no BMC request, not counted)."""
+        if power not in ("on", "off"):
+            raise LabError(f"power must be on or off, not {power!r}")
+        b = next((b for b in self.topo.bmcs if b.name == bmc), None)
+        if b is None:
+            raise LabError(f"no lab BMC {bmc!r}")
+        with self._lock:
+            self.devices.command(self._bmc_process(b), {"cmd": "power", "bmc": bmc,
+                                                        "power": power})
+        return f"chassis of {bmc} switched {power} by hand"
+
+    def set_outlet(self, pdu: str, outlet: int, power: str) -> str:
+        """Switch an outlet by hand (no SNMP, not counted): tests and the
+        operator put a lab back in order with it."""
+        if power not in ("on", "off"):
+            raise LabError(f"power must be on or off, not {power!r}")
+        with self._lock:
+            state = self.power.pdus.get(pdu)
+            if state is None:
+                raise LabError(f"no lab PDU {pdu!r}")
+            if outlet not in state.outlets:
+                raise LabError(f"{pdu} has outlets 1 to {len(state.outlets)}, not {outlet}")
+            self.devices.command(f"pdu-{pdu}", {"cmd": "outlet", "outlet": outlet,
+                                                "power": power})
+        return f"outlet {outlet} of {pdu} switched {power} by hand"
+
+    def _fault_pdus(self, host: LabHost, options: dict[str, Any] | None) -> list[str]:
+        """pdu_unresponsive: the PDU named by option `pdu`, or every PDU feeding the host."""
+        feeding = list(dict.fromkeys(o.pdu for o in host.outlets))
+        if not feeding:
+            raise LabError(f"pdu_unresponsive: no PDU feeds {host.name}")
+        named = (options or {}).get("pdu")
+        if named is None:
+            return feeding
+        if named not in feeding:
+            raise LabError(f"pdu_unresponsive: PDU {named!r} does not feed {host.name} "
+                           f"(its PDUs: {', '.join(feeding)})")
+        return [str(named)]
 
     def _kernel_crash_kdump(self, state: HostState, clear: bool,
                             options: dict[str, Any] | None) -> None:
@@ -373,6 +440,7 @@ class Lab:
                 "topology": self.topo.name, "namespaced": self.topo.namespaced,
                 "instance": self.topo.instance.number,
                 "redfish_ca_bundle": str(self.redfish_ca_bundle),
+                "pdus": self.power.pdu_status(),
                 "hosts": {
                     name: {
                         "power": self._host_power(s.host), "agent": s.agent,
@@ -383,19 +451,11 @@ class Lab:
                         "pid": s.process.pid if s.process else None,
                         "ssh": self.ssh.status(name) if self.ssh is not None else None,
                         "kdump": self.kdump.status(name),
-                        "bmcs": {b.name: self._bmc_status(b) for b in s.host.bmcs},
+                        "bmcs": {b.name: self.power.bmc_status(b) for b in s.host.bmcs},
+                        "outlets": self.power.host_outlets(s.host),
                     } for name, s in self.hosts.items()
                 },
             }
-
-    def _bmc_status(self, b: LabBmc) -> dict[str, Any]:
-        state = self.bmcs[b.name]
-        status: dict[str, Any] = {"kind": b.kind, "address": b.address, "port": b.port,
-                                  "power": state.power, "answering": state.answering,
-                                  "counts": dict(state.counts)}
-        if b.kind == "redfish":
-            status.update(systems_uri=b.systems_uri, restarts=state.restarts)
-        return status
 
     def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
         self._listeners.append(listener)

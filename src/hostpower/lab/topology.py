@@ -19,6 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from hostpower.lab.feeds import (
+    PDU_PORTS,
+    LabOutlet,
+    LabPdu,
+    check_outlets_unshared,
+    parse_outlets,
+    parse_pdus,
+)
 from hostpower.lab.identity import FIRST_INSTANCE, MAX_CLUSTERS, LabInstance
 from hostpower.model import validate
 from hostpower.model.errors import ValidationError
@@ -35,7 +43,7 @@ REDFISH_PORTS = (443, 16443)
 
 @dataclass(frozen=True)
 class LabBmc:
-    name: str          # e.g. "c1-h3-bmc"
+    name: str          # "<host>-bmc"
     host: str
     network: str       # management network (cluster) name
     address: str
@@ -64,8 +72,9 @@ class LabHost:
     data_center: str
     front_address: str
     agent_port: int
-    bmcs: tuple[LabBmc, ...]
+    bmcs: tuple[LabBmc, ...]    # one BMC
     networks: tuple[str, ...]   # management networks the host is attached to
+    outlets: tuple[LabOutlet, ...] = ()  # PDU outlets feeding its power supplies (none: mains)
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,8 @@ class Topology:
     boot_delay: float
     instance: LabInstance = FIRST_INSTANCE
     redfish: RedfishOptions = RedfishOptions()
+    pdus: tuple[LabPdu, ...] = ()
+    pdu_community: str = "private"   # SNMP v1/v2c community of every PDU (fence_apc_snmp's default)
     # The claim on the instance (runner.load_topology takes it, stopping the
     # lab gives it back); not part of what a topology is.
     lease: InstanceLease | None = field(default=None, compare=False, repr=False)
@@ -117,6 +128,12 @@ class Topology:
     @property
     def bmcs(self) -> tuple[LabBmc, ...]:
         return tuple(b for h in self.hosts for b in h.bmcs)
+
+    def pdu(self, name: str) -> LabPdu:
+        for p in self.pdus:
+            if p.name == name:
+                return p
+        raise KeyError(name)
 
     def host(self, name: str) -> LabHost:
         for h in self.hosts:
@@ -138,7 +155,8 @@ class Topology:
             for c in (c for c in self.clusters if c.data_center == dc):
                 hosts = []
                 for h in (h for h in self.hosts if h.cluster == c.name):
-                    agents = [self._bmc_agent(b) for b in h.bmcs]
+                    agents = [self._bmc_agent(b) for b in h.bmcs] + [
+                        self._outlet_agent(o) for o in h.outlets]
                     hosts.append({"name": h.name, "address": h.front_address,
                                   "agent_port": h.agent_port, "status": "up",
                                   "power_management": {"enabled": True, "agents": agents}})
@@ -155,6 +173,16 @@ class Topology:
             # device CA (RunningLab.redfish_ca_bundle).
             return {"type": "redfish", **agent, "options": {"systems_uri": b.systems_uri}}
         return {"type": "ipmilan", **agent, "options": {"lanplus": "1"}}
+
+    def _outlet_agent(self, outlet: LabOutlet) -> dict[str, Any]:
+        """fence_apc_snmp switching one outlet; every outlet of a host has
+        order 2, so they form one group switched together (off all, then on
+        all) after the BMC (order 1). The community is fence_apc_snmp's
+        `community` option, encrypted like a password (encrypt_options)."""
+        pdu = self.pdu(outlet.pdu)
+        return {"type": "apc_snmp", "address": pdu.address, "port": pdu.port,
+                "options": {"plug": str(outlet.outlet), "community": self.pdu_community},
+                "encrypt_options": True, "order": 2}
 
 
 def _field(data: Mapping[str, Any], key: str, path: str, kind: type, default: Any = None) -> Any:
@@ -179,6 +207,9 @@ def parse(doc: Any, namespaced: bool, bmc_port: int | None = None,
     hosts: list[LabHost] = []
     extra: dict[str, list[str]] = {}
     seen: set[str] = set()
+    pdus: list[LabPdu] = []
+    fed: list[tuple[str, str, tuple[LabOutlet, ...]]] = []
+    pdu_port = PDU_PORTS[0 if namespaced else 1]
     for i, dc in enumerate(_field(doc, "data_centers", "topology", list)):
         dpath = f"data_centers[{i}]"
         dc_name = validate.name(_field(dc, "name", dpath, str), f"{dpath}.name")
@@ -195,14 +226,22 @@ def parse(doc: Any, namespaced: bool, bmc_port: int | None = None,
                               instance.mgmt_subnet(n, namespaced))
             clusters.append(LabCluster(c_name, dc_name, net))
             extra[c_name] = list(mgmt.get("extra_hosts") or [])
-            for k, h in enumerate(_field(cl, "hosts", cpath, list)):
+            host_docs = _field(cl, "hosts", cpath, list)
+            cluster_pdus = parse_pdus(
+                cl, cpath, c_name, net.subnet_prefix, pdu_port, len(host_docs),
+                needs_default=any(isinstance(h, Mapping) and h.get("power_supplies") == 2
+                                  and "outlets" not in h for h in host_docs))
+            pdus.extend(cluster_pdus)
+            for k, h in enumerate(host_docs):
                 hpath = f"{cpath}.hosts[{k}]"
+                if not isinstance(h, Mapping):
+                    raise ValidationError(hpath, "must be a mapping")
                 h_name = validate.host_name(_field(h, "name", hpath, str), f"{hpath}.name")
                 if h_name in seen:
                     raise ValidationError(f"{hpath}.name", f"{h_name!r} is used twice")
                 seen.add(h_name)
-                psus = int(h.get("power_supplies", 1))
-                if psus not in (1, 2):
+                psus = h.get("power_supplies", 1)
+                if psus not in (1, 2) or isinstance(psus, bool):
                     raise ValidationError(f"{hpath}.power_supplies", "must be 1 or 2")
                 idx = len(hosts) + 1
                 slot = k + 1
@@ -212,19 +251,14 @@ def parse(doc: Any, namespaced: bool, bmc_port: int | None = None,
                 if kind not in BMC_KINDS:
                     raise ValidationError(f"{hpath}.bmc", f"must be one of {', '.join(BMC_KINDS)}, "
                                                           f"not {kind!r}")
-                if kind == "redfish" and psus > 1:
-                    raise ValidationError(f"{hpath}.bmc", "a host with two power supplies "
-                                                          "has IPMI BMCs")
-                bmcs = tuple(
-                    LabBmc(f"{h_name}-psu{p}" if psus > 1 else f"{h_name}-bmc", h_name, c_name,
-                           f"{net.subnet_prefix}.{10 + slot + 100 * (p - 1)}",
-                           redfish_port if kind == "redfish" else bmc_port, kind,
-                           system_id(h_name) if kind == "redfish" else "")
-                    for p in range(1, psus + 1))
+                bmc = LabBmc(f"{h_name}-bmc", h_name, c_name, f"{net.subnet_prefix}.{10 + slot}",
+                             redfish_port if kind == "redfish" else bmc_port, kind,
+                             system_id(h_name) if kind == "redfish" else "")
+                outlets = parse_outlets(h, hpath, psus, slot, cluster_pdus)
+                fed.append((hpath, h_name, outlets))
                 hosts.append(LabHost(h_name, idx, c_name, dc_name,
                                      f"{instance.front_subnet(n, namespaced)}.{10 + slot}",
-                                     AGENT_PORT, bmcs,
-                                     (c_name,)))
+                                     AGENT_PORT, (bmc,), (c_name,), outlets))
     # Hosts a topology attaches to other clusters' management networks.
     by_name = {h.name: h for h in hosts}
     for c_name, names in extra.items():
@@ -237,12 +271,21 @@ def parse(doc: Any, namespaced: bool, bmc_port: int | None = None,
     hosts = [by_name[h.name] for h in hosts]
     if not hosts:
         raise ValidationError("topology", "has no hosts")
+    check_outlets_unshared(fed)
+    names = [h.name for h in hosts] + [p.name for p in pdus]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise ValidationError("pdus", f"{twice!r} names a host and a PDU, or two PDUs")
+    community = (doc.get("pdu_credentials") or {}).get("community", "private")
+    if not isinstance(community, str) or not community or any(c in community for c in "\n\r\0"):
+        raise ValidationError("pdu_credentials.community", "must be a non-empty string")
     return Topology(
         name=str(doc.get("name", "lab")), namespaced=namespaced, data_centers=tuple(dcs),
         clusters=tuple(clusters), hosts=tuple(hosts),
         bmc_username=str(creds.get("username", "admin")),
         bmc_password=str(creds.get("password", "lab-bmc-password")),
         boot_delay=float(doc.get("boot_delay", 1.0)), instance=instance, redfish=redfish,
+        pdus=tuple(pdus), pdu_community=community,
     )
 
 
