@@ -257,7 +257,7 @@ class NativeRedfishDriver(FenceDriver):
             self._reaper.start()
 
     def _reap(self) -> None:
-        """Log out sessions unused for the idle limit, until close()."""
+        """Log out (and disconnect) sessions unused for the idle limit, until close()."""
         step = min(max(self.session_idle_limit / 4, 0.05), 5.0)
         while not self._stop.wait(step):
             now = time.monotonic()
@@ -271,8 +271,9 @@ class NativeRedfishDriver(FenceDriver):
                 if not bmc.busy.acquire(blocking=False):
                     continue  # in use: not idle
                 try:
-                    if bmc.session is not None and bmc.session.open:
-                        bmc.session.logout()
+                    # Log out, and close the connection too: with many BMCs,
+                    # idle ones should hold no socket.
+                    self._drop(bmc)
                 finally:
                     bmc.busy.release()
 
