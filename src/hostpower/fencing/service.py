@@ -50,8 +50,7 @@ class FencingService:
         self.executor = ChainExecutor(gateway.state, dispatch, gateway.emit,
                                       engine_agent_types, self.host_agent_types,
                                       guard=gateway.check_may_act)
-        self.power = HostPower(self.executor, gateway.agents,
-                               InsecureTlsNotice(gateway.emit, self._host_name).check)
+        self.power = HostPower(self.executor, gateway.agents)
         self.flows = Flows(self.power, gateway)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         # Hosts whose flow this engine is beginning (journaled, not yet
@@ -59,6 +58,8 @@ class FencingService:
         self._starting: set[int] = set()
         self._limit: asyncio.Semaphore | None = None
         self._on_finish: list[Callable[[Operation], None]] = []
+        # Agents that skip TLS verification (ssl_insecure): a WARNING once each.
+        self.power.notice = InsecureTlsNotice(gateway.emit, self._host_name).check
 
     async def _host_name(self, host_id: int) -> str | None:
         snapshot, _ = await self.gateway.state()
