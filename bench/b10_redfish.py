@@ -1,4 +1,4 @@
-"""9. Redfish: the native driver beside fence_redfish, on one lab Redfish BMC
+"""10. Redfish: the native driver beside fence_redfish, on one lab Redfish BMC
 (sushy-tools behind the lab's session layer, HTTPS from the lab's device CA).
 
 (a) `fence_redfish` status, spawned by the script driver (as a proxy runs it),
