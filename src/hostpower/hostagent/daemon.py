@@ -62,10 +62,6 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="where the fence_* programs are (default %(default)s)")
     parser.add_argument("--boot-id", default=None,
                         help="boot id (UUID) to report (default: a new one per process)")
-    parser.add_argument("--redfish-ca-bundle", type=Path, default=None, metavar="PATH",
-                        help="PEM file of the CA certificates trusted for Redfish BMCs, by "
-                             "the native driver and by fence_redfish (default: the system "
-                             "trust store)")
     parser.add_argument("--no-native", action="store_true",
                         help="run fence-agents scripts even where a native driver exists")
     parser.add_argument("--max-parallel-fence", type=int, default=8,
@@ -78,6 +74,10 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         default=DEFAULT_LEASE_INTERVAL,
                         help="seconds between renewals of the storage lease "
                              "(default %(default)s)")
+    parser.add_argument("--redfish-ca-bundle", type=Path, default=None, metavar="PATH",
+                        help="PEM file of the CA certificates trusted for Redfish BMCs, by "
+                             "the native driver and by fence_redfish (default: the system "
+                             "trust store)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
