@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -306,6 +307,11 @@ def test_redfish_restart_flow_through_a_proxy_host_agent(engine: EngineThread,
     # one session for every command of the flow (fence_redfish logs in none)
     assert now["login"] - before["login"] == 1
     assert now["refused"] == before["refused"]
+    # ... the flag the proxy's agent was started with (the system trust store
+    # does not know the lab's device CA)
+    argv = Path(f"/proc/{lab.lab.hosts['k1-i'].process.pid}/cmdline").read_bytes().split(b"\0")
+    flag = argv.index(b"--redfish-ca-bundle")
+    assert argv[flag + 1] == str(lab.redfish_ca_bundle).encode()
 
 
 def test_redfish_stale_session_through_the_engine(engine: EngineThread,
