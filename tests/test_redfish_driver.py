@@ -23,7 +23,15 @@ from enginekit import (
     set_config,
 )
 from helpers import wait_until
-from labkit import REDFISH_LAB, counts, require_lab_tools, start, wait_all_agents, wait_counts
+from labkit import (
+    REDFISH_LAB,
+    counts,
+    require_lab_tools,
+    run,
+    start,
+    wait_all_agents,
+    wait_counts,
+)
 
 from hostpower.drivers.redfish import NativeRedfishDriver
 from hostpower.drivers.script import ScriptDriver
@@ -258,6 +266,19 @@ def test_a_bmc_certificate_from_another_ca_is_refused_unless_ssl_insecure(
         assert answer(script.run(insecure, FenceAction.STATUS, 20)) == (Outcome.ON, "Status: ON")
     now = wait_counts(lab, bmc.name, before, login=1)
     assert now["login"] - before["login"] == 1   # no login was sent to the untrusted BMC
+
+
+@pytest.mark.parametrize("prefer_native", [True, False], ids=["native", "fence_redfish"])
+def test_a_proxy_agent_verifies_the_bmc_against_its_ca_bundle(lab: RunningLab,
+                                                              prefer_native: bool) -> None:
+    """k1-i's host agent (started with --redfish-ca-bundle) runs a status on
+    k1-r's BMC with either driver; neither is told to skip verification."""
+    proxy = lab.topo.host("k1-i")
+    result = run(lambda c: c.fence(proxy.front_address, proxy.agent_port, spec_for(lab),
+                                   FenceAction.STATUS, 20, prefer_native=prefer_native), lab)
+    assert answer(result) == (Outcome.ON, "Status: ON")
+    # fence_redfish is a process of its own (an exit code); the native driver is not
+    assert (result.exit_code is None) is prefer_native
 
 
 # -- through the engine and a proxy host agent (last: the engine's sessions stay open) ------
