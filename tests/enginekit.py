@@ -179,14 +179,15 @@ def settings_for(tmp: Path) -> Settings:
 
 
 @contextmanager
-def scenario_world(tmp: Path, monitor: bool, ssh_access: bool = False
-                   ) -> Iterator[tuple[RunningLab, EngineThread]]:
-    """The lab of SCENARIO_TOPOLOGY and an engine beside it (with or without
-    the monitor, with or without SSH access to the hosts), both stopped on exit."""
+def scenario_world(tmp: Path, monitor: bool, ssh_access: bool = False,
+                   topology: str = SCENARIO_TOPOLOGY) -> Iterator[tuple[RunningLab, EngineThread]]:
+    """The lab of `topology` (default SCENARIO_TOPOLOGY) and an engine beside
+    it (with or without the monitor, with or without SSH access to the
+    hosts), both stopped on exit."""
     from labkit import load_yaml, require_lab_tools, start
 
     require_lab_tools()
-    lab, settings = start(tmp, load_yaml(SCENARIO_TOPOLOGY))
+    lab, settings = start(tmp, load_yaml(topology))
     ctx = engine_context(lab, settings, ssh_access)
     try:
         with EngineThread(ctx, monitor=monitor) as engine:

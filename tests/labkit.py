@@ -44,9 +44,10 @@ data_centers:
 
 
 def require_lab_tools(namespaces: bool = True) -> None:
-    for tool in ("fence_ipmilan", "ipmitool"):
+    for tool in ("fence_ipmilan", "ipmitool", "fence_redfish", "fence_apc_snmp", "snmpget"):
         require(shutil.which(tool) is not None or Path(f"/usr/sbin/{tool}").exists(),
-                f"{tool} is not installed (make test installs fence-agents and ipmitool as root)")
+                f"{tool} is not installed (make test installs fence-agents, ipmitool and snmp "
+                f"as root)")
     if namespaces:
         require(netns.available(), "network namespaces need root")
 
