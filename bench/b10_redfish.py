@@ -91,12 +91,12 @@ def run(samples: int = 60) -> dict[str, object]:
             f"(a) fence_redfish status, spawned by the script driver: {fmt(a)}",
             f"(b) native Redfish driver status, pooled session: {fmt(b)}",
             f"(b)/(a): median {b['median'] / a['median']:.3f}, p99 {b['p99'] / a['p99']:.3f}",
-            f"sessions opened per 100 commands (90 status, 5 off, 5 on), counted by the BMC: "
-            f"native {by_native['login']} (logged out while running: {by_native['logout']}, "
-            f"at close: {closed}), fence_redfish {by_script['login']}",
-            f"requests refused (401) during them: native {by_native['refused']}, "
-            f"fence_redfish {by_script['refused']}; fence_redfish sent the password with every "
-            f"request (at least {requests} power reads and resets counted)",
+            (f"sessions opened per 100 commands (90 status, 5 off, 5 on), counted by the BMC: "
+             f"native {by_native['login']} (logged out while running: {by_native['logout']}, "
+             f"at close: {closed}), fence_redfish {by_script['login']}"),
+            (f"requests refused (401) during them: native {by_native['refused']}, "
+             f"fence_redfish {by_script['refused']}; fence_redfish sent the password with every "
+             f"request (at least {requests} power reads and resets counted)"),
         ],
         "analysis": (
             "Method: one lab Redfish BMC (sushy-tools' fake driver behind the lab's session "
