@@ -75,6 +75,8 @@ def engine_context(lab: RunningLab, settings: Settings,
                       lab.inventory_document(ssh_access))
         for key, value in FAST.items():
             ConfigStore(s).set(key, value)
+        # The engine trusts the lab's device CA for Redfish BMCs (read at start).
+        ConfigStore(s).set("RedfishCaBundle", str(lab.redfish_ca_bundle))
     return ctx
 
 
@@ -177,14 +179,15 @@ def settings_for(tmp: Path) -> Settings:
 
 
 @contextmanager
-def scenario_world(tmp: Path, monitor: bool, ssh_access: bool = False
-                   ) -> Iterator[tuple[RunningLab, EngineThread]]:
-    """The lab of SCENARIO_TOPOLOGY and an engine beside it (with or without
-    the monitor, with or without SSH access to the hosts), both stopped on exit."""
+def scenario_world(tmp: Path, monitor: bool, ssh_access: bool = False,
+                   topology: str = SCENARIO_TOPOLOGY) -> Iterator[tuple[RunningLab, EngineThread]]:
+    """The lab of `topology` (default SCENARIO_TOPOLOGY) and an engine beside
+    it (with or without the monitor, with or without SSH access to the
+    hosts), both stopped on exit."""
     from labkit import load_yaml, require_lab_tools, start
 
     require_lab_tools()
-    lab, settings = start(tmp, load_yaml(SCENARIO_TOPOLOGY))
+    lab, settings = start(tmp, load_yaml(topology))
     ctx = engine_context(lab, settings, ssh_access)
     try:
         with EngineThread(ctx, monitor=monitor) as engine:

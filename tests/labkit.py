@@ -24,6 +24,7 @@ from hostpower.lab import netns
 from hostpower.lab.bmc import VirtualBmc
 from hostpower.lab.identity import LabInstance
 from hostpower.lab.runner import RunningLab, load_topology, start_lab
+from hostpower.lab.feeds import LabOutlet
 from hostpower.lab.topology import LabBmc, Topology
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult
 from hostpower.model.secret import Secret
@@ -43,9 +44,10 @@ data_centers:
 
 
 def require_lab_tools(namespaces: bool = True) -> None:
-    for tool in ("fence_ipmilan", "ipmitool"):
+    for tool in ("fence_ipmilan", "ipmitool", "fence_redfish", "fence_apc_snmp", "snmpget"):
         require(shutil.which(tool) is not None or Path(f"/usr/sbin/{tool}").exists(),
-                f"{tool} is not installed (make test installs fence-agents and ipmitool as root)")
+                f"{tool} is not installed (make test installs fence-agents, ipmitool and snmp "
+                f"as root)")
     if namespaces:
         require(netns.available(), "network namespaces need root")
 
@@ -96,6 +98,102 @@ def counts(lab: RunningLab, bmc: str) -> dict[str, int]:
     return dict(lab.lab.status()["hosts"][bmc.rsplit("-", 1)[0]]["bmcs"][bmc]["counts"])
 
 
+# -- Redfish BMCs --------------------------------------------------------------------------
+
+REDFISH_LAB = """
+name: redfish
+boot_delay: 0.2
+data_centers:
+  - name: d1
+    clusters:
+      - name: k1
+        management: {engine_access: true}
+        hosts: [{name: k1-r, bmc: redfish}, {name: k1-i}]
+"""
+
+
+def fence_redfish(lab: RunningLab, bmc: LabBmc, action: str, password: str | None = None,
+                  ns: str | None = None, timeout: float = 60,
+                  **options: str) -> subprocess.CompletedProcess[str]:
+    """The real fence_redfish against a lab Redfish BMC, parameters on stdin,
+    the BMC's certificate verified against the lab's device CA (requests
+    reads REQUESTS_CA_BUNDLE); in the namespace `ns` if given."""
+    topo = lab.topo
+    params = {"ip": bmc.address, "ipport": str(bmc.port), "username": topo.bmc_username,
+              "password": topo.bmc_password if password is None else password,
+              "systems_uri": bmc.systems_uri, **options, "action": action}
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + ["/usr/sbin/fence_redfish"]
+    return subprocess.run(cmd, input="".join(f"{k}={v}\n" for k, v in params.items()),
+                          capture_output=True, text=True, timeout=timeout,
+                          env={"PATH": "/usr/sbin:/usr/bin:/bin", "PYTHONWARNINGS": "ignore",
+                               "REQUESTS_CA_BUNDLE": str(lab.redfish_ca_bundle)})
+
+
+def redfish_client(lab: RunningLab, bmc: LabBmc, timeout: float = 5) -> Any:
+    """An httpx client for a lab Redfish BMC, verifying it against the lab's device CA."""
+    import ssl
+
+    import httpx
+    return httpx.Client(base_url=f"https://{bmc.address}:{bmc.port}", timeout=timeout,
+                        verify=ssl.create_default_context(cafile=str(lab.redfish_ca_bundle)))
+
+
+def redfish_login(client: Any, lab: RunningLab, password: str | None = None) -> Any:
+    """POST a session; the response (201 with X-Auth-Token and Location, or the refusal)."""
+    return client.post("/redfish/v1/SessionService/Sessions", json={
+        "UserName": lab.topo.bmc_username,
+        "Password": lab.topo.bmc_password if password is None else password})
+
+
+
+
+# -- PDUs -------------------------------------------------------------------------------------
+
+def fence_apc_snmp(lab: RunningLab, outlet: LabOutlet, action: str, ns: str | None = None,
+                   community: str | None = None, timeout: float = 60,
+                   **options: str) -> subprocess.CompletedProcess[str]:
+    """The real fence_apc_snmp switching a lab PDU outlet (parameters on stdin),
+    in the namespace `ns` if given."""
+    pdu = lab.topo.pdu(outlet.pdu)
+    params = {"ip": pdu.address, "ipport": str(pdu.port), "plug": str(outlet.outlet),
+              "community": lab.topo.pdu_community if community is None else community,
+              **options, "action": action}
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + ["/usr/sbin/fence_apc_snmp"]
+    return subprocess.run(cmd, input="".join(f"{k}={v}\n" for k, v in params.items()),
+                          capture_output=True, text=True, timeout=timeout,
+                          env={"PATH": "/usr/sbin:/usr/bin:/bin", "PYTHONWARNINGS": "ignore"})
+
+
+def outlet_counts(lab: RunningLab, outlet: LabOutlet) -> dict[str, int]:
+    status = lab.lab.status()["pdus"][outlet.pdu]["outlets"][str(outlet.outlet)]
+    return dict(status["counts"])
+
+
+def wait_outlet_counts(lab: RunningLab, outlet: LabOutlet, base: dict[str, int],
+                       timeout: float = 5, **at_least: int) -> dict[str, int]:
+    def grown() -> dict[str, int] | None:
+        now = outlet_counts(lab, outlet)
+        return now if all(now[k] - base[k] >= n for k, n in at_least.items()) else None
+    return wait_until(grown, timeout, f"outlet {outlet} to report {at_least}")
+
+
+def restore_power(lab: RunningLab) -> None:
+    """Every device answering, every PDU outlet and every chassis on (by hand:
+    nothing counted), every agent up: what a test leaves for the next."""
+    for host in lab.topo.hosts:
+        for fault in ("bmc_unresponsive", "pdu_unresponsive", "agent_crash"):
+            if fault != "pdu_unresponsive" or host.outlets:
+                lab.lab.fault(host.name, fault, clear=True)
+    for pdu in lab.topo.pdus:
+        for n in range(1, pdu.outlets + 1):
+            lab.lab.set_outlet(pdu.name, n, "on")
+    for host in lab.topo.hosts:
+        wait_until(lambda h=host: all(lab.lab.bmcs[b.name].answering for b in h.bmcs), 5,
+                   f"the BMC of {host.name} to answer")
+        for bmc in host.bmcs:
+            if lab.lab.bmcs[bmc.name].power == "off":
+                lab.lab.set_chassis(bmc.name, "on")
+    wait_all_agents(lab)
 
 
 def tcp_reachable_from(ns: str | None, address: str, port: int) -> bool:

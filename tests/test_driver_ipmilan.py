@@ -309,11 +309,12 @@ def test_select_driver_with_fence_agents() -> None:
 
 def test_default_drivers_and_local_agent_types(tmp_path: Path) -> None:
     preferred = default_drivers("/usr/sbin", prefer_native=True)
-    assert [d.name for d in preferred] == ["native-ipmilan", "script"]
+    assert [d.name for d in preferred] == ["native-ipmilan", "native-redfish", "script"]
     assert [d.name for d in default_drivers("/usr/sbin", prefer_native=False)] == \
-        ["script", "native-ipmilan"]
+        ["script", "native-ipmilan", "native-redfish"]
     # Native types count even where no fence agent is installed.
-    assert local_agent_types(default_drivers(str(tmp_path), True)) == set(NATIVE_TYPES)
+    assert local_agent_types(default_drivers(str(tmp_path), True)) == set(NATIVE_TYPES) | {
+        "redfish"}
 
 
 def test_local_agent_types_include_installed_agents() -> None:

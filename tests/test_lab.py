@@ -16,7 +16,8 @@ from hostpower.lab import netns
 from hostpower.lab.runner import RunningLab
 from hostpower.model.power import Outcome
 from labkit import (
-    counts, fence_via, host_ns, require_lab_tools, run, start, tcp_reachable_from, wait_all_agents, wait_counts,
+    counts, fence_apc_snmp, fence_via, host_ns, require_lab_tools, restore_power, run, start,
+    tcp_reachable_from, wait_all_agents, wait_counts,
 )
 
 pytestmark = pytest.mark.lab
@@ -37,16 +38,10 @@ def powered_on(lab: RunningLab) -> Iterator[None]:
     """Every test starts and ends with every host on and no fault."""
     yield
     for name, state in lab.lab.status()["hosts"].items():
-        for fault in ("agent_hang", "bmc_unresponsive", "isolate", "agent_crash"):
+        for fault in ("agent_hang", "isolate"):
             if fault != "isolate" or state["isolated"]:
-                try:
-                    lab.lab.fault(name, fault, clear=True)
-                except Exception:
-                    pass
-        for bmc in lab.topo.host(name).bmcs:
-            if lab.lab.bmcs[bmc.name].power == "off":
-                assert fence_via(lab, _peer(lab, name), bmc, "on").outcome is Outcome.ON
-    wait_all_agents(lab)
+                lab.lab.fault(name, fault, clear=True)
+    restore_power(lab)
 
 
 def _peer(lab: RunningLab, name: str) -> str:
@@ -142,15 +137,21 @@ def test_bmc_power_drives_the_host(lab: RunningLab) -> None:
     assert second.boot_id != first.boot_id
 
 
-def test_a_host_with_two_power_supplies_is_off_only_when_both_are(lab: RunningLab) -> None:
-    psu1, psu2 = lab.topo.host("c1-h3").bmcs
-    assert fence_via(lab, "c1-h1", psu1, "off").outcome is Outcome.OFF
+def test_a_host_with_two_power_supplies_is_off_only_when_both_outlets_are(
+        lab: RunningLab) -> None:
+    """The default topology's dual-PSU server, switched by the real
+    fence_apc_snmp from a host of its cluster."""
+    ns = host_ns(lab, "c1-h1")
+    outlet1, outlet2 = lab.topo.host("c1-h3").outlets
+    assert fence_apc_snmp(lab, outlet1, "off", ns=ns).returncode == 0
     assert lab.lab.status()["hosts"]["c1-h3"]["power"] == "on"
     assert heartbeat(lab, "c1-h3").host == "c1-h3"
-    assert fence_via(lab, "c1-h1", psu2, "off").outcome is Outcome.OFF
-    assert lab.lab.status()["hosts"]["c1-h3"]["power"] == "off"
+    assert fence_apc_snmp(lab, outlet2, "off", ns=ns).returncode == 0
+    wait_until(lambda: lab.lab.status()["hosts"]["c1-h3"]["power"] == "off", 5, "c1-h3 off")
     with pytest.raises(AgentError):
         heartbeat(lab, "c1-h3", timeout=1)
+    assert fence_apc_snmp(lab, outlet2, "on", ns=ns).returncode == 0
+    wait_all_agents(lab)
 
 
 def test_a_bmc_that_does_not_answer_yields_an_error_within_the_timeout(lab: RunningLab) -> None:
@@ -195,6 +196,12 @@ def test_lab_control_api_reports_power_and_command_counts(lab: RunningLab) -> No
     status = httpx.get(lab.control.url + "/status", timeout=5).json()
     assert status["namespaced"] is True
     assert set(status["hosts"]) == {h.name for h in lab.topo.hosts}
-    assert set(status["hosts"]["c1-h3"]["bmcs"]) == {"c1-h3-psu1", "c1-h3-psu2"}
+    c1h3 = status["hosts"]["c1-h3"]
+    assert set(c1h3["bmcs"]) == {"c1-h3-bmc"} and c1h3["bmcs"]["c1-h3-bmc"]["kind"] == "redfish"
+    assert [(o["pdu"], o["outlet"], o["supply"]) for o in c1h3["outlets"]] == [
+        ("c1-pdu1", 3, 1), ("c1-pdu2", 3, 2)]
+    assert status["pdus"]["c1-pdu2"]["outlets"]["3"]["host"] == "c1-h3"
+    assert set(status["pdus"]["c1-pdu1"]["outlets"]["3"]["counts"]) == {
+        "status", "on", "off", "reboot"}
     r = httpx.post(lab.control.url + "/fault", json={"host": "nosuch", "fault": "agent_hang"})
     assert r.status_code == 400 and "no lab host 'nosuch'" in r.json()["detail"]

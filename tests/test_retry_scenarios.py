@@ -27,7 +27,10 @@ from hostpower.model.operations import FlowAction, Origin
 from hostpower.model.power import Outcome
 from hostpower.model.secret import Secret
 from hostpower.store.inventory import AgentInput, Inventory
-from labkit import counts, fence_via, wait_all_agents, wait_counts
+from helpers import wait_until
+from labkit import (
+    counts, fence_via, outlet_counts, wait_all_agents, wait_counts, wait_outlet_counts,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -149,21 +152,29 @@ def test_flow_bmc_that_stops_answering_ends_the_verification_at_the_fourth_poll(
 
 def test_group_start_finishes_at_the_first_supply_on_and_cancels_the_hanging_one(
         lab: RunningLab, engine: EngineThread) -> None:
-    """c1-h3 has two power supplies in one group. The second one's agent is
-    pointed at a port where no BMC answers, so its on would walk the chain
-    for FenceCommandTimeoutInSec per proxy: the start does not wait for it."""
+    """c1-h3's two power supplies hang on two PDU outlets, one group. For the
+    test that group is its only one (the BMC's agent is removed), and the
+    second outlet's agent is pointed at a port where no PDU answers, so its on
+    would walk the chain for FenceCommandTimeoutInSec per proxy: the start
+    does not wait for it."""
     hid = host_id(engine.ctx, "c1-h3")
-    psu1, psu2 = lab.topo.host("c1-h3").bmcs
-    for bmc in (psu1, psu2):
-        assert fence_via(lab, "c1-h1", bmc, "off").outcome is Outcome.OFF
+    bmc = lab.topo.host("c1-h3").bmcs[0]
+    out1, out2 = lab.topo.host("c1-h3").outlets
+    for outlet in (out1, out2):
+        lab.lab.set_outlet(outlet.pdu, outlet.outlet, "off")
+    wait_until(lambda: lab.lab.status()["hosts"]["c1-h3"]["power"] == "off", 5, "c1-h3 off")
     set_config(engine.ctx, FenceCommandTimeoutInSec="20")
-    with agent_moved(engine, hid, psu2.address, port=1) as moved:
-        before = counts(lab, psu1.name)
-        since = last_event_id(engine.ctx)
-        started = time.monotonic()
-        op = run_flow(engine, "c1-h3", "start")
-        took = time.monotonic() - started
-        in_flight = sum(engine.service.executor.in_flight.values())
+    try:
+        with agent_removed(engine, hid, bmc.address), \
+                agent_moved(engine, hid, lab.topo.pdu(out2.pdu).address, port=1) as moved:
+            before = outlet_counts(lab, out1)
+            since = last_event_id(engine.ctx)
+            started = time.monotonic()
+            op = run_flow(engine, "c1-h3", "start")
+            took = time.monotonic() - started
+            in_flight = sum(engine.service.executor.in_flight.values())
+    finally:
+        lab.lab.set_outlet(out2.pdu, out2.outlet, "on")
     assert op.state == "succeeded", op.message
     assert took < 10, f"the start waited {took:.1f} s for the hanging supply"
     assert in_flight == 0  # no command task outlived the group
@@ -175,7 +186,7 @@ def test_group_start_finishes_at_the_first_supply_on_and_cancels_the_hanging_one
     assert [e.details["agent_id"] for e in cancelled] == [moved.id]
     assert cancelled[0].details["under_way"] is True  # it had reached a proxy
     assert "may still carry it out" in cancelled[0].message
-    assert wait_counts(lab, psu1.name, before, on=1)["on"] - before["on"] == 1
+    assert wait_outlet_counts(lab, out1, before, on=1)["on"] - before["on"] == 1
 
 
 def test_group_whose_status_check_fails_hands_the_stop_to_the_next_group(
@@ -216,18 +227,36 @@ def test_group_whose_status_check_fails_hands_the_stop_to_the_next_group(
 
 
 @contextmanager
+def agent_removed(engine: EngineThread, hid: int, address: str) -> Iterator[None]:
+    """The host's agent for `address` deleted for the block, then added again."""
+    with engine.ctx.db.session() as s:
+        inv = Inventory(s, engine.ctx.box)
+        agent = next(a for a in inv.agents(hid) if a.address == address)
+        inv.delete_agent(hid, agent.id)
+    try:
+        yield
+    finally:
+        with engine.ctx.db.session() as s:
+            Inventory(s, engine.ctx.box).add_agent(hid, AgentInput(
+                agent.type, agent.address, agent.port, agent.username, agent.password,
+                agent.options, order=agent.order, encrypt_options=agent.encrypt_options))
+
+
+@contextmanager
 def agent_moved(engine: EngineThread, hid: int, address: str, port: int
                 ) -> Iterator[FenceAgent]:
     """The host's agent for `address` pointed at `port` for the block."""
     with engine.ctx.db.session() as s:
         inv = Inventory(s, engine.ctx.box)
         agent = next(a for a in inv.agents(hid) if a.address == address)
-        inv.update_agent(hid, agent.id, AgentInput(agent.type, agent.address, port,
-                                                   agent.username, None, None))
+        inv.update_agent(hid, agent.id, AgentInput(
+            agent.type, agent.address, port, agent.username, None, None,
+            encrypt_options=agent.encrypt_options))
     try:
         yield agent
     finally:
         with engine.ctx.db.session() as s:
             Inventory(s, engine.ctx.box).update_agent(
                 hid, agent.id, AgentInput(agent.type, agent.address, agent.port,
-                                          agent.username, None, None))
+                                          agent.username, None, None,
+                                          encrypt_options=agent.encrypt_options))

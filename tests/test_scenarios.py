@@ -148,17 +148,6 @@ def test_chain_other_dc_finds_a_proxy_in_another_data_center(engine: EngineThrea
     assert command.proxy == "c3-h2"
 
 
-def test_group_two_power_supplies_are_each_switched_once_and_verified(
-        lab: RunningLab, engine: EngineThread) -> None:
-    before = {b: counts(lab, b) for b in ("c1-h3-psu1", "c1-h3-psu2")}
-    op = run_flow(engine, "c1-h3", "restart")
-    assert op.state == "succeeded", op.message
-    assert len(step(op, "stop").proxies) == 2 and step(op, "stop").outcome == "off"
-    for b in before:
-        after = wait_counts(lab, b, before[b], off=1, on=1)
-        assert (after["off"] - before[b]["off"], after["on"] - before[b]["on"]) == (1, 1)
-
-
 def test_flow_request_for_a_host_already_in_a_flow_joins_it(
         lab: RunningLab, engine: EngineThread) -> None:
     before = counts(lab, "c2-h1-bmc")

@@ -23,7 +23,7 @@ _FALSE = {"false", "no", "off", "0"}
 @dataclass(frozen=True)
 class ConfigKey:
     name: str
-    kind: str  # "int" | "bool" | "path" | "sources" | "command" | "address"
+    kind: str  # "int" | "bool" | "path" | "optional_path" | "sources" | "command" | "address"
     default: str
     description: str
     minimum: int | None = None
@@ -74,6 +74,11 @@ def _parse_path(key: ConfigKey, raw: str) -> str:
     return os.path.normpath(raw)
 
 
+def _parse_optional_path(key: ConfigKey, raw: str) -> str:
+    """An absolute path, or empty for "none"."""
+    return _parse_path(key, raw) if raw else ""
+
+
 def _parse_command(key: ConfigKey, raw: str) -> str:
     """A command line a host's shell runs (soft fencing over SSH): one line."""
     if not raw:
@@ -104,7 +109,8 @@ def _parse_sources(key: ConfigKey, raw: str) -> tuple:
 
 
 _PARSERS: dict[str, Callable[[ConfigKey, str], Any]] = {
-    "int": _parse_int, "bool": _parse_bool, "path": _parse_path, "sources": _parse_sources,
+    "int": _parse_int, "bool": _parse_bool, "path": _parse_path,
+    "optional_path": _parse_optional_path, "sources": _parse_sources,
     "command": _parse_command,
     "address": _parse_address,
 }
@@ -160,8 +166,13 @@ KEYS: tuple[ConfigKey, ...] = (
     _key("FenceAgentsPath", "path", "/usr/sbin",
          "Directory holding the fence_<type> agents of the fence-agents package."),
     _key("PreferNativeFenceDrivers", "bool", "true",
-         "Use the in-process native driver (ipmilan) instead of spawning the "
+         "Use the in-process native driver (ipmilan, redfish) instead of spawning the "
          "fence agent script where the agent's options allow it."),
+    _key("RedfishCaBundle", "optional_path", "",
+         "PEM file of the CA certificates the engine trusts for Redfish BMCs (the native "
+         "driver, and fence_redfish through REQUESTS_CA_BUNDLE); empty: the system trust "
+         "store. Read when the engine starts. An agent option ssl_insecure=1 skips the "
+         "verification (warned about in an event)."),
     _key("SshSoftFencingCommand", "command", "systemctl restart hostpower-agent",
          "Soft fencing: the command run over SSH on a non-responsive host that has SSH "
          "access, before any power action (restarts the host agent's service)."),

@@ -11,7 +11,8 @@ from functools import cached_property
 
 from hostpower.config import Config
 from hostpower.drivers.installed import installed_agent_types
-from hostpower.drivers.ipmilan_options import NATIVE_TYPES
+from hostpower.drivers.ipmilan_options import NATIVE_TYPES as IPMI_NATIVE_TYPES
+from hostpower.drivers.redfish_options import NATIVE_TYPES as REDFISH_NATIVE_TYPES
 from hostpower.drivers.script import ScriptDriver
 from hostpower.model.agenttypes import STANDARD_TYPES
 from hostpower.settings import Settings
@@ -48,7 +49,7 @@ class EngineContext:
     @property
     def native_types(self) -> frozenset[str]:
         """Agent types this engine can drive in-process, without a script."""
-        return NATIVE_TYPES
+        return IPMI_NATIVE_TYPES | REDFISH_NATIVE_TYPES
 
     def installed_types(self) -> frozenset[str]:
         """fence_<type> programs present now (read anew: agents may be installed meanwhile)."""

@@ -72,7 +72,8 @@ class EngineRuntime:
         ca = CertificateAuthority.load_or_create(self.ctx.settings.pki_dir)
         paths = ensure_engine_certificate(ca, self.ctx.settings.pki_dir / "engine")
         self.client = AgentClient(paths.ca, paths.cert, paths.key)
-        drivers = default_drivers(config["FenceAgentsPath"], config["PreferNativeFenceDrivers"])
+        drivers = default_drivers(config["FenceAgentsPath"], config["PreferNativeFenceDrivers"],
+                                  config["RedfishCaBundle"])
         self.service = FencingService(EngineGateway(self.ctx, self.membership), self.client, drivers,
                                       local_agent_types(drivers), time.time())
         self.service.on_finish(self.metrics.operation_finished)

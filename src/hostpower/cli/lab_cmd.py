@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from typing import Any
 
 import httpx
 
@@ -79,8 +80,10 @@ def start(args: argparse.Namespace) -> int:
     mode = ("network namespaces (management networks confined)" if topo.namespaced else
             "loopback addresses, WITHOUT confinement (run as root for namespaces)")
     inst = topo.instance
+    redfish = sum(b.kind == "redfish" for b in topo.bmcs)
     print(f"lab: starting topology {topo.name!r}: {len(topo.hosts)} hosts, "
-          f"{len(topo.bmcs)} BMCs, on {mode}", flush=True)
+          f"{len(topo.bmcs)} BMCs ({redfish} Redfish), {len(topo.pdus)} PDUs, on {mode}",
+          flush=True)
     print(f"lab: instance {inst.number}: names {inst.prefix}*, addresses "
           f"{' and '.join(inst.ranges(topo.namespaced))}", flush=True)
     done = threading.Event()
@@ -95,10 +98,18 @@ def start(args: argparse.Namespace) -> int:
                 else:
                     print(f"lab: loaded inventory: "
                           f"{load_document(inv, ConfigStore(s), running.inventory_document())}")
+                    # ... and the engine trusts the lab's Redfish BMCs (its device CA).
+                    ConfigStore(s).set("RedfishCaBundle", str(running.redfish_ca_bundle))
             ctx.close()
         rows = [(h.name, h.cluster, f"{h.front_address}:{h.agent_port}",
-                 " ".join(f"{b.address}:{b.port}" for b in h.bmcs)) for h in topo.hosts]
-        print(table(rows, ("HOST", "CLUSTER", "AGENT", "BMC")))
+                 " ".join(f"{b.kind} {b.address}:{b.port}" for b in h.bmcs),
+                 " ".join(map(str, h.outlets)) or "-") for h in topo.hosts]
+        print(table(rows, ("HOST", "CLUSTER", "AGENT", "BMC", "PDU OUTLETS")))
+        if topo.pdus:
+            print("lab: PDUs (SNMP, community " + repr(topo.pdu_community) + "): " + ", ".join(
+                f"{p.name} {p.address}:{p.port}" for p in topo.pdus))
+        if any(b.kind == "redfish" for b in topo.bmcs):
+            print(f"lab: Redfish BMCs' CA bundle {running.redfish_ca_bundle}")
         first = topo.hosts[0]
         prefix = f"ip netns exec {topo.instance.host_ns(first.index)} " if topo.namespaced else ""
         print(f"\nlab: try  {prefix}fence_ipmilan -P -a {first.bmcs[0].address} "
@@ -119,13 +130,27 @@ def show_status(_: argparse.Namespace) -> int:
     status = _call("GET", "/status")
     rows = []
     for name, h in status["hosts"].items():
-        counts = " ".join(f"{b}:on={v['counts']['on']},off={v['counts']['off']}"
-                          + ("" if v["answering"] else ",MUTE") for b, v in h["bmcs"].items())
+        counts = " ".join(_bmc_counts(b, v) for b, v in h["bmcs"].items())
+        outlets = " ".join(
+            f"{o['pdu']}:{o['outlet']}:{o['power']},on={o['counts']['on']},"
+            f"off={o['counts']['off']}" + ("" if o["answering"] else ",MUTE")
+            for o in h.get("outlets", []))
         ssh = h.get("ssh") or {}
         rows.append((name, h["power"], h["agent"] + (" isolated" if h["isolated"] else ""),
-                     h["boots"], ssh.get("state", "-"), counts))
-    print(table(rows, ("HOST", "POWER", "AGENT", "BOOTS", "SSH", "BMC COMMANDS")))
+                     h["boots"], ssh.get("state", "-"), counts, outlets or "-"))
+    print(table(rows, ("HOST", "POWER", "AGENT", "BOOTS", "SSH", "BMC COMMANDS",
+                       "PDU OUTLETS")))
     return 0
+
+
+def _bmc_counts(name: str, bmc: dict[str, Any]) -> str:
+    c = bmc["counts"]
+    text = f"{name}:on={c['on']},off={c['off']}"
+    if bmc.get("kind") == "redfish":
+        text += f",login={c['login']},refused={c['refused']}"
+    if not bmc["answering"]:
+        text += ",MUTE" if bmc.get("standby", True) else ",NO-STANDBY-POWER"
+    return text
 
 
 def inject(args: argparse.Namespace) -> int:

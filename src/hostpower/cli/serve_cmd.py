@@ -224,6 +224,9 @@ def demo(args: argparse.Namespace) -> int:
                       f"{load_document(inv, ConfigStore(s), lab.inventory_document())}")
             for key, value in DEMO_CONFIG.items():
                 ConfigStore(s).set(key, value)
+            # The engine trusts the lab's Redfish BMCs (the lab's device CA), as
+            # its host agents do (the lab gives them --redfish-ca-bundle).
+            ConfigStore(s).set("RedfishCaBundle", str(lab.redfish_ca_bundle))
             users = Users(s)
             password = secrets.token_urlsafe(12)
             try:
@@ -242,6 +245,13 @@ def demo(args: argparse.Namespace) -> int:
         print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} lab fault c1-h3 ssh_down")
         print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} lab fault c1-h3 agent_hang")
         print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} events --follow")
+        dual = next((h for h in topo.hosts if len(h.outlets) == 2), None)
+        if dual is not None:
+            print(f"demo: {dual.name} has a {dual.bmcs[0].kind} BMC and two power supplies on "
+                  f"two PDUs ({', '.join(map(str, dual.outlets))}); kill its BMC and watch the "
+                  f"PDU group fence it:")
+            print(f"        HOSTPOWER_HOME={home} {sys.argv[0]} lab fault {dual.name} "
+                  f"bmc_unresponsive")
         if topo.namespaced:
             print("demo: cut a proxy's management network and watch the Readiness page (a "
                   "host left with one proxy is flagged):")

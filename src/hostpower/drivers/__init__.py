@@ -18,6 +18,10 @@ Modules, and what a caller takes from each:
 * `ipmilan`         - NativeIpmiDriver, IPMI in-process with pyghmi;
   `ipmilan_options` (which fence_ipmilan options it honours, NATIVE_TYPES)
   and `ipmi_chassis` (the chassis power commands it sends).
+* `redfish`         - NativeRedfishDriver, Redfish in-process with httpx;
+  `redfish_options` (which fence_redfish options it honours, NATIVE_TYPES),
+  `redfish_session` (one Redfish session: login, requests, logout) and
+  `redfish_power` (the power operations, as fence_redfish performs them).
 
 Nothing is imported here, so that importing one module (say `installed`)
 does not load pyghmi.

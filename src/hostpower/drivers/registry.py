@@ -13,16 +13,23 @@ from collections.abc import Iterable
 from hostpower.drivers.base import FenceDriver
 from hostpower.drivers.errors import NoDriver, UnsupportedSpec
 from hostpower.drivers.ipmilan import NativeIpmiDriver
+from hostpower.drivers.redfish import NativeRedfishDriver
 from hostpower.drivers.script import ScriptDriver
 from hostpower.model.power import AgentSpec
 
 
 def default_drivers(fence_agents_path: str = "/usr/sbin",
-                    prefer_native: bool = True) -> list[FenceDriver]:
-    """Every driver of this machine, the preferred kind first."""
-    native: FenceDriver = NativeIpmiDriver()
-    script: FenceDriver = ScriptDriver(fence_agents_path)
-    return [native, script] if prefer_native else [script, native]
+                    prefer_native: bool = True,
+                    redfish_ca_bundle: str | None = None) -> list[FenceDriver]:
+    """Every driver of this machine, the preferred kind first.
+
+    `redfish_ca_bundle` (a PEM file; None or empty: the system trust store)
+    is what both Redfish paths verify BMC certificates against: the native
+    driver, and fence_redfish through the script driver."""
+    native: list[FenceDriver] = [NativeIpmiDriver(),
+                                 NativeRedfishDriver(ca_bundle=redfish_ca_bundle)]
+    script: list[FenceDriver] = [ScriptDriver(fence_agents_path, ca_bundle=redfish_ca_bundle)]
+    return native + script if prefer_native else script + native
 
 
 def driver_for(spec: AgentSpec, drivers: Iterable[FenceDriver],

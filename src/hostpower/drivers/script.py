@@ -4,6 +4,12 @@ This is the standard path that every PM device type has: one process per
 command, parameters on stdin (script_protocol.py). The child gets a small
 clean environment and a session of its own, so that a timeout can kill it
 together with the ipmitool/ssh/curl processes it started.
+
+fence_redfish verifies BMC certificates with python-requests, which reads
+its trusted CAs from REQUESTS_CA_BUNDLE: given a `ca_bundle`, the script
+driver sets it (a path, not a secret) for redfish agents, so that the script
+and the native Redfish driver trust the same CAs. `ssl_insecure` skips the
+verification in both.
 """
 
 from __future__ import annotations
@@ -19,9 +25,14 @@ from collections.abc import Callable
 from hostpower.drivers.base import FenceDriver
 from hostpower.drivers.errors import UnsupportedType
 from hostpower.drivers.installed import agent_program, installed_agent_types, is_installed
+from hostpower.drivers.redfish_options import NATIVE_TYPES as REDFISH_TYPES
 from hostpower.drivers.script_metadata import Parameter, read_metadata
 from hostpower.drivers.script_protocol import (
-    CHILD_ENV, agent_input, clean_output, outcome_for, result_message,
+    CHILD_ENV,
+    agent_input,
+    clean_output,
+    outcome_for,
+    result_message,
 )
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
 
@@ -40,8 +51,10 @@ class ScriptDriver(FenceDriver):
     native = False
 
     def __init__(self, fence_agents_path: str = "/usr/sbin",
-                 on_spawn: Callable[[int], None] | None = None) -> None:
+                 on_spawn: Callable[[int], None] | None = None,
+                 ca_bundle: str | None = None) -> None:
         self.fence_agents_path = fence_agents_path
+        self.ca_bundle = ca_bundle or None
         self.on_spawn = on_spawn
         self.last_pid: int | None = None
         self._lock = threading.Lock()
@@ -86,6 +99,12 @@ class ScriptDriver(FenceDriver):
 
     # -- running an action -------------------------------------------------------
 
+    def child_env(self, spec: AgentSpec) -> dict[str, str]:
+        """The agent's environment: CHILD_ENV, and the Redfish CA bundle for fence_redfish."""
+        if self.ca_bundle and spec.type in REDFISH_TYPES:
+            return {**CHILD_ENV, "REQUESTS_CA_BUNDLE": self.ca_bundle}
+        return dict(CHILD_ENV)
+
     def run(self, spec: AgentSpec, action: FenceAction, timeout: float) -> FenceResult:
         """Run one action; DriverError (nothing started) for a bad spec or missing agent."""
         action = FenceAction(action)
@@ -96,7 +115,8 @@ class ScriptDriver(FenceDriver):
         try:
             proc = subprocess.Popen(
                 [str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=CHILD_ENV, cwd="/", start_new_session=True)
+                stderr=subprocess.PIPE, env=self.child_env(spec), cwd="/",
+                start_new_session=True)
         except OSError as exc:
             return FenceResult(action, Outcome.ERROR, f"cannot start {path}: {exc.strerror}",
                                duration=time.monotonic() - started)

@@ -24,6 +24,9 @@ MESSAGE_MAX = 300
 # fencing.py prefixes its log lines with "2024-01-02 03:04:05,678 ".
 _LOG_TIME_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+")
 _MASK = "********"
+# fencing.py's fail_usage() ends every failure with this line, which says
+# nothing about the failure; the line before it does.
+_USAGE_HINT = "Please use '-h' for usage"
 
 
 def agent_input(spec: AgentSpec, action: FenceAction) -> str:
@@ -94,6 +97,6 @@ def result_message(outcome: Outcome, exit_code: int, stdout: str, stderr: str) -
 def _last_line(text: str) -> str:
     for line in reversed(text.splitlines()):
         line = _LOG_TIME_RE.sub("", line.strip())
-        if line:
+        if line and not line.endswith(_USAGE_HINT):
             return line[:MESSAGE_MAX]
     return ""

@@ -44,12 +44,16 @@ def group_key(group: Sequence[FenceAgent]) -> tuple[int, ...]:
 
 
 AgentLoader = Callable[[int], Awaitable[list[FenceAgent]]]
+# Called with the agents about to be sent a command (fencing/tlsnotice.py).
+AgentsNotice = Callable[[int, Sequence[FenceAgent]], Awaitable[None]]
 
 
 class HostPower:
-    def __init__(self, executor: ChainExecutor, load_agents: AgentLoader) -> None:
+    def __init__(self, executor: ChainExecutor, load_agents: AgentLoader,
+                 notice: AgentsNotice | None = None) -> None:
         self.executor = executor
         self.load_agents = load_agents
+        self.notice = notice
 
     async def agents(self, host_id: int) -> list[FenceAgent]:
         return await self.load_agents(host_id)
@@ -61,6 +65,8 @@ class HostPower:
         agents = list(agents) if agents is not None else await self.load_agents(host_id)
         if not agents:
             return PowerResult(action, Outcome.ERROR, message="the host has no fence agent")
+        if self.notice is not None:
+            await self.notice(host_id, agents)
         done: list[CommandResult] = []
         groups: list[tuple[tuple[int, ...], Outcome]] = []
         outcome = Outcome.ERROR

@@ -23,6 +23,7 @@ from hostpower.fencing.executor import ChainExecutor
 from hostpower.fencing.flows import Flows
 from hostpower.fencing.gateway import EngineGateway, acting_as, on_behalf_of
 from hostpower.fencing.power import HostPower, PowerResult
+from hostpower.fencing.tlsnotice import InsecureTlsNotice
 from hostpower.hostagent.client import AgentClient
 from hostpower.model.errors import ConflictError, EngineNotReady, StorageUnavailable
 from hostpower.model.events import Event, Severity
@@ -57,6 +58,15 @@ class FencingService:
         self._starting: set[int] = set()
         self._limit: asyncio.Semaphore | None = None
         self._on_finish: list[Callable[[Operation], None]] = []
+        # Agents that skip TLS verification (ssl_insecure): a WARNING once each.
+        self.power.notice = InsecureTlsNotice(gateway.emit, self._host_name).check
+
+    async def _host_name(self, host_id: int) -> str | None:
+        snapshot, _ = await self.gateway.state()
+        try:
+            return snapshot.host(host_id).name
+        except KeyError:  # a host deleted meanwhile: the event names its id
+            return None
 
     # -- operations -----------------------------------------------------------------------
 

@@ -36,6 +36,20 @@ def parse_bind(text: str) -> tuple[str, int]:
         raise ValueError(str(exc)) from None
 
 
+def redfish_ca_bundle(path: Path | None) -> str | None:
+    """--redfish-ca-bundle as an absolute path to a readable file; ValueError saying what is wrong."""
+    if path is None:
+        return None
+    try:
+        with path.open("rb") as bundle:
+            head = bundle.read(1 << 16)
+    except OSError as exc:
+        raise ValueError(f"--redfish-ca-bundle {path}: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        raise ValueError(f"--redfish-ca-bundle {path}: not a PEM certificate file")
+    return str(path.resolve())
+
+
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m hostpower.hostagent.daemon",
@@ -63,6 +77,10 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         default=DEFAULT_LEASE_INTERVAL,
                         help="seconds between renewals of the storage lease "
                              "(default %(default)s)")
+    parser.add_argument("--redfish-ca-bundle", type=Path, default=None, metavar="PATH",
+                        help="PEM file of the CA certificates trusted for Redfish BMCs, by "
+                             "the native driver and by fence_redfish (default: the system "
+                             "trust store)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
@@ -76,6 +94,7 @@ def run_agent(argv: Sequence[str] | None = None) -> int:
     try:
         address, port = parse_bind(args.bind)
         boot_id = None if args.boot_id is None else str(uuid.UUID(args.boot_id))
+        ca_bundle = redfish_ca_bundle(args.redfish_ca_bundle)
     except ValueError as exc:
         print(f"hostagent: {exc}", file=sys.stderr)
         return 2
@@ -86,7 +105,7 @@ def run_agent(argv: Sequence[str] | None = None) -> int:
                          max_parallel_fence=max(1, args.max_parallel_fence),
                          storage_lease_dir=args.storage_lease_dir,
                          storage_lease_interval=args.storage_lease_interval)
-    drivers = default_drivers(config.fence_agents_path, config.prefer_native)
+    drivers = default_drivers(config.fence_agents_path, config.prefer_native, ca_bundle)
     try:
         agent = HostAgent(config, drivers)
     except ValidationError as exc:  # a host name that cannot name a lease, a bad interval

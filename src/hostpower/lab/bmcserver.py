@@ -7,7 +7,9 @@ line:
 * stdin, first line: {"username", "password", "bmcs": [{"name", "address",
   "port", "power"}]}; the password never travels in argv.
 * stdin, later lines: {"cmd": "answer", "bmc": NAME, "answering": BOOL}
-  (the "BMC not answering" fault). End of stdin: the supervisor is gone, exit.
+  (the "BMC not answering" fault); {"cmd": "power", "bmc": NAME, "power":
+  "on"|"off"} (a hand on the power button, not counted). End of stdin: the
+  supervisor is gone, exit.
 * stdout: {"event": "ready"} once every BMC listens; {"event": "power",
   "bmc", "power"} on every power change; {"event": "command", "bmc",
   "command"} for every on/off/reset/status command received.
@@ -78,6 +80,11 @@ class BmcServer:
             bmc = self.bmcs.get(cmd.get("bmc"))
             if cmd.get("cmd") == "answer" and bmc is not None:
                 bmc.answering = bool(cmd.get("answering"))
+            elif cmd.get("cmd") == "power" and bmc is not None and cmd.get("power") in (
+                    "on", "off"):
+                if bmc.power_state != cmd["power"]:
+                    bmc.power_state = cmd["power"]  # a hand on the power button: not counted
+                    self.emit(event="power", bmc=cmd["bmc"], power=cmd["power"])
         self.stop()
 
 

@@ -91,8 +91,9 @@ def build(topo: Topology) -> None:
     for net in topo.networks:
         ns = inst.mgmt_ns(net.index)
         _bridge_ns(ns)
-        for bmc in (b for b in topo.bmcs if b.network == net.name):
-            ip("addr", "add", f"{bmc.address}/24", "dev", "br0", ns=ns)
+        for device in [*topo.bmcs, *topo.pdus]:
+            if device.network == net.name:
+                ip("addr", "add", f"{device.address}/24", "dev", "br0", ns=ns)
         if net.engine_access:
             leg = inst.engine_leg(net.index)
             _veth(leg, None, "eng", ns)

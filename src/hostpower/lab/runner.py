@@ -42,6 +42,12 @@ class RunningLab:
         return self.lab.topo
 
     @property
+    def redfish_ca_bundle(self) -> Path:
+        """The lab's device CA certificate (PEM): what a Redfish client verifies
+        the lab's BMCs against (not the engine's agent CA)."""
+        return self.lab.redfish_ca_bundle
+
+    @property
     def instance(self) -> LabInstance:
         return self.lease.instance
 
@@ -158,5 +164,6 @@ def _start(settings: Settings, topo: Topology, lease: InstanceLease, fence_agent
     (run_dir / STATE_FILE).write_text(json.dumps({
         "pid": os.getpid(), "control": control.url, "topology": topo.name,
         "namespaced": topo.namespaced, "instance": inst.number, "runtime": str(lease.pool.dir),
-        "prefix": inst.prefix, "ranges": list(inst.ranges(topo.namespaced))}))
+        "prefix": inst.prefix, "ranges": list(inst.ranges(topo.namespaced)),
+        "redfish_ca_bundle": str(lab.redfish_ca_bundle)}))
     return running

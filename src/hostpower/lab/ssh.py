@@ -267,15 +267,14 @@ class LabSsh:
         raise LabError(f"sshd of {h.name} did not start listening in time")
 
     def _powered(self, host: LabHost) -> bool:
-        return any(self.lab.bmcs[b.name].power == "on" for b in host.bmcs)
+        return self.lab.power.host_power(host) == "on"
 
     def _on_lab_event(self, event: dict[str, Any]) -> None:
         """Power drives the SSH server as it drives the agent: off kills it,
         on starts it after the boot delay."""
-        if event.get("event") != "power":
+        if event.get("event") != "host_power":
             return
-        server = next((s for s in self._servers.values()
-                       if any(b.name == event.get("bmc") for b in s.host.bmcs)), None)
+        server = self._servers.get(str(event.get("host")))
         if server is None:
             return
         with self._lock:

@@ -21,7 +21,6 @@ the simulated hosts.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -29,31 +28,25 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-from hostpower.lab import netns, storage
+from hostpower.lab import devicepki, netns, storage
+from hostpower.lab.devices import DeviceProcesses
+from hostpower.lab.devicestate import BmcState, PowerState, ipmi_spec, pdu_spec, redfish_spec
 from hostpower.lab.errors import LabError
 from hostpower.lab.kdump import DUMPED, DUMPING, KdumpFaults
 from hostpower.lab.processes import signal_group, stop_groups
-from hostpower.lab.topology import LabHost, Topology
+from hostpower.lab.topology import LabBmc, LabHost, Topology
 
 if TYPE_CHECKING:
     from hostpower.lab.ssh import LabSsh
 
 __all__ = ["FAULTS", "Lab", "LabError"]
 
-FAULTS = ("agent_hang", "agent_crash", "bmc_unresponsive", "isolate", "mgmt_cut", "ssh_down",
-          "kernel_crash_kdump")
-
-
-@dataclass
-class BmcState:
-    power: str = "on"
-    answering: bool = True
-    counts: dict[str, int] = field(default_factory=lambda: {"on": 0, "off": 0, "reset": 0,
-                                                            "cycle": 0, "status": 0})
+FAULTS = ("agent_hang", "agent_crash", "bmc_unresponsive", "bmc_restart", "pdu_unresponsive",
+          "isolate", "mgmt_cut", "ssh_down", "kernel_crash_kdump")
 
 
 @dataclass
@@ -67,6 +60,7 @@ class HostState:
     boot_timer: threading.Timer | None = None
     boot_id: str | None = None   # what its agent reports; new with each boot
     agent_restarts: int = 0      # restart_agent: the service restarted, not the host
+    power: str = "on"            # as last reported to listeners (event host_power)
 
 
 class Lab:
@@ -83,9 +77,9 @@ class Lab:
         self.fence_agents_path = fence_agents_path
         self.log = log
         self._lock = threading.RLock()
-        self._bmc_procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._bmc_ready: dict[str, threading.Event] = {}
-        self.bmcs: dict[str, BmcState] = {b.name: BmcState() for b in topo.bmcs}
+        self.devices = DeviceProcesses(run_dir, child_env, self._on_device_event)
+        self.power = PowerState(topo)
+        self.bmcs: dict[str, BmcState] = self.power.bmcs
         self.hosts: dict[str, HostState] = {h.name: HostState(h) for h in topo.hosts}
         self._stopping = False
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -100,12 +94,8 @@ class Lab:
             netns.build(self.topo)
         deadline = time.monotonic() + timeout
         try:
-            for net in self.topo.networks:
-                self._start_bmc_server(net.name)
-            for name, ready in self._bmc_ready.items():
-                if not ready.wait(max(0.0, deadline - time.monotonic())):
-                    raise LabError(f"BMCs of network {name} did not start "
-                                   f"(see {self.run_dir / ('bmc-' + name + '.log')})")
+            self._start_devices()
+            self.devices.wait_ready(deadline)
             for state in self.hosts.values():
                 self._start_agent(state)
             for state in self.hosts.values():
@@ -117,7 +107,8 @@ class Lab:
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
-            procs = [s.process for s in self.hosts.values() if s.process] + list(self._bmc_procs.values())
+            procs = [s.process for s in self.hosts.values() if s.process] + list(
+                self.devices.procs.values())
             for s in self.hosts.values():
                 if s.boot_timer:
                     s.boot_timer.cancel()
@@ -131,62 +122,101 @@ class Lab:
     def _in_ns(self, ns: str) -> list[str]:
         return ["ip", "netns", "exec", ns] if self.topo.namespaced else []
 
-    def _start_bmc_server(self, network: str) -> None:
-        net = self.topo.network(network)
-        spec = {
-            "username": self.topo.bmc_username, "password": self.topo.bmc_password,
-            "bmcs": [{"name": b.name, "address": b.address, "port": b.port, "power": "on"}
-                     for b in self.topo.bmcs if b.network == network],
-        }
-        log = (self.run_dir / f"bmc-{network}.log").open("ab")
-        proc = subprocess.Popen(
-            self._in_ns(self.topo.instance.mgmt_ns(net.index))
-            + [sys.executable, "-m", "hostpower.lab.bmcserver"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True,
-            env=self.child_env)
-        assert proc.stdin is not None and proc.stdout is not None
-        # The password goes over stdin, never argv.
-        proc.stdin.write((json.dumps(spec) + "\n").encode())
-        proc.stdin.flush()
-        self._bmc_procs[network] = proc
-        self._bmc_ready[network] = threading.Event()
-        threading.Thread(target=self._read_bmc_events, args=(network, proc.stdout),
-                         name=f"bmc-events-{network}", daemon=True).start()
+    def _start_devices(self) -> None:
+        """One process for the IPMI BMCs of each management network, one per
+        Redfish BMC (sushy-tools' emulator is one app per process), one per PDU."""
+        topo = self.topo
+        ca = devicepki.load_or_create(self.run_dir)
+        for net in topo.networks:
+            ns = self._in_ns(topo.instance.mgmt_ns(net.index))
+            ipmi = [b for b in topo.bmcs if b.network == net.name and b.kind == "ipmi"]
+            if ipmi:
+                self.devices.start(f"bmc-{net.name}", ns, "hostpower.lab.bmcserver",
+                                   ipmi_spec(topo, ipmi))
+            for b in (b for b in topo.bmcs if b.network == net.name and b.kind == "redfish"):
+                cert, key = devicepki.issue_server_certificate(
+                    ca, b.name, b.address, self.run_dir / "device-certs")
+                self.devices.start(f"redfish-{b.name}", ns, "hostpower.lab.redfishserver",
+                                   redfish_spec(topo, b, cert, key))
+            for p in (p for p in topo.pdus if p.network == net.name):
+                self.devices.start(f"pdu-{p.name}", ns, "hostpower.lab.pduserver",
+                                   pdu_spec(topo, self.power, p))
 
-    def _read_bmc_events(self, network: str, stream: IO[bytes]) -> None:
-        for line in stream:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == "ready":
-                self._bmc_ready[network].set()
+    @property
+    def redfish_ca_bundle(self) -> Path:
+        """The CA certificate (PEM) the lab's Redfish BMCs' certificates chain to."""
+        return devicepki.bundle_path(self.run_dir)
+
+    def _bmc_process(self, bmc: LabBmc) -> str:
+        return f"redfish-{bmc.name}" if bmc.kind == "redfish" else f"bmc-{bmc.network}"
+
+    def _on_device_event(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            if "pdu" in event:
+                self._on_pdu_event(event)
             else:
                 self._on_bmc_event(event)
-
-    def _on_bmc_event(self, event: dict[str, Any]) -> None:
-        with self._lock:
-            bmc = self.bmcs.get(str(event.get("bmc")))
-            if bmc is None:
-                return
-            if event.get("event") == "command":
-                command = str(event.get("command"))
-                bmc.counts[command] = bmc.counts.get(command, 0) + 1
-            elif event.get("event") == "power":
-                bmc.power = str(event.get("power"))
-                host = next(h for h in self.topo.hosts if any(b.name == event["bmc"] for b in h.bmcs))
-                self._power_changed(self.hosts[host.name])
         for listener in list(self._listeners):
             listener(event)
 
+    def _on_bmc_event(self, event: dict[str, Any]) -> None:
+        bmc = self.bmcs.get(str(event.get("bmc")))
+        if bmc is None:
+            return
+        if event.get("event") == "command":
+            command = str(event.get("command"))
+            bmc.counts[command] = bmc.counts.get(command, 0) + 1
+        elif event.get("event") == "power":
+            bmc.power = str(event.get("power"))
+            host = next(h for h in self.topo.hosts if any(b.name == event["bmc"] for b in h.bmcs))
+            self._power_changed(self.hosts[host.name])
+
+    def _on_pdu_event(self, event: dict[str, Any]) -> None:
+        pdu = self.power.pdus.get(str(event.get("pdu")))
+        if pdu is None:
+            return
+        command = str(event.get("command"))
+        if event.get("event") == "command" and command == "dropped":
+            pdu.dropped += 1
+            return
+        outlet = pdu.outlets.get(int(event.get("outlet") or 0))
+        if outlet is None:
+            return
+        if event.get("event") == "command":
+            outlet.counts[command] = outlet.counts.get(command, 0) + 1
+        elif event.get("event") == "outlet":
+            outlet.power = str(event.get("power"))
+            fed = self.power.fed_host(pdu.pdu.name, int(event["outlet"]))
+            if fed is not None:
+                self._supply_changed(self.hosts[fed[0].name])
+
+    def _supply_changed(self, state: HostState) -> None:
+        """Standby power of the host's BMC follows its supplies: a BMC with
+        none does not answer; when power returns it answers again."""
+        supplied = self.power.supplied(state.host)
+        for b in state.host.bmcs:
+            bmc = self.bmcs[b.name]
+            if bmc.standby != supplied:
+                bmc.standby = supplied
+                self._send_answering(b)
+        self._power_changed(state)
+
+    def _send_answering(self, b: LabBmc) -> None:
+        self.devices.command(self._bmc_process(b), {
+            "cmd": "answer", "bmc": b.name, "answering": self.bmcs[b.name].answering})
+
     def _host_power(self, host: LabHost) -> str:
-        """A host with two power supplies is off only when both are off."""
-        return "on" if any(self.bmcs[b.name].power == "on" for b in host.bmcs) else "off"
+        return self.power.host_power(host)
 
     def _power_changed(self, state: HostState) -> None:
         if self._stopping:
             return
         power = self._host_power(state.host)
+        if power != state.power:
+            state.power = power
+            event = {"event": "host_power", "host": state.host.name, "power": power}
+            for listener in list(self._listeners):
+                listener(event)
         if power == "off" and state.agent != "stopped":
             if state.boot_timer:
                 state.boot_timer.cancel()
@@ -221,6 +251,9 @@ class Lab:
             "--bind", f"{h.front_address}:{h.agent_port}", "--host-name", h.name,
             "--cert-dir", str(self.cert_dirs[h.name]),
             "--fence-agents-path", self.fence_agents_path, "--boot-id", state.boot_id,
+            # The hosts trust the lab's device CA for Redfish BMCs, as a data
+            # center's hosts are given their BMCs' CA.
+            "--redfish-ca-bundle", str(self.redfish_ca_bundle),
         ] + storage.agent_args(self.run_dir)
         state.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          start_new_session=True, env=self.child_env)
@@ -295,8 +328,20 @@ class Lab:
                     state.process, state.agent = None, "crashed"
             elif fault == "bmc_unresponsive":
                 for b in state.host.bmcs:
-                    self._bmc_command(b.network, {"cmd": "answer", "bmc": b.name, "answering": clear})
-                    self.bmcs[b.name].answering = clear
+                    self.bmcs[b.name].unresponsive = not clear
+                    self._send_answering(b)
+            elif fault == "pdu_unresponsive":
+                for name in self._fault_pdus(state.host, options):
+                    self.power.pdus[name].answering = clear
+                    self.devices.command(f"pdu-{name}", {"cmd": "answer", "answering": clear})
+            elif fault == "bmc_restart":
+                redfish = [b for b in state.host.bmcs if b.kind == "redfish"]
+                if not redfish:
+                    raise LabError(f"bmc_restart needs a Redfish BMC ({host_name} has IPMI)")
+                if not clear:  # a restart is over once it happened: nothing to clear
+                    for b in redfish:
+                        self.devices.command(self._bmc_process(b), {"cmd": "restart"})
+                        self.bmcs[b.name].restarts += 1
             elif fault == "ssh_down":
                 if self.ssh is None:
                     raise LabError("this lab runs no SSH servers (is openssh-server installed?)")
@@ -316,6 +361,46 @@ class Lab:
             elif fault == "kernel_crash_kdump":
                 self._kernel_crash_kdump(state, clear, options)
         return f"{fault} {'cleared on' if clear else 'injected into'} {host_name}"
+
+    def set_chassis(self, bmc: str, power: str) -> str:
+        """Press a chassis's power button by hand (no BMC request, not counted)."""
+        if power not in ("on", "off"):
+            raise LabError(f"power must be on or off, not {power!r}")
+        b = next((b for b in self.topo.bmcs if b.name == bmc), None)
+        if b is None:
+            raise LabError(f"no lab BMC {bmc!r}")
+        with self._lock:
+            self.devices.command(self._bmc_process(b), {"cmd": "power", "bmc": bmc,
+                                                        "power": power})
+        return f"chassis of {bmc} switched {power} by hand"
+
+    def set_outlet(self, pdu: str, outlet: int, power: str) -> str:
+        """Switch an outlet by hand (no SNMP, not counted): tests and the
+        operator put a lab back in order with it."""
+        if power not in ("on", "off"):
+            raise LabError(f"power must be on or off, not {power!r}")
+        with self._lock:
+            state = self.power.pdus.get(pdu)
+            if state is None:
+                raise LabError(f"no lab PDU {pdu!r}")
+            if outlet not in state.outlets:
+                raise LabError(f"{pdu} has outlets 1 to {len(state.outlets)}, not {outlet}")
+            self.devices.command(f"pdu-{pdu}", {"cmd": "outlet", "outlet": outlet,
+                                                "power": power})
+        return f"outlet {outlet} of {pdu} switched {power} by hand"
+
+    def _fault_pdus(self, host: LabHost, options: dict[str, Any] | None) -> list[str]:
+        """pdu_unresponsive: the PDU named by option `pdu`, or every PDU feeding the host."""
+        feeding = list(dict.fromkeys(o.pdu for o in host.outlets))
+        if not feeding:
+            raise LabError(f"pdu_unresponsive: no PDU feeds {host.name}")
+        named = (options or {}).get("pdu")
+        if named is None:
+            return feeding
+        if named not in feeding:
+            raise LabError(f"pdu_unresponsive: PDU {named!r} does not feed {host.name} "
+                           f"(its PDUs: {', '.join(feeding)})")
+        return [str(named)]
 
     def _kernel_crash_kdump(self, state: HostState, clear: bool,
                             options: dict[str, Any] | None) -> None:
@@ -349,17 +434,13 @@ class Lab:
                 state.agent = DUMPED
                 self.log(f"lab: {host_name} wrote its crash dump")
 
-    def _bmc_command(self, network: str, command: dict[str, Any]) -> None:
-        proc = self._bmc_procs[network]
-        assert proc.stdin is not None
-        proc.stdin.write((json.dumps(command) + "\n").encode())
-        proc.stdin.flush()
-
     def status(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "topology": self.topo.name, "namespaced": self.topo.namespaced,
                 "instance": self.topo.instance.number,
+                "redfish_ca_bundle": str(self.redfish_ca_bundle),
+                "pdus": self.power.pdu_status(),
                 "hosts": {
                     name: {
                         "power": self._host_power(s.host), "agent": s.agent,
@@ -370,11 +451,8 @@ class Lab:
                         "pid": s.process.pid if s.process else None,
                         "ssh": self.ssh.status(name) if self.ssh is not None else None,
                         "kdump": self.kdump.status(name),
-                        "bmcs": {b.name: {"address": b.address, "port": b.port,
-                                          "power": self.bmcs[b.name].power,
-                                          "answering": self.bmcs[b.name].answering,
-                                          "counts": dict(self.bmcs[b.name].counts)}
-                                 for b in s.host.bmcs},
+                        "bmcs": {b.name: self.power.bmc_status(b) for b in s.host.bmcs},
+                        "outlets": self.power.host_outlets(s.host),
                     } for name, s in self.hosts.items()
                 },
             }

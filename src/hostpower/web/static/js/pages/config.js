@@ -6,6 +6,7 @@ import { button, clearErrors, showError, toast, spinner } from '../ui.js';
 
 const KIND_HINT = {
   int: 'whole number', bool: 'true or false', path: 'absolute path',
+  optional_path: 'absolute path; empty: none',
   sources: 'comma-separated: cluster, dc, other_dc, engine',
   command: 'one command line, run by the host\'s shell',
   address: 'IP address; empty: every address',
