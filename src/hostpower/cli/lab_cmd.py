@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -14,6 +14,10 @@ from hostpower.cli.inventory_cmd import read_document
 from hostpower.lab.supervisor import FAULTS
 from hostpower.model.errors import ValidationError
 from hostpower.settings import Settings
+
+if TYPE_CHECKING:
+    from hostpower.lab.runner import RunningLab
+    from hostpower.lab.topology import LabHost
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -108,10 +112,8 @@ def start(args: argparse.Namespace) -> int:
                 f"{p.name} {p.address}:{p.port}" for p in topo.pdus))
         if any(b.kind == "redfish" for b in topo.bmcs):
             print(f"lab: Redfish BMCs' CA bundle {running.redfish_ca_bundle}")
-        first = topo.hosts[0]
-        prefix = f"ip netns exec {topo.instance.host_ns(first.index)} " if topo.namespaced else ""
-        print(f"\nlab: try  {prefix}fence_ipmilan -P -a {first.bmcs[0].address} "
-              f"-u {first.bmcs[0].port} -l {topo.bmc_username} -p {topo.bmc_password} -o status")
+        for hint in _tries(running):
+            print(hint)
         print(f"lab: control API {running.control.url}; 'hostpower lab fault HOST FAULT'; "
               f"Ctrl-C stops", flush=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -122,6 +124,35 @@ def start(args: argparse.Namespace) -> int:
         running.stop()
         print("lab: stopped, nothing left behind", flush=True)
     return 0
+
+
+def _tries(running: RunningLab) -> list[str]:
+    """One real fence agent command per device kind, from the first host that has it."""
+    topo = running.topo
+
+    def ns(host: LabHost) -> str:
+        return f"ip netns exec {topo.instance.host_ns(host.index)} " if topo.namespaced else ""
+
+    lines = [""]
+    creds = f"-l {topo.bmc_username} -p {topo.bmc_password}"
+    ipmi = next((h for h in topo.hosts if h.bmcs[0].kind == "ipmi"), None)
+    if ipmi is not None:
+        b = ipmi.bmcs[0]
+        lines.append(f"lab: try  {ns(ipmi)}fence_ipmilan -P -a {b.address} -u {b.port} "
+                     f"{creds} -o status")
+    redfish = next((h for h in topo.hosts if h.bmcs[0].kind == "redfish"), None)
+    if redfish is not None:
+        b = redfish.bmcs[0]
+        lines.append(f"lab: try  {ns(redfish)}env REQUESTS_CA_BUNDLE={running.redfish_ca_bundle} "
+                     f"fence_redfish -a {b.address} -u {b.port} {creds} "
+                     f"--systems-uri={b.systems_uri} -o status")
+    fed = next((h for h in topo.hosts if h.outlets), None)
+    if fed is not None:
+        o = fed.outlets[0]
+        pdu = topo.pdu(o.pdu)
+        lines.append(f"lab: try  {ns(fed)}fence_apc_snmp -a {pdu.address} -u {pdu.port} "
+                     f"--community={topo.pdu_community} -n {o.outlet} -o status")
+    return lines
 
 
 def show_status(_: argparse.Namespace) -> int:
