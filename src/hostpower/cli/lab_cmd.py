@@ -1,4 +1,4 @@
-"""`hostpower lab start|status|fault|stop|cleanup`."""
+"""`hostpower lab start|status|fault|power|stop|cleanup|list`."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="an option of the fault, e.g. for kernel_crash_kdump port=7410 "
                             "interval=1 duration=30 reboot=true (docs/lab.md)")
     fault.set_defaults(func=inject)
+    power = lsub.add_parser("power", help="switch a PDU outlet or a chassis by hand (not counted)")
+    power.add_argument("target", help="PDU:OUTLET (e.g. c1-pdu1:3) or a BMC (e.g. c1-h3-bmc)")
+    power.add_argument("state", choices=("on", "off"))
+    power.set_defaults(func=switch)
     stop = lsub.add_parser("stop", help="stop the running lab")
     stop.set_defaults(func=stop_lab)
     clean = lsub.add_parser("cleanup", help="remove what crashed labs left (running labs are kept)")
@@ -123,6 +127,18 @@ def start(args: argparse.Namespace) -> int:
         print("lab: stopping", flush=True)
         running.stop()
         print("lab: stopped, nothing left behind", flush=True)
+    return 0
+
+
+def switch(args: argparse.Namespace) -> int:
+    pdu, sep, outlet = str(args.target).rpartition(":")
+    if sep:
+        if not outlet.isdigit():
+            raise ValidationError("target", f"{args.target!r} is not PDU:OUTLET")
+        body: dict[str, Any] = {"pdu": pdu, "outlet": int(outlet), "power": args.state}
+    else:
+        body = {"bmc": args.target, "power": args.state}
+    print(_call("POST", "/power", body)["detail"])
     return 0
 
 
