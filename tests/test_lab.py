@@ -16,7 +16,7 @@ from hostpower.lab import netns
 from hostpower.lab.runner import RunningLab
 from hostpower.model.power import Outcome
 from labkit import (
-    counts, fence_apc_snmp, fence_via, host_ns, require_lab_tools, restore_power, run, start,
+    counts, fence_apc_snmp, fence_redfish, fence_via, host_ns, require_lab_tools, restore_power, run, start,
     tcp_reachable_from, wait_all_agents, wait_counts,
 )
 
@@ -73,6 +73,17 @@ def test_fence_ipmilan_fails_from_a_host_of_another_cluster(lab: RunningLab) -> 
     r = fence_ipmilan_in(host_ns(lab, "c2-h1"), lab.topo.host("c1-h1").bmcs[0].address)
     assert r.returncode == 1
     assert "Status: ON" not in r.stdout
+
+
+def test_pdus_and_redfish_bmcs_sit_on_their_clusters_management_network(lab: RunningLab) -> None:
+    c1h3 = lab.topo.host("c1-h3")
+    inside, outside = host_ns(lab, "c1-h1"), host_ns(lab, "c2-h1")
+    outlet, bmc = c1h3.outlets[0], c1h3.bmcs[0]
+    assert fence_apc_snmp(lab, outlet, "status", ns=inside).returncode == 0
+    assert fence_redfish(lab, bmc, "status", ns=inside).returncode == 0
+    assert fence_apc_snmp(lab, outlet, "status", ns=outside, login_timeout="1",
+                          shell_timeout="1").returncode == 1
+    assert fence_redfish(lab, bmc, "status", ns=outside, timeout=20).returncode == 1
 
 
 def test_the_engine_reaches_only_the_management_network_the_topology_grants(lab: RunningLab) -> None:

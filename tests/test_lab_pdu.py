@@ -168,6 +168,20 @@ def test_a_wrong_community_gets_no_answer_and_switches_nothing(lab: RunningLab) 
     assert outlet_counts(lab, a) == before
 
 
+def test_the_control_api_switches_an_outlet_by_hand_without_counting(lab: RunningLab) -> None:
+    import httpx
+    [outlet] = lab.topo.host("k1-s").outlets
+    before = outlet_counts(lab, outlet)
+    r = httpx.post(lab.control.url + "/power",
+                   json={"pdu": outlet.pdu, "outlet": outlet.outlet, "power": "off"}, timeout=5)
+    assert r.status_code == 200 and r.json()["detail"] == "outlet 4 of k1-pa switched off by hand"
+    _wait_power(lab, "k1-s", "off")
+    assert outlet_counts(lab, outlet) == before
+    bad = httpx.post(lab.control.url + "/power", json={"pdu": "k1-pa", "outlet": 9,
+                                                       "power": "on"}, timeout=5)
+    assert bad.status_code == 400 and bad.json()["detail"] == "k1-pa has outlets 1 to 4, not 9"
+
+
 def test_the_inventory_gives_the_outlets_as_one_group_after_the_bmc(lab: RunningLab) -> None:
     hosts = lab.inventory_document()["data_centers"][0]["clusters"][0]["hosts"]
     agents = next(h for h in hosts if h["name"] == "k1-d")["power_management"]["agents"]

@@ -201,10 +201,10 @@ def test_the_inventory_gives_a_redfish_agent_with_its_systems_uri(lab: RunningLa
                                      "refused", "dropped"}
 
 
-def test_a_configured_power_delay_applies_the_change_later(tmp_path: Path) -> None:
+def test_a_configured_power_delay_and_session_timeout_apply(tmp_path: Path) -> None:
     require_lab_tools(namespaces=False)
     doc = yaml.safe_load(REDFISH_LAB)
-    doc["redfish"] = {"power_delay": 0.5}
+    doc["redfish"] = {"power_delay": 0.5, "session_timeout": 1}
     running, _ = start(tmp_path, doc, loopback=True)
     try:
         bmc = running.topo.host("k1-r").bmcs[0]
@@ -216,6 +216,10 @@ def test_a_configured_power_delay_applies_the_change_later(tmp_path: Path) -> No
             assert c.get(bmc.systems_uri, headers=auth).json()["PowerState"] == "On"
             wait_until(lambda: c.get(bmc.systems_uri, headers=auth).json()["PowerState"] == "Off",
                        5, "the delayed power off")
+            assert c.get("/redfish/v1/SessionService", headers=auth).json()[
+                "SessionTimeout"] == 1
+            time.sleep(1.5)  # idle past the session timeout
+            assert c.get(bmc.systems_uri, headers=auth).status_code == 401
         wait_until(lambda: running.lab.status()["hosts"]["k1-r"]["power"] == "off", 5,
                    "the host to lose power")
     finally:

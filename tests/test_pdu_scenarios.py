@@ -99,7 +99,7 @@ def test_pdu_bmc_dead_the_pdu_group_fences_the_host_both_outlets_off_then_on(
 def test_pdu_one_pdu_of_the_pair_unreachable_the_stop_fails_and_names_the_outlet(
         lab: RunningLab, engine: EngineThread) -> None:
     host = lab.topo.host("c1-dual")
-    a, b = host.outlets
+    _, b = host.outlets
     dead = lab.topo.pdu(b.pdu)
     lab.lab.fault("c1-dual", "bmc_unresponsive")
     lab.lab.fault("c1-dual", "pdu_unresponsive", options={"pdu": dead.name})

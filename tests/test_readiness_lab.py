@@ -91,10 +91,10 @@ def test_readiness_lab_every_host_checked_through_every_candidate(
     assert states(c1h1) == [("c1-h2", "works"), ("c1-h3", "works"), ("c2-h1", "works"),
                             ("c2-h2", "fails"), ("engine", "fails")]
     assert (c1h1.readiness, c1h1.paths) == (Readiness.READY, 3)
-    # Two power supplies, each through the same three proxies.
+    # A BMC and two power supplies on PDU outlets, each through the same three proxies.
     c1h3 = found["c1-h3"]
     assert (c1h3.readiness, c1h3.paths) == (Readiness.READY, 3)
-    assert len({c.agent for c in c1h3.checks}) == 2
+    assert len({c.agent for c in c1h3.checks}) == 3
     # c2's hosts have only each other: a single point of failure, from the first round.
     assert (found["c2-h2"].readiness, found["c2-h2"].working) == (Readiness.SINGLE_PATH, ["c2-h1"])
     warned = {e.host_name for e in events(engine.ctx, kind="readiness.changed")}

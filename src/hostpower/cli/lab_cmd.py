@@ -1,11 +1,11 @@
-"""`hostpower lab start|status|fault|stop|cleanup`."""
+"""`hostpower lab start|status|fault|power|stop|cleanup|list`."""
 
 from __future__ import annotations
 
 import argparse
 import signal
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -14,6 +14,10 @@ from hostpower.cli.inventory_cmd import read_document
 from hostpower.lab.supervisor import FAULTS
 from hostpower.model.errors import ValidationError
 from hostpower.settings import Settings
+
+if TYPE_CHECKING:
+    from hostpower.lab.runner import RunningLab
+    from hostpower.lab.topology import LabHost
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="an option of the fault, e.g. for kernel_crash_kdump port=7410 "
                             "interval=1 duration=30 reboot=true (docs/lab.md)")
     fault.set_defaults(func=inject)
+    power = lsub.add_parser("power", help="switch a PDU outlet or a chassis by hand (not counted)")
+    power.add_argument("target", help="PDU:OUTLET (e.g. c1-pdu1:3) or a BMC (e.g. c1-h3-bmc)")
+    power.add_argument("state", choices=("on", "off"))
+    power.set_defaults(func=switch)
     stop = lsub.add_parser("stop", help="stop the running lab")
     stop.set_defaults(func=stop_lab)
     clean = lsub.add_parser("cleanup", help="remove what crashed labs left (running labs are kept)")
@@ -110,10 +118,8 @@ def start(args: argparse.Namespace) -> int:
                 f"{p.name} {p.address}:{p.port}" for p in topo.pdus))
         if any(b.kind == "redfish" for b in topo.bmcs):
             print(f"lab: Redfish BMCs' CA bundle {running.redfish_ca_bundle}")
-        first = topo.hosts[0]
-        prefix = f"ip netns exec {topo.instance.host_ns(first.index)} " if topo.namespaced else ""
-        print(f"\nlab: try  {prefix}fence_ipmilan -P -a {first.bmcs[0].address} "
-              f"-u {first.bmcs[0].port} -l {topo.bmc_username} -p {topo.bmc_password} -o status")
+        for hint in _tries(running):
+            print(hint)
         print(f"lab: control API {running.control.url}; 'hostpower lab fault HOST FAULT'; "
               f"Ctrl-C stops", flush=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -124,6 +130,47 @@ def start(args: argparse.Namespace) -> int:
         running.stop()
         print("lab: stopped, nothing left behind", flush=True)
     return 0
+
+
+def switch(args: argparse.Namespace) -> int:
+    pdu, sep, outlet = str(args.target).rpartition(":")
+    if sep:
+        if not outlet.isdigit():
+            raise ValidationError("target", f"{args.target!r} is not PDU:OUTLET")
+        body: dict[str, Any] = {"pdu": pdu, "outlet": int(outlet), "power": args.state}
+    else:
+        body = {"bmc": args.target, "power": args.state}
+    print(_call("POST", "/power", body)["detail"])
+    return 0
+
+
+def _tries(running: RunningLab) -> list[str]:
+    """One real fence agent command per device kind, from the first host that has it."""
+    topo = running.topo
+
+    def ns(host: LabHost) -> str:
+        return f"ip netns exec {topo.instance.host_ns(host.index)} " if topo.namespaced else ""
+
+    lines = [""]
+    creds = f"-l {topo.bmc_username} -p {topo.bmc_password}"
+    ipmi = next((h for h in topo.hosts if h.bmcs[0].kind == "ipmi"), None)
+    if ipmi is not None:
+        b = ipmi.bmcs[0]
+        lines.append(f"lab: try  {ns(ipmi)}fence_ipmilan -P -a {b.address} -u {b.port} "
+                     f"{creds} -o status")
+    redfish = next((h for h in topo.hosts if h.bmcs[0].kind == "redfish"), None)
+    if redfish is not None:
+        b = redfish.bmcs[0]
+        lines.append(f"lab: try  {ns(redfish)}env REQUESTS_CA_BUNDLE={running.redfish_ca_bundle} "
+                     f"fence_redfish -a {b.address} -u {b.port} {creds} "
+                     f"--systems-uri={b.systems_uri} -o status")
+    fed = next((h for h in topo.hosts if h.outlets), None)
+    if fed is not None:
+        o = fed.outlets[0]
+        pdu = topo.pdu(o.pdu)
+        lines.append(f"lab: try  {ns(fed)}fence_apc_snmp -a {pdu.address} -u {pdu.port} "
+                     f"--community={topo.pdu_community} -n {o.outlet} -o status")
+    return lines
 
 
 def show_status(_: argparse.Namespace) -> int:

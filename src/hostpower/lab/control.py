@@ -1,7 +1,10 @@
 """The lab's small control API (JSON over HTTP on 127.0.0.1 only).
 
     GET  /status                         every host: power, agent, BMCs, command counts
-    POST /fault {"host", "fault", "clear", "options"}  options: the fault's own (kdump.py)
+    POST /fault {"host", "fault", "clear", "options"}  options: the fault's own (kdump.py,
+                                         pdu_unresponsive's "pdu")
+    POST /power {"pdu", "outlet", "power"} or {"bmc", "power"}: a hand on a PDU outlet's or
+                                         a chassis's switch (no request to the device, not counted)
     POST /stop                           stop the lab
 """
 
@@ -74,6 +77,22 @@ class ControlServer:
                             raise LabError("options must be an object")
                         message = server.lab.fault(str(body.get("host")), str(body.get("fault")),
                                                    bool(body.get("clear", False)), options)
+                    except LabError as exc:
+                        self._send(400, {"detail": str(exc)})
+                        return
+                    self._send(200, {"detail": message})
+                elif self.path == "/power":
+                    try:
+                        power = str(body.get("power"))
+                        if "pdu" in body:
+                            outlet = body.get("outlet")
+                            if isinstance(outlet, bool) or not isinstance(outlet, int):
+                                raise LabError("outlet must be an outlet number")
+                            message = server.lab.set_outlet(str(body["pdu"]), outlet, power)
+                        elif "bmc" in body:
+                            message = server.lab.set_chassis(str(body["bmc"]), power)
+                        else:
+                            raise LabError("give a pdu and an outlet, or a bmc")
                     except LabError as exc:
                         self._send(400, {"detail": str(exc)})
                         return

@@ -31,6 +31,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -72,6 +73,10 @@ def _listening(address: str, port: int) -> bool:
     return any(line.split()[1] == want for line in lines)
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     spec = json.loads(sys.stdin.readline())
     name, address, port = str(spec["name"]), str(spec["address"]), int(spec["port"])
@@ -110,7 +115,8 @@ def main() -> int:
                 relay.answering = bool(cmd.get("answering"))
             elif cmd.get("cmd") == "outlet" and cmd.get("power") in ("on", "off"):
                 pdu.OUTLETS.hand(int(cmd["outlet"]), str(cmd["power"]))
-        os._exit(0)  # the supervisor is gone; snmpsim's loop has no stop of its own
+        # The supervisor is gone: stop as on SIGTERM (snmpsim's loop has no stop of its own).
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def announce() -> None:
         deadline = time.monotonic() + 30
@@ -121,6 +127,9 @@ def main() -> int:
                 return
             time.sleep(0.02)
 
+    # SIGTERM (the supervisor stopping the lab) ends snmpsim's loop the way it
+    # expects to be ended, so the temporary directory is removed below.
+    signal.signal(signal.SIGTERM, _interrupt)
     threading.Thread(target=read_commands, daemon=True).start()
     threading.Thread(target=announce, daemon=True).start()
     sys.argv = args

@@ -1,4 +1,4 @@
-"""One virtual Redfish BMC (lab/redfish.py) in a process of its own.
+"""One virtual Redfish BMC (lab/redfish.py, lab/redfishweb.py) in a process of its own.
 
 sushy-tools' emulator is one Flask app per process, so each Redfish BMC of
 a lab runs as `python -m hostpower.lab.redfishserver`, started by the lab
@@ -26,7 +26,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from hostpower.lab.redfish import RedfishBmc, RedfishServer
+from hostpower.lab.redfish import RedfishBmc
+from hostpower.lab.redfishweb import RedfishServer
 
 
 class _Process:
