@@ -41,6 +41,7 @@ from typing import TypeVar
 from sqlalchemy.orm import Session
 
 from hostpower.model.devices import (
+    CLAIM_MARGIN,
     LONG_WAIT,
     DeviceKey,
     claim_ttl,
@@ -77,6 +78,7 @@ class _Device:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_end: float | None = None      # monotonic end of this engine's last command to it
     holder: str | None = None          # the command holding it now
+    last_holder: str | None = None     # the command that held it last
 
 
 class DeviceGate:
@@ -88,8 +90,10 @@ class DeviceGate:
     def __init__(self, run_db: DbRunner | None = None,
                  holder: Callable[[], str] = lambda: f"pid {os.getpid()}",
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 claim_margin: float = CLAIM_MARGIN) -> None:
         self.run_db = run_db
+        self.claim_margin = claim_margin
         self.holder = holder
         self.clock = clock
         self.sleep = sleep
@@ -118,16 +122,20 @@ class DeviceGate:
         began = self.clock()
         deadline = began + timeout
         device = self._devices.setdefault(key, _Device())
-        busy_with = device.holder
-        try:
-            await asyncio.wait_for(device.lock.acquire(), timeout)
-        except TimeoutError:
-            raise DeviceBusy(str(key), device.holder or "another command of this engine",
-                             self.clock() - began) from None
+        contended = device.lock.locked()
+        if not contended:
+            await device.lock.acquire()   # free: taken at once, no task, no yield
+        else:
+            try:
+                await asyncio.wait_for(device.lock.acquire(), timeout)
+            except TimeoutError:
+                raise DeviceBusy(str(key), device.holder or "another command of this engine",
+                                 self.clock() - began) from None
         device.holder = label
         token: str | None = None
         try:
             wait = spacing_wait(device.last_end, self.clock(), interval)
+            busy_with = device.last_holder if contended or wait > 0 else None
             if wait > 0:
                 if self.clock() + wait > deadline:
                     raise DeviceBusy(str(key), f"the spacing after the last command "
@@ -176,7 +184,7 @@ class DeviceGate:
             log.warning("device %s: could not release the claim of %s (%s); it expires "
                         "by itself", turn.key, turn.label, exc)
         finally:
-            device.holder = None
+            device.last_holder, device.holder = turn.label, None
             device.lock.release()
         for observer in list(self._observers):
             observer(turn)
@@ -191,7 +199,7 @@ class DeviceGate:
                      began: float, deadline: float) -> tuple[datetime, str | None]:
         assert self.run_db is not None
         holder = f"{self.holder()}: {label}"[:300]
-        ttl = claim_ttl(timeout)
+        ttl = claim_ttl(timeout, self.claim_margin)
         tries = 0
         held_by: str | None = None
         while True:

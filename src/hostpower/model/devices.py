@@ -89,11 +89,11 @@ def spacing_wait(last_end: float | None, now: float, interval: float) -> float:
     return max(0.0, last_end + interval - now)
 
 
-def claim_ttl(command_timeout: float) -> float:
+def claim_ttl(command_timeout: float, margin: float = CLAIM_MARGIN) -> float:
     """How long a claim in the database lasts: never less than the longest
     the engine waits for the command, never much more (a crashed holder's
     claim frees the device after it)."""
-    return command_timeout + CLAIM_MARGIN
+    return command_timeout + margin
 
 
 def retry_delay(tries: int, free_in: float | None, remaining: float) -> float:
