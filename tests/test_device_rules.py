@@ -7,7 +7,7 @@ import pytest
 
 from hostpower.model.devices import (
     CLAIM_MARGIN, RETRY_FIRST, RETRY_MAX, DeviceKey, claim_ttl, device_key, normalize_address,
-    retry_delay, spacing_wait,
+    retry_delay, spacing_wait, wait_limit,
 )
 
 
@@ -71,6 +71,13 @@ def test_claim_outlives_the_command_by_the_margin_only() -> None:
     import inspect
     grace = inspect.signature(AgentClient.__init__).parameters["fence_margin"].default
     assert CLAIM_MARGIN > grace
+
+
+def test_a_waiter_outlasts_one_other_command() -> None:
+    """Queued behind one command that runs to its timeout (a status through a
+    proxy that cannot reach the device), a command is still sent."""
+    assert wait_limit(60) >= claim_ttl(60) > 60
+    assert wait_limit(4, margin=0.5) == 4.5
 
 
 @pytest.mark.parametrize(("tries", "free_in", "remaining", "delay"), [

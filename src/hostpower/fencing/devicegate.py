@@ -19,8 +19,12 @@ before it is sent, and gives it back when its answer is in:
    end and the spacing for the next claimant. A refused waiter asks again
    after a short back-off (model/devices.py `retry_delay`).
 
-A waiter never waits past its command's timeout: it then fails with
-DeviceBusy, naming the device and who holds it, and nothing is sent. On
+A waiter waits at most as long as one other command may hold the device
+(model/devices.py `wait_limit`: the command timeout plus the claim's
+margin): it then fails with DeviceBusy, naming the device and who holds it,
+and nothing is sent. A command through a proxy that cannot reach the device
+holds the turn until its timeout (the engine cannot know the device got
+nothing), so a flow's command queued behind one such health check still goes. On
 SQLite only one engine can run (store/enginelock.py) and no CLI command
 sends a fence command itself (`hostpower fence` asks a running engine), so
 the lock alone is the gate there: no statement per command.
@@ -115,19 +119,21 @@ class DeviceGate:
         device = self._devices.get(key)
         return device.holder if device is not None else None
 
-    async def acquire(self, key: DeviceKey, label: str, timeout: float,
-                      interval: float) -> Turn:
-        """Wait for `key`'s turn, at most `timeout` seconds (DeviceBusy then:
-        nothing may be sent). Give it back with `release`, whatever happens."""
+    async def acquire(self, key: DeviceKey, label: str, timeout: float, interval: float,
+                      wait: float | None = None) -> Turn:
+        """Wait for `key`'s turn for a command of `timeout` seconds, at most
+        `wait` seconds (default `timeout`; DeviceBusy then: nothing may be
+        sent). Give it back with `release`, whatever happens."""
         began = self.clock()
-        deadline = began + timeout
+        limit = timeout if wait is None else wait
+        deadline = began + limit
         device = self._devices.setdefault(key, _Device())
         contended = device.lock.locked()
         if not contended:
             await device.lock.acquire()   # free: taken at once, no task, no yield
         else:
             try:
-                await asyncio.wait_for(device.lock.acquire(), timeout)
+                await asyncio.wait_for(device.lock.acquire(), limit)
             except TimeoutError:
                 raise DeviceBusy(str(key), device.holder or "another command of this engine",
                                  self.clock() - began) from None

@@ -7,8 +7,9 @@ an event; when all proxies fail, one ERROR event lists each and why.
 
 Every command takes its turn at its device first (fencing/devicegate.py):
 one command at a time per device, spaced by DeviceCommandIntervalInMs, over
-every engine sharing the database. A command whose device stays busy for its
-whole timeout is not sent; the walk ends with an error naming the device.
+every engine sharing the database. A command whose device stays busy longer
+than one other command may hold it (model/devices.py `wait_limit`) is not
+sent; the walk ends with an error naming the device and its holder.
 
 A command's task may be cancelled (the other agent of a concurrent group
 already answered: fencing/power.py). Cancelling ends the engine's side only:
@@ -31,7 +32,7 @@ from typing import Protocol
 
 from hostpower.config import Config
 from hostpower.fencing.devicegate import DeviceGate, Turn
-from hostpower.model.devices import LONG_WAIT, DeviceKey, device_key
+from hostpower.model.devices import LONG_WAIT, DeviceKey, device_key, wait_limit
 from hostpower.model.errors import DeviceBusy
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import FenceAgent, Host, InventorySnapshot
@@ -248,12 +249,13 @@ class ChainExecutor:
     async def _try(self, candidate: Candidate, spec: AgentSpec, action: FenceAction,
                    timeout: float, interval: float, label: str,
                    on_send: Callable[[], None] | None = None) -> tuple[FenceResult, Turn]:
-        """Take the device's turn (DeviceBusy when it stays busy the whole
-        timeout), check once more that this engine may act (the wait may have
+        """Take the device's turn (DeviceBusy when it stays busy past the wait
+        limit), check once more that this engine may act (the wait may have
         been long), then send. Once sent, the command runs to its answer in a
         task of its own that gives the turn back: cancelling the caller does
         not free the device while a proxy may still be carrying the command out."""
-        turn = await self.gate.acquire(self.device(spec), label, timeout, interval)
+        turn = await self.gate.acquire(self.device(spec), label, timeout, interval,
+                                       wait=wait_limit(timeout))
         try:
             self.guard()
         except BaseException:
@@ -284,7 +286,7 @@ class ChainExecutor:
     async def _busy(self, outcome: CommandResult, target: Host, agent: FenceAgent,
                     action: FenceAction, operation_id: int | None,
                     busy: DeviceBusy) -> CommandResult:
-        """The device stayed busy for the command's whole timeout: nothing was
+        """The device stayed busy longer than its wait limit: nothing was
         sent, and no other proxy would do better (the device is the same)."""
         message = (f"{action.value} of {target.name} with {agent.type}@{agent.address} not "
                    f"sent: {busy}")

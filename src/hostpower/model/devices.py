@@ -96,6 +96,15 @@ def claim_ttl(command_timeout: float, margin: float = CLAIM_MARGIN) -> float:
     return command_timeout + margin
 
 
+def wait_limit(command_timeout: float, margin: float = CLAIM_MARGIN) -> float:
+    """How long a command waits for its device's turn before it gives up
+    (DeviceBusy): as long as one other command may hold the device (its
+    timeout and margin, the same configuration), so a command queued behind
+    a single slow one — a status through a proxy that cannot reach the
+    device, which holds the turn until its timeout — is still sent."""
+    return command_timeout + margin
+
+
 def retry_delay(tries: int, free_in: float | None, remaining: float) -> float:
     """How long a waiter sleeps before its `tries`-th claim (1 = after the
     first refusal): a doubling back-off from RETRY_FIRST to RETRY_MAX, or
