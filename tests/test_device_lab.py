@@ -13,6 +13,7 @@ falls in exactly one turn, and turns are DeviceCommandIntervalInMs apart.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from hostpower.lab.topology import LabBmc
 from hostpower.model.devices import DeviceKey, device_key
 from hostpower.model.operations import FlowAction, OperationState, Origin
 from hostpower.store.inventory import AgentInput, Inventory
-from labkit import wait_all_agents
+from labkit import fence_via, wait_all_agents
 
 pytestmark = pytest.mark.lab
 
@@ -144,7 +145,6 @@ def test_device_health_check_and_flow_on_one_device_never_overlap(world) -> None
     wait_all_agents(lab, timeout=30)
     watch.clear()
     checker = ReadinessChecker(engine.service)
-    import asyncio
     round_ = asyncio.run_coroutine_threadsafe(checker.round(), engine.loop)
     (op,) = restart_at_once(engine, "c1-h2")
     verdicts = {v.host_name: v for v in round_.result(120)}
@@ -155,3 +155,88 @@ def test_device_health_check_and_flow_on_one_device_never_overlap(world) -> None
     flow = [t for t, got in held if " of c1-h2 via " in t.label and got]
     assert checks and flow, labels
     assert "c1-h1" in verdicts   # checked through the device the flow used
+
+
+def _turns_of(engine: EngineThread, keys: set[DeviceKey]) -> tuple[list[Turn], Any]:
+    turns: list[Turn] = []
+    remove = engine.service.executor.gate.observe(
+        lambda t: turns.append(t) if t.key in keys else None)
+    return turns, remove
+
+
+def _overlap(a: Turn, b: Turn) -> bool:
+    assert a.ended is not None and b.ended is not None
+    return a.started < b.ended and b.started < a.ended
+
+
+def test_device_group_on_two_devices_runs_its_agents_in_parallel(world) -> None:  # type: ignore[no-untyped-def]
+    """c1-h3's two power supplies are two BMCs of one concurrent group:
+    different devices, so the gate never makes one wait for the other."""
+    lab, engine, _watch = world
+    wait_all_agents(lab, timeout=30)
+    _power_on(lab, "c1-h3")
+    bmcs = lab.topo.host("c1-h3").bmcs
+    keys = {device_key("ipmilan", b.address, b.port) for b in bmcs}
+    assert len(keys) == 2
+    turns, remove = _turns_of(engine, keys)
+    try:
+        (op,) = restart_at_once(engine, "c1-h3")
+    finally:
+        remove()
+    assert op.state is OperationState.SUCCEEDED, op.message
+    offs = [t for t in turns if t.label.startswith("off of c1-h3")]
+    assert {t.key for t in offs} == keys
+    first, second = offs[:2]
+    # Asked at once (the group's commands are tasks of their own) ...
+    assert abs((first.started - first.waited) - (second.started - second.waited)) < 0.1
+    # ... and each waited only for its own device: the end of the device's
+    # previous command (a status cancelled once the other supply answered
+    # goes on to its end) and the spacing after it.
+    for off in offs:
+        asked = off.started - off.waited
+        before = [t.ended for t in turns if t.key == off.key and t.ended is not None
+                  and t.ended <= off.started and t is not off]
+        free_at = max([asked, *[end + INTERVAL for end in before]])
+        assert off.started - free_at < 0.1, (off, before)
+
+
+def _power_on(lab: RunningLab, host: str) -> None:
+    """Every BMC of the host on (sent straight to the BMCs, between tests)."""
+    for bmc in lab.topo.host(host).bmcs:
+        assert fence_via(lab, "c1-h1", bmc, "on").ok
+
+
+def test_device_group_with_two_agents_on_one_device_takes_turns(world) -> None:  # type: ignore[no-untyped-def]
+    """Both agents of c1-h3's group pointed at one BMC (two outlets of one
+    PDU): its commands take turns at the device."""
+    lab, engine, _watch = world
+    wait_all_agents(lab, timeout=30)
+    _power_on(lab, "c1-h3")
+    ctx = engine.ctx
+    bmc = lab.topo.host("c1-h3").bmcs[0]
+    key = device_key("ipmilan", bmc.address, bmc.port)
+    with ctx.db.session() as s:
+        inv = Inventory(s, ctx.box)
+        h3 = inv.find_host("c1-h3")
+        second = inv.agents(h3.id)[1]
+        original = (second.address, second.port)
+        inv.update_agent(h3.id, second.id, AgentInput(
+            type="ipmilan", address=bmc.address, port=bmc.port, username=second.username,
+            password=None, options=None))
+    turns, remove = _turns_of(engine, {key})
+    try:
+        (op,) = restart_at_once(engine, "c1-h3")
+    finally:
+        remove()
+        with ctx.db.session() as s:
+            inv = Inventory(s, ctx.box)
+            inv.update_agent(h3.id, second.id, AgentInput(
+                type="ipmilan", address=original[0], port=original[1],
+                username=second.username, password=None, options=None))
+    assert op.state is OperationState.SUCCEEDED, op.message
+    offs = [t for t in turns if t.label.startswith("off of c1-h3")]
+    assert len(offs) == 2
+    ordered = sorted(turns, key=lambda t: t.started)
+    for before, after in zip(ordered, ordered[1:]):
+        assert before.ended is not None and after.started - before.ended >= INTERVAL - 0.002
+    assert offs[1].busy_with == offs[0].label or offs[0].busy_with == offs[1].label
