@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from devicekit import shared_gate
+
 from hostpower.fencing.devicegate import DeviceGate, Turn
 from hostpower.fencing.executor import ChainExecutor
 from hostpower.model.devices import DeviceKey

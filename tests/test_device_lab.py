@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
 from enginekit import EngineThread, events, host_id, scenario_world, set_chain, set_config
+from labkit import fence_via, wait_all_agents
+
 from hostpower.fencing.devicegate import Turn
 from hostpower.fencing.readiness import ReadinessChecker
 from hostpower.lab.runner import RunningLab
@@ -30,7 +31,6 @@ from hostpower.lab.topology import LabBmc
 from hostpower.model.devices import DeviceKey, device_key
 from hostpower.model.operations import FlowAction, OperationState, Origin
 from hostpower.store.inventory import AgentInput, Inventory
-from labkit import fence_via, wait_all_agents
 
 pytestmark = pytest.mark.lab
 

@@ -6,8 +6,16 @@ from __future__ import annotations
 import pytest
 
 from hostpower.model.devices import (
-    CLAIM_MARGIN, RETRY_FIRST, RETRY_MAX, DeviceKey, claim_ttl, device_key, normalize_address,
-    retry_delay, spacing_wait, wait_limit,
+    CLAIM_MARGIN,
+    RETRY_FIRST,
+    RETRY_MAX,
+    DeviceKey,
+    claim_ttl,
+    device_key,
+    normalize_address,
+    retry_delay,
+    spacing_wait,
+    wait_limit,
 )
 
 
@@ -67,8 +75,9 @@ def test_claim_outlives_the_command_by_the_margin_only() -> None:
     assert claim_ttl(60) == 60 + CLAIM_MARGIN
     assert claim_ttl(4, margin=0.5) == 4.5
     # The margin covers the agent client's grace past a command's timeout.
-    from hostpower.hostagent.client import AgentClient
     import inspect
+
+    from hostpower.hostagent.client import AgentClient
     grace = inspect.signature(AgentClient.__init__).parameters["fence_margin"].default
     assert CLAIM_MARGIN > grace
 
