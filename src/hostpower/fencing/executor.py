@@ -205,6 +205,12 @@ class ChainExecutor:
             return FenceResult(action, Outcome.ERROR, str(busy), duration=busy.waited)
         return result
 
+    @property
+    def under_way(self) -> int:
+        """Commands sent whose answer the engine still awaits, among them those
+        whose callers were cancelled: each keeps its device's turn until then."""
+        return len(self._sent)
+
     def device(self, spec: AgentSpec) -> DeviceKey:
         """The device `spec`'s commands go to (model/devices.py)."""
         return device_key(spec.type, spec.address, spec.port)
