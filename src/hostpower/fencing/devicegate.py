@@ -140,13 +140,13 @@ class DeviceGate:
         device.holder = label
         token: str | None = None
         try:
-            wait = spacing_wait(device.last_end, self.clock(), interval)
-            busy_with = device.last_holder if contended or wait > 0 else None
-            if wait > 0:
-                if self.clock() + wait > deadline:
+            pause = spacing_wait(device.last_end, self.clock(), interval)
+            busy_with = device.last_holder if contended or pause > 0 else None
+            if pause > 0:
+                if self.clock() + pause > deadline:
                     raise DeviceBusy(str(key), f"the spacing after the last command "
                                                f"({interval:g} s)", self.clock() - began)
-                await self.sleep(wait)
+                await self.sleep(pause)
             turn = Turn(key, label, interval, 0.0, busy_with)
             if self.run_db is not None:
                 token = uuid.uuid4().hex
