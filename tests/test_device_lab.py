@@ -39,6 +39,10 @@ INTERVAL = 0.5        # DeviceCommandIntervalInMs in these tests, in seconds
 # supervisor's pipe: a command is heard here at most this long after it was
 # received (far less than INTERVAL, so a command belongs to one turn only).
 HEARD_WITHIN = INTERVAL / 2
+# Scheduling delays tolerated on a busy machine where a wait must be
+# explained otherwise; below INTERVAL, which any wait for another command
+# of the same device would add.
+SLOP = 0.3
 
 
 @dataclass
@@ -187,8 +191,9 @@ def test_device_group_on_two_devices_runs_its_agents_in_parallel(world) -> None:
     offs = [t for t in turns if t.label.startswith("off of c1-h3")]
     assert {t.key for t in offs} == keys
     first, second = offs[:2]
-    # Asked at once (the group's commands are tasks of their own) ...
-    assert abs((first.started - first.waited) - (second.started - second.waited)) < 0.1
+    # Asked at once (the group's commands are tasks of their own; each reads
+    # the state first, off the event loop: SLOP covers a busy machine) ...
+    assert abs((first.started - first.waited) - (second.started - second.waited)) < SLOP
     # ... and each waited only for its own device: the end of the device's
     # previous command (a status cancelled once the other supply answered
     # goes on to its end) and the spacing after it.
@@ -197,7 +202,7 @@ def test_device_group_on_two_devices_runs_its_agents_in_parallel(world) -> None:
         before = [t.ended for t in turns if t.key == off.key and t.ended is not None
                   and t.ended <= off.started and t is not off]
         free_at = max([asked, *[end + INTERVAL for end in before]])
-        assert off.started - free_at < 0.1, (off, before)
+        assert off.started - free_at < SLOP, (off, before)
 
 
 def _power_on(lab: RunningLab, host: str) -> None:
