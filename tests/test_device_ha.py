@@ -28,7 +28,7 @@ from hostpower.settings import Settings
 from hostpower.store.inventory import AgentInput, Inventory
 
 pytestmark = [pytest.mark.lab, pytest.mark.postgres]
-INTERVAL = 0.5
+INTERVAL = 0.8
 HEARD_WITHIN = INTERVAL / 2   # the BMC reports its commands within this (tests/test_device_lab.py)
 
 

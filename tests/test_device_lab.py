@@ -34,7 +34,7 @@ from hostpower.store.inventory import AgentInput, Inventory
 
 pytestmark = pytest.mark.lab
 
-INTERVAL = 0.5        # DeviceCommandIntervalInMs in these tests, in seconds
+INTERVAL = 0.8        # DeviceCommandIntervalInMs in these tests, in seconds
 # The BMC reports commands by polling its counters every 10 ms, through the
 # supervisor's pipe: a command is heard here at most this long after it was
 # received (far less than INTERVAL, so a command belongs to one turn only).
