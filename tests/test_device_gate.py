@@ -18,7 +18,7 @@ from devicekit import shared_gate
 from hostpower.fencing.devicegate import DeviceGate, Turn
 from hostpower.fencing.executor import ChainExecutor
 from hostpower.model.devices import DeviceKey
-from hostpower.model.errors import DeviceBusy
+from hostpower.model.errors import DeviceBusy, EngineNotReady
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
 from hostpower.model.proxychain import parse_chain
 from hostpower.proxies import Candidate
@@ -165,6 +165,32 @@ def test_device_gate_a_sent_command_keeps_its_turn_when_its_task_is_cancelled() 
         assert turn.busy_with == "off outlet 1"
         await executor.close()
     asyncio.run(main())
+
+
+def test_device_gate_an_engine_that_may_no_longer_act_stops_claiming(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'turns.db'}")
+    db.upgrade()
+    with db.session() as s:
+        DeviceTurns(s).claim(PDU.text, "engine e2", "e2-token", 30)   # another engine holds it
+    asked = []
+
+    def may_act() -> None:
+        asked.append(1)
+        if len(asked) > 2:
+            raise EngineNotReady("the engine lease was last renewed 9 s ago")
+
+    async def main() -> None:
+        gate = shared_gate(db)
+        with pytest.raises(EngineNotReady):
+            await gate.acquire(PDU, "off of h1 via h2", 5.0, 0.0, may_act=may_act)
+        assert gate.busy(PDU) is None   # nothing kept
+    try:
+        asyncio.run(main())
+        with db.session() as s:
+            assert DeviceTurns(s).state(PDU.text).holder == "engine e2"   # never taken
+    finally:
+        db.dispose()
+    assert len(asked) == 3
 
 
 # -- several processes on one database -------------------------------------------------------

@@ -120,10 +120,14 @@ class DeviceGate:
         return device.holder if device is not None else None
 
     async def acquire(self, key: DeviceKey, label: str, timeout: float, interval: float,
-                      wait: float | None = None) -> Turn:
+                      wait: float | None = None,
+                      may_act: Callable[[], None] = lambda: None) -> Turn:
         """Wait for `key`'s turn for a command of `timeout` seconds, at most
         `wait` seconds (default `timeout`; DeviceBusy then: nothing may be
-        sent). Give it back with `release`, whatever happens."""
+        sent). `may_act` raises when this engine may no longer act: asked
+        before each claim in the database, so an engine that lost its lease
+        while waiting stops claiming. Give the turn back with `release`,
+        whatever happens."""
         began = self.clock()
         limit = timeout if wait is None else wait
         deadline = began + limit
@@ -152,7 +156,7 @@ class DeviceGate:
                 token = uuid.uuid4().hex
                 turn.token = token
                 turn.claimed_at, held_by = await self._claim(key, label, token, timeout, began,
-                                                             deadline)
+                                                             deadline, may_act)
                 turn.busy_with = turn.busy_with or held_by
         except BaseException:
             if token is not None:
@@ -202,13 +206,15 @@ class DeviceGate:
     # -- the claim in the database -----------------------------------------------------------
 
     async def _claim(self, key: DeviceKey, label: str, token: str, timeout: float,
-                     began: float, deadline: float) -> tuple[datetime, str | None]:
+                     began: float, deadline: float,
+                     may_act: Callable[[], None]) -> tuple[datetime, str | None]:
         assert self.run_db is not None
         holder = f"{self.holder()}: {label}"[:300]
         ttl = claim_ttl(timeout, self.claim_margin)
         tries = 0
         held_by: str | None = None
         while True:
+            may_act()
             claimed = await self.run_db(lambda s: DeviceTurns(s).claim(key.text, holder, token, ttl))
             if claimed is not None:
                 return claimed, held_by

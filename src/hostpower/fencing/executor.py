@@ -261,7 +261,7 @@ class ChainExecutor:
         task of its own that gives the turn back: cancelling the caller does
         not free the device while a proxy may still be carrying the command out."""
         turn = await self.gate.acquire(self.device(spec), label, timeout, interval,
-                                       wait=wait_limit(timeout))
+                                       wait=wait_limit(timeout), may_act=self.guard)
         try:
             self.guard()
         except BaseException:
