@@ -14,6 +14,7 @@ falls in exactly one turn, and turns are DeviceCommandIntervalInMs apart.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from hostpower.lab.runner import RunningLab
 from hostpower.lab.topology import LabBmc
 from hostpower.model.devices import DeviceKey, device_key
 from hostpower.model.operations import FlowAction, OperationState, Origin
+from hostpower.model.secret import Secret
 from hostpower.store.inventory import AgentInput, Inventory
 
 pytestmark = pytest.mark.lab
@@ -168,20 +170,40 @@ def _turns_of(engine: EngineThread, keys: set[DeviceKey]) -> tuple[list[Turn], A
     return turns, remove
 
 
-def _overlap(a: Turn, b: Turn) -> bool:
-    assert a.ended is not None and b.ended is not None
-    return a.started < b.ended and b.started < a.ended
+def _power_on(lab: RunningLab, *bmcs: LabBmc) -> None:
+    """These BMCs on (sent straight to them through c2-h1, between tests)."""
+    for bmc in bmcs:
+        assert fence_via(lab, "c2-h1", bmc, "on").ok
+
+
+def _group_of(engine: EngineThread, lab: RunningLab, host: str, *bmcs: LabBmc) -> None:
+    """`host`'s agents replaced by one concurrent group (order 1) on `bmcs`,
+    commanded through c2-h1, which reaches c1's and c2's management networks
+    (SCENARIO_TOPOLOGY's extra host): whatever power supplies the topology
+    gives the host, its group is these BMCs."""
+    ctx = engine.ctx
+    with ctx.db.session() as s:
+        inv = Inventory(s, ctx.box)
+        h = inv.find_host(host)
+        for agent in inv.agents(h.id):
+            inv.delete_agent(h.id, agent.id)
+        for bmc in bmcs:
+            inv.add_agent(h.id, AgentInput(
+                type="ipmilan", address=bmc.address, port=bmc.port,
+                username=lab.topo.bmc_username, password=Secret(lab.topo.bmc_password),
+                options=(("lanplus", "1"),), order=1))
+    set_chain(ctx, host, "c2-h1")
 
 
 def test_device_group_on_two_devices_runs_its_agents_in_parallel(world) -> None:  # type: ignore[no-untyped-def]
-    """c1-h3's two power supplies are two BMCs of one concurrent group:
-    different devices, so the gate never makes one wait for the other."""
+    """A concurrent group on two BMCs (two power supplies): different
+    devices, so the gate never makes one wait for the other."""
     lab, engine, _watch = world
     wait_all_agents(lab, timeout=30)
-    _power_on(lab, "c1-h3")
-    bmcs = lab.topo.host("c1-h3").bmcs
+    bmcs = (lab.topo.host("c1-h3").bmcs[0], lab.topo.host("c2-h2").bmcs[0])
+    _power_on(lab, *bmcs)
+    _group_of(engine, lab, "c1-h3", *bmcs)
     keys = {device_key("ipmilan", b.address, b.port) for b in bmcs}
-    assert len(keys) == 2
     turns, remove = _turns_of(engine, keys)
     try:
         (op,) = restart_at_once(engine, "c1-h3")
@@ -205,43 +227,24 @@ def test_device_group_on_two_devices_runs_its_agents_in_parallel(world) -> None:
         assert off.started - free_at < SLOP, (off, before)
 
 
-def _power_on(lab: RunningLab, host: str) -> None:
-    """Every BMC of the host on (sent straight to the BMCs, between tests)."""
-    for bmc in lab.topo.host(host).bmcs:
-        assert fence_via(lab, "c1-h1", bmc, "on").ok
-
-
 def test_device_group_with_two_agents_on_one_device_takes_turns(world) -> None:  # type: ignore[no-untyped-def]
-    """Both agents of c1-h3's group pointed at one BMC (two outlets of one
-    PDU): its commands take turns at the device."""
+    """Both agents of a group on one BMC (as two outlets of one PDU feeding
+    one server): its commands take turns at the device."""
     lab, engine, _watch = world
     wait_all_agents(lab, timeout=30)
-    _power_on(lab, "c1-h3")
-    ctx = engine.ctx
     bmc = lab.topo.host("c1-h3").bmcs[0]
+    _power_on(lab, bmc)
+    _group_of(engine, lab, "c1-h3", bmc, bmc)
     key = device_key("ipmilan", bmc.address, bmc.port)
-    with ctx.db.session() as s:
-        inv = Inventory(s, ctx.box)
-        h3 = inv.find_host("c1-h3")
-        second = inv.agents(h3.id)[1]
-        original = (second.address, second.port)
-        inv.update_agent(h3.id, second.id, AgentInput(
-            type="ipmilan", address=bmc.address, port=bmc.port, username=second.username,
-            password=None, options=None))
     turns, remove = _turns_of(engine, {key})
     try:
         (op,) = restart_at_once(engine, "c1-h3")
     finally:
         remove()
-        with ctx.db.session() as s:
-            inv = Inventory(s, ctx.box)
-            inv.update_agent(h3.id, second.id, AgentInput(
-                type="ipmilan", address=original[0], port=original[1],
-                username=second.username, password=None, options=None))
     assert op.state is OperationState.SUCCEEDED, op.message
     offs = [t for t in turns if t.label.startswith("off of c1-h3")]
     assert len(offs) == 2
     ordered = sorted(turns, key=lambda t: t.started)
-    for before, after in zip(ordered, ordered[1:]):
+    for before, after in itertools.pairwise(ordered):
         assert before.ended is not None and after.started - before.ended >= INTERVAL - 0.002
     assert offs[1].busy_with == offs[0].label or offs[0].busy_with == offs[1].label
