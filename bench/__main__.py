@@ -20,7 +20,8 @@ from pathlib import Path
 BENCHES = [
     ("b1_status_latency", "1"), ("b2_flow_overhead", "2"), ("b3_locator", "3"),
     ("b4_monitoring", "4"), ("b5_detection", "5"), ("b6_mass_failure", "6"),
-    ("b7_ha_monitoring", "7"), ("b8_failover", "8"), ("b10_redfish", "10"),
+    ("b7_ha_monitoring", "7"), ("b8_failover", "8"), ("b9_device_turns", "9"),
+    ("b10_redfish", "10"),
 ]
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 METHOD = Path(__file__).resolve().parent / "method.md"

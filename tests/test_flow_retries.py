@@ -383,7 +383,11 @@ def run_group(action: FenceAction, answers: dict[str, Outcome | None], guard: An
         started = time.monotonic()
         results = await power.run_group(1, [PSU1, PSU2], action, 5)
         took = time.monotonic() - started
-        return results, took, len(asyncio.all_tasks()) - 1  # tasks besides this one
+        # Tasks besides this one and the commands still under way through a
+        # proxy (each keeps its device's turn until the proxy answers).
+        left = len(asyncio.all_tasks()) - 1 - ex.under_way
+        await ex.close()
+        return results, took, left
 
     results, took, left = asyncio.run(main())
     return results, events, ex, took, left
@@ -392,7 +396,8 @@ def run_group(action: FenceAction, answers: dict[str, Outcome | None], guard: An
 def test_group_start_ends_at_the_first_on_and_cancels_the_command_still_under_way() -> None:
     results, events, ex, took, left = run_group(FenceAction.ON, {"10.9.1.1": ON, "10.9.1.2": None})
     assert took < 5
-    assert left == 0 and sum(ex.in_flight.values()) == 0  # no command task outlives the group
+    assert left == 0  # no command task outlives the group but the send still under way
+    assert ex.under_way == 0 and sum(ex.in_flight.values()) == 0  # ended by close()
     on, cancelled = results
     assert (on.result.outcome, on.cancelled, cancelled.cancelled) == (ON, False, True)
     assert cancelled.summary()["outcome"] == "cancelled"
@@ -440,7 +445,11 @@ def test_group_error_in_one_command_cancels_the_others_before_it_is_raised() -> 
         power = HostPower(ex, lambda host_id: asyncio.sleep(0, [PSU1, PSU2]))
         with pytest.raises(EngineNotReady):
             await power.run_group(1, [PSU1, PSU2], FenceAction.ON)
-        return len(asyncio.all_tasks()) - 1
+        # Only the command already under way through its proxy is still awaited.
+        assert sum(ex.in_flight.values()) == ex.under_way <= 1
+        left = len(asyncio.all_tasks()) - 1 - ex.under_way
+        await ex.close()
+        return left
 
     assert asyncio.run(main()) == 0
     assert sum(ex.in_flight.values()) == 0

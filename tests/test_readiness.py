@@ -288,9 +288,11 @@ def test_readiness_sends_nothing_while_the_engine_may_not_act(sqlite_ctx: Engine
     with pytest.raises(EngineNotReady):
         asyncio.run(c.round())
     assert rec.calls == []
-    # Refused between two commands (the executor's guard): the round stops there.
+    # Refused between two commands (the executor's guard, asked before a
+    # command waits for its device's turn and again once it has it): the
+    # round stops there.
     c = checker(sqlite_ctx, rec)
-    calls = iter([None])
+    calls = iter([None, None])
 
     def once() -> None:
         if next(calls, "stop") == "stop":

@@ -173,11 +173,15 @@ def test_group_start_finishes_at_the_first_supply_on_and_cancels_the_hanging_one
             op = run_flow(engine, "c1-h3", "start")
             took = time.monotonic() - started
             in_flight = sum(engine.service.executor.in_flight.values())
+            under_way = engine.service.executor.under_way
     finally:
         lab.lab.set_outlet(out2.pdu, out2.outlet, "on")
     assert op.state == "succeeded", op.message
     assert took < 10, f"the start waited {took:.1f} s for the hanging supply"
-    assert in_flight == 0  # no command task outlived the group
+    # No command task outlived the group; only the engine's wait for the
+    # hanging on, under way through its proxy, goes on: it keeps that
+    # device's turn until the proxy answers (fencing/devicegate.py).
+    assert in_flight == under_way <= 1
     [start] = [s for s in op.steps if s.name == "start"]
     outcomes = {c["agent_id"]: c["outcome"] for c in start.proxies}
     assert outcomes[moved.id] == "cancelled" and set(outcomes.values()) == {"on", "cancelled"}

@@ -160,6 +160,11 @@ KEYS: tuple[ConfigKey, ...] = (
     _key("FenceCommandTimeoutInSec", "int", "60",
          "Seconds one fence agent command may take on one proxy before the next proxy "
          "is tried.", 1, 3600, "s"),
+    _key("DeviceCommandIntervalInMs", "int", "0",
+         "Least time between the end of one command to a PM device (its address and "
+         "port) and the start of the next, over every flow, health check and engine; "
+         "commands to one device never overlap whatever this is (0: back to back).",
+         0, 60000, "ms"),
     _key("FenceConcurrencyLimit", "int", "10",
          "Fence flows the engine runs at once; more wait their turn (one flow per host "
          "at most, always).", 1, 1000),

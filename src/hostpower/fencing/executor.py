@@ -5,12 +5,20 @@ locator for candidates entry by entry, and tries them in order until one
 executes the command (the device answered on or off). Every attempt becomes
 an event; when all proxies fail, one ERROR event lists each and why.
 
+Every command takes its turn at its device first (fencing/devicegate.py):
+one command at a time per device, spaced by DeviceCommandIntervalInMs, over
+every engine sharing the database. A command whose device stays busy longer
+than one other command may hold it (model/devices.py `wait_limit`) is not
+sent; the walk ends with an error naming the device and its holder.
+
 A command's task may be cancelled (the other agent of a concurrent group
 already answered: fencing/power.py). Cancelling ends the engine's side only:
 a request that already reached a proxy is carried out there (the agent runs
 the fence agent to its end, whoever waits for the answer), one that had not
-is never sent. `cancelled()` records which of the two it was and says so in
-an event.
+is never sent (one still waiting for its device's turn had not). A command
+that was sent keeps its device's turn until its answer is in, even when its
+task is cancelled: the device may still be carrying it out. `cancelled()`
+records which of the two it was and says so in an event.
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from hostpower.config import Config
+from hostpower.fencing.devicegate import DeviceGate, Turn
+from hostpower.model.devices import LONG_WAIT, DeviceKey, device_key, wait_limit
+from hostpower.model.errors import DeviceBusy
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import FenceAgent, Host, InventorySnapshot
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
@@ -83,7 +94,8 @@ class ChainExecutor:
                  engine_agent_types: Set[str],
                  host_agent_types: Mapping[int, Set[str]] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 guard: Callable[[], None] = lambda: None) -> None:
+                 guard: Callable[[], None] = lambda: None,
+                 gate: DeviceGate | None = None) -> None:
         self.load_state = load_state
         self.dispatch = dispatch
         self.emit = emit
@@ -94,6 +106,10 @@ class ChainExecutor:
         # called right before each one, outside the handling of a proxy's failure.
         self.guard = guard
         self.in_flight: Counter[int] = Counter()   # commands each proxy host runs now
+        # One command at a time per device; without a gate given, this
+        # engine's own turns only (no other engine shares its database).
+        self.gate = gate if gate is not None else DeviceGate()
+        self._sent: set[asyncio.Task[FenceResult]] = set()   # commands under way
         self._locator: ProxyLocator | None = None
 
     def locator(self, snapshot: InventorySnapshot) -> ProxyLocator:
@@ -111,6 +127,7 @@ class ChainExecutor:
         target = snapshot.host(host_id)
         chain = effective_chain(parse_chain(target.power_management.pm_proxies), config)
         timeout = float(config["FenceCommandTimeoutInSec"])
+        interval = config["DeviceCommandIntervalInMs"] / 1000
         search_retries = config["FindFenceProxyRetries"] if action in (FenceAction.ON, FenceAction.OFF) else 0
         search_delay = float(config["FindFenceProxyDelayBetweenRetriesInSec"])
         spec = agent_spec(agent)
@@ -137,8 +154,15 @@ class ChainExecutor:
                 if candidate.host is not None:
                     listed[candidate.host.id] = entry.text
                 self.guard()
-                outcome.sending = (candidate.name, entry.text, time.monotonic())
-                result = await self._try(candidate, spec, action, timeout)
+                label = f"{action.value} of {target.name} via {candidate.name}"
+                mark = (candidate.name, entry.text)
+                try:
+                    result, turn = await self._try(
+                        candidate, spec, action, timeout, interval, label,
+                        on_send=lambda mark=mark: setattr(outcome, "sending",
+                                                          (*mark, time.monotonic())))
+                except DeviceBusy as busy:
+                    return await self._busy(outcome, target, agent, action, operation_id, busy)
                 outcome.sending = None
                 attempt = Attempt(candidate.name, entry.text, result.outcome.value,
                                   result.message, round(result.duration, 3))
@@ -149,11 +173,11 @@ class ChainExecutor:
                     operation_id,
                     f"{action.value} of {target.name} via {candidate.name} ({entry.text}) "
                     f"with {agent.type}@{agent.address}: {result.outcome.value}"
-                    + ("" if ok else f" — {result.message}"),
+                    + ("" if ok else f" — {result.message}") + _waited(turn),
                     {"proxy": candidate.name, "source": entry.text, "agent_id": agent.id,
                      "agent": f"{agent.type}@{agent.address}", "action": action.value,
                      "outcome": result.outcome.value, "duration": attempt.duration,
-                     "message": result.message})
+                     "message": result.message, **_turn_details(turn)})
                 if ok:
                     outcome.result, outcome.proxy = result, candidate.name
                     return outcome
@@ -168,12 +192,36 @@ class ChainExecutor:
         return outcome
 
     async def attempt(self, candidate: Candidate, spec: AgentSpec, action: FenceAction,
-                      timeout: float) -> FenceResult:
-        """One command through one given candidate, guarded like every command
-        of `run` but without its walk and events: the PM health check
-        (fencing/readiness.py) tries every candidate and reports on its own."""
+                      timeout: float, interval: float) -> FenceResult:
+        """One command through one given candidate, guarded and taking its
+        device's turn like every command of `run` (`interval`: the device
+        spacing, in seconds), but without its walk and events: the PM health
+        check (fencing/readiness.py) tries every candidate and reports on its own."""
         self.guard()
-        return await self._try(candidate, spec, action, timeout)
+        label = f"{action.value} check via {candidate.name}"
+        try:
+            result, _turn = await self._try(candidate, spec, action, timeout, interval, label)
+        except DeviceBusy as busy:
+            return FenceResult(action, Outcome.ERROR, str(busy), duration=busy.waited)
+        return result
+
+    @property
+    def under_way(self) -> int:
+        """Commands sent whose answer the engine still awaits, among them those
+        whose callers were cancelled: each keeps its device's turn until then."""
+        return len(self._sent)
+
+    def device(self, spec: AgentSpec) -> DeviceKey:
+        """The device `spec`'s commands go to (model/devices.py)."""
+        return device_key(spec.type, spec.address, spec.port)
+
+    async def close(self) -> None:
+        """At engine stop: end the commands still under way (their proxies
+        carry them out regardless) so that their turns are given back."""
+        for task in self._sent:
+            task.cancel()
+        await asyncio.gather(*self._sent, return_exceptions=True)
+        await self.gate.close()
 
     async def cancelled(self, host_id: int, command: CommandResult, reason: str,
                         operation_id: int | None = None) -> None:
@@ -205,7 +253,30 @@ class ChainExecutor:
                            "under_way": proxy is not None, "reason": reason})
 
     async def _try(self, candidate: Candidate, spec: AgentSpec, action: FenceAction,
-                   timeout: float) -> FenceResult:
+                   timeout: float, interval: float, label: str,
+                   on_send: Callable[[], None] | None = None) -> tuple[FenceResult, Turn]:
+        """Take the device's turn (DeviceBusy when it stays busy past the wait
+        limit), check once more that this engine may act (the wait may have
+        been long), then send. Once sent, the command runs to its answer in a
+        task of its own that gives the turn back: cancelling the caller does
+        not free the device while a proxy may still be carrying the command out."""
+        turn = await self.gate.acquire(self.device(spec), label, timeout, interval,
+                                       wait=wait_limit(timeout), may_act=self.guard)
+        try:
+            self.guard()
+        except BaseException:
+            await self.gate.release(turn)
+            raise
+        if on_send is not None:
+            on_send()
+        task = asyncio.create_task(self._send(turn, candidate, spec, action, timeout),
+                                   name=f"send-{label}")
+        self._sent.add(task)
+        task.add_done_callback(self._sent.discard)
+        return await asyncio.shield(task), turn
+
+    async def _send(self, turn: Turn, candidate: Candidate, spec: AgentSpec,
+                    action: FenceAction, timeout: float) -> FenceResult:
         key = candidate.host.id if candidate.host else 0
         self.in_flight[key] += 1
         started = time.monotonic()
@@ -216,8 +287,39 @@ class ChainExecutor:
                                duration=time.monotonic() - started)
         finally:
             self.in_flight[key] -= 1
+            await self.gate.release(turn)
+
+    async def _busy(self, outcome: CommandResult, target: Host, agent: FenceAgent,
+                    action: FenceAction, operation_id: int | None,
+                    busy: DeviceBusy) -> CommandResult:
+        """The device stayed busy longer than its wait limit: nothing was
+        sent, and no other proxy would do better (the device is the same)."""
+        message = (f"{action.value} of {target.name} with {agent.type}@{agent.address} not "
+                   f"sent: {busy}")
+        outcome.sending = None
+        outcome.result = FenceResult(action, Outcome.ERROR, message, duration=busy.waited)
+        await self._event(Severity.ERROR, "fence.device_busy", target, operation_id, message,
+                          {"agent_id": agent.id, "agent": f"{agent.type}@{agent.address}",
+                           "action": action.value, "device": busy.device,
+                           "holder": busy.holder, "waited": round(busy.waited, 3)})
+        return outcome
 
     async def _event(self, severity: Severity, kind: str, host: Host, operation_id: int | None,
                      message: str, details: dict[str, object]) -> None:
         await self.emit(Event(severity, kind, message, host_id=host.id, host_name=host.name,
                               operation_id=operation_id, details=details))
+
+
+def _waited(turn: Turn) -> str:
+    """A long wait for the device, said in the command's event."""
+    if turn.waited < LONG_WAIT:
+        return ""
+    return f" (waited {turn.waited:.1f} s for device {turn.key}, busy with {turn.busy_with})"
+
+
+def _turn_details(turn: Turn) -> dict[str, object]:
+    """The device and the command's turn at it (on the database's clock when
+    several engines share it): when it was claimed and given back."""
+    return {"device": str(turn.key), "device_wait": round(turn.waited, 3),
+            "device_turn": [turn.claimed_at.isoformat(),
+                            turn.released_at.isoformat() if turn.released_at else None]}

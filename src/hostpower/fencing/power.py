@@ -6,7 +6,9 @@ answer settles the group's (an on, for a start or a status), the commands
 still running are cancelled and awaited before the answer is returned: no
 task outlives the call, and each cancelled command is an event
 (ChainExecutor.cancelled says whether it had reached a proxy, which then
-still carries it out)."""
+still carries it out). The executor alone keeps waiting for the answer of a
+command under way, so that its device's turn lasts until the proxy is done
+(fencing/devicegate.py)."""
 
 from __future__ import annotations
 

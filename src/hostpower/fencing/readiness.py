@@ -12,11 +12,12 @@ and the CLI answer the same; a change of verdict is an event.
   executor's locator and dispatch (`ChainExecutor.attempt`, which checks that
   the engine may act right before each command), but tries each candidate,
   at most `PROXIES_PER_ENTRY` per entry, and writes no event per attempt.
-* Bounded: at most `CONCURRENCY` commands at once over the whole engine, and
-  at most one at a time per device (its address and port: the hosts behind
-  one PDU share it), by a lock per device in this checker. Fence flows do not
-  take these locks (an engine-wide device lock is a later change); hosts in
-  a flow are skipped for the round.
+* Bounded: at most `CONCURRENCY` commands at once over the whole engine.
+  Like every command, each takes its device's turn (fencing/devicegate.py:
+  one command at a time per device, with flows and other engines too); the
+  checker also queues its own commands per device before taking one of its
+  slots, so checks waiting for a busy PDU do not hold slots other devices
+  could use. Hosts in a flow are skipped for the round.
 * Several engines: each checks only the hosts it owns (the hash ring), and
   not at all while it may not act (`check_may_act`).
 """
@@ -35,6 +36,7 @@ from hostpower.config import Config
 from hostpower.fencing.executor import ChainExecutor, agent_spec
 from hostpower.fencing.gateway import acting_as
 from hostpower.fencing.service import FencingService
+from hostpower.model.devices import DeviceKey
 from hostpower.model.errors import ConflictError, EngineNotReady, NotFoundError, StorageUnavailable
 from hostpower.model.events import Event
 from hostpower.model.inventory import FenceAgent, Host, InventorySnapshot
@@ -71,12 +73,13 @@ class PathSurvey:
         self.executor = executor
         self.per_entry = per_entry
         self._slots = asyncio.Semaphore(concurrency)
-        self._devices: dict[tuple[str, int | None], asyncio.Lock] = {}
+        self._devices: dict[DeviceKey, asyncio.Lock] = {}
 
     async def agent(self, target: Host, agent: FenceAgent, snapshot: InventorySnapshot,
                     config: Config) -> list[PathCheck]:
         chain = effective_chain(parse_chain(target.power_management.pm_proxies), config)
         timeout = float(config["FenceCommandTimeoutInSec"])
+        interval = config["DeviceCommandIntervalInMs"] / 1000
         spec = agent_spec(agent)
         label = agent_label(agent)
         locator = self.executor.locator(snapshot)
@@ -93,7 +96,8 @@ class PathSurvey:
                         f"beyond the first {self.per_entry} candidates of {entry.text} that "
                         f"are checked"))
                     continue
-                checks.append(await self._try(candidate, entry.text, agent, label, spec, timeout))
+                checks.append(await self._try(candidate, entry.text, agent, label, spec, timeout,
+                                              interval))
             # Hosts passed over (not up, cannot run the type), each named once.
             named = {c.proxy for c in checks}
             passed = [p for p in plan.passed_over if p.name != target.name
@@ -104,12 +108,12 @@ class PathSurvey:
         return checks
 
     async def _try(self, candidate: Candidate, source: str, agent: FenceAgent, label: str,
-                   spec: AgentSpec, timeout: float) -> PathCheck:
-        device = (spec.address.lower(), spec.port)
-        lock = self._devices.setdefault(device, asyncio.Lock())
+                   spec: AgentSpec, timeout: float, interval: float) -> PathCheck:
+        lock = self._devices.setdefault(self.executor.device(spec), asyncio.Lock())
         async with lock, self._slots:
             started = time.monotonic()
-            result = await self.executor.attempt(candidate, spec, FenceAction.STATUS, timeout)
+            result = await self.executor.attempt(candidate, spec, FenceAction.STATUS, timeout,
+                                                 interval)
             duration = round(time.monotonic() - started, 3)
         if result.ok:
             return PathCheck(candidate.name, source, agent.id, label, PathState.WORKS,

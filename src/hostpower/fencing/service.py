@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 
+from hostpower.fencing.devicegate import DeviceGate
 from hostpower.fencing.dispatch import ProxyDispatch
 from hostpower.drivers.base import FenceDriver
 from hostpower.fencing.executor import ChainExecutor
@@ -49,7 +51,7 @@ class FencingService:
         dispatch = ProxyDispatch(client, drivers, lambda: gateway.prefer_native)
         self.executor = ChainExecutor(gateway.state, dispatch, gateway.emit,
                                       engine_agent_types, self.host_agent_types,
-                                      guard=gateway.check_may_act)
+                                      guard=gateway.check_may_act, gate=device_gate(gateway))
         self.power = HostPower(self.executor, gateway.agents)
         self.flows = Flows(self.power, gateway)
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -198,6 +200,7 @@ class FencingService:
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.executor.close()
 
     def _spawn(self, op: Operation) -> None:
         self._tasks[op.host_id] = asyncio.create_task(self._run(op), name=f"flow-{op.id}")
@@ -253,6 +256,18 @@ class FencingService:
                                           operation_id=op.id))
         except StorageUnavailable:
             pass  # logged by emit; the database cannot take the event now
+
+
+def device_gate(gateway: EngineGateway) -> DeviceGate:
+    """The engine's device gate: turns claimed in the database too when other
+    engines may share it (PostgreSQL); on SQLite this engine is the only one."""
+    shared = gateway.ctx.db.engine.dialect.name != "sqlite"
+
+    def holder() -> str:
+        runner = gateway.runner
+        return f"engine {runner.name} (generation {runner.generation}, pid {os.getpid()})"
+
+    return DeviceGate(gateway.run if shared else None, holder)
 
 
 def _resumed_message(op: Operation, holder: Runner | None, me: Runner) -> str:

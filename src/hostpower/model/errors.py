@@ -12,6 +12,7 @@ class HostpowerError(Exception):
     ├── ConflictError            clashes with stored state, also a lost race (409)
     ├── StorageUnavailable       the database cannot be written or reached (503)
     ├── EngineNotReady           the engine's lease is not certain: no external action (503)
+    ├── DeviceBusy               a command's PM device stayed busy too long: not sent
     ├── SecretKeyError           store/crypto.py: the secret key file is unusable
     ├── AlreadyRunning           store/journal.py: a flow holds the host; join it
     ├── ReservationLost          store/journal.py: another engine took the flow over
@@ -71,3 +72,15 @@ class EngineNotReady(HostpowerError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"this engine may not act now: {reason}")
         self.reason = reason
+
+
+class DeviceBusy(HostpowerError):
+    """A command waited too long for its turn at a PM device (the device
+    gate, fencing/devicegate.py) and was not sent."""
+
+    def __init__(self, device: str, holder: str, waited: float) -> None:
+        super().__init__(f"device {device} stayed busy for {waited:.1f} s "
+                         f"(held by {holder}): the command was not sent")
+        self.device = device
+        self.holder = holder
+        self.waited = waited

@@ -277,3 +277,18 @@ class KdumpListenerRow(Base):
     unknown: Mapped[int] = mapped_column(Integer, default=0)    # valid, from no known host
     malformed: Mapped[int] = mapped_column(Integer, default=0)  # not a fence_kdump message
     last_unknown: Mapped[str] = mapped_column(String(64), default="")  # its source address
+
+
+class DeviceTurnRow(Base):
+    """One PM device's turn, claimed by the engine that sends it a command
+    (store/deviceturns.py, fencing/devicegate.py). Times on the database's
+    clock. `free_at`: when the next command may start — the claim's expiry
+    while it is held, the end of the last command plus the interval after."""
+
+    __tablename__ = "device_turns"
+    device: Mapped[str] = mapped_column(String(300), primary_key=True)  # ADDRESS:PORT
+    holder: Mapped[str] = mapped_column(String(300))     # who claimed it last, as said in errors
+    token: Mapped[str | None] = mapped_column(String(32), nullable=True)  # None: released
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    free_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
