@@ -24,6 +24,7 @@ from hostpower.hostagent.pki import CertificateAuthority, ensure_engine_certific
 from hostpower.kdumplistener import KdumpListener
 from hostpower.membership import Membership
 from hostpower.monitor import Monitor
+from hostpower.notify.deliverer import Deliverer
 
 log = logging.getLogger("hostpower.engine")
 
@@ -59,6 +60,7 @@ class EngineRuntime:
         self.readiness: ReadinessChecker | None = None
         self.kdump_listener: KdumpListener | None = None
         self.kdump: KdumpDetection | None = None
+        self.notifications: Deliverer | None = None
 
     async def start(self) -> None:
         if self.membership is not None:
@@ -71,6 +73,11 @@ class EngineRuntime:
         drivers = default_drivers(config["FenceAgentsPath"], config["PreferNativeFenceDrivers"])
         self.service = FencingService(EngineGateway(self.ctx, self.membership), self.client, drivers,
                                       local_agent_types(drivers), time.time())
+        # Notifications: events from the database to webhooks and mail (notify/).
+        self.notifications = Deliverer(
+            self.ctx.db, self.ctx.box, self.membership.me.name if self.membership else "local",
+            ready=self.membership.may_act if self.membership else lambda: True)
+        self.notifications.start()
         resumed = await self.service.resume()
         if resumed:
             log.warning("resumed %d unfinished fence flow(s)", len(resumed))
@@ -101,6 +108,8 @@ class EngineRuntime:
             await self.kdump.stop()
         if self.kdump_listener:
             await self.kdump_listener.stop()
+        if self.notifications:
+            await self.notifications.stop()
         if self.service:
             await self.service.close()
         if self.client:
