@@ -17,6 +17,7 @@ from hostpower.api import (
     routes_system,
 )
 from hostpower.api import routes_kdump  # kdump detection: listeners and crash dumps
+from hostpower.api import routes_notifiers  # notifications: webhooks and mail
 from hostpower.api import routes_session  # web console login (cookie + CSRF)
 from hostpower.api.login import TooManyLoginAttempts
 from hostpower.runtime import EngineRuntime
@@ -61,6 +62,7 @@ def create_app(ctx: EngineContext, runtime: EngineRuntime | None = None) -> Fast
     app.include_router(routes_engines.router)
     app.include_router(routes_readiness.router)
     app.include_router(routes_kdump.router)
+    app.include_router(routes_notifiers.router)
     # Web console: session login under /api/session, the page under / and /static.
     app.include_router(routes_session.router)
     mount_console(app)

@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from hostpower.model.errors import NotFoundError, ValidationError
@@ -78,7 +78,7 @@ class Notifiers:
         """Checked field by field (ValidationError names the field). The new
         notifier delivers the events written from now on."""
         ntype = check_type(kind)
-        checked = settings_from_input(ntype, settings)
+        checked = settings_from_input(ntype, settings, f"{ntype.value}.")
         token = self._encrypt(ntype, secret)
         check_secret_rules(ntype, checked, bool(token))
         row = NotifierRow(name=check_name(name), type=ntype.value, enabled=bool(enabled),
@@ -112,7 +112,7 @@ class Notifiers:
         merged = {k: v for k, v in json.loads(row.settings).items()}
         if settings:
             merged.update(settings)
-        checked = settings_from_input(ntype, merged)
+        checked = settings_from_input(ntype, merged, f"{ntype.value}.")
         row.settings = json.dumps(settings_as_dict(checked))
         if secret is not KEEP:
             row.secret_encrypted = self._encrypt(ntype, secret)
@@ -123,9 +123,7 @@ class Notifiers:
     def remove(self, notifier_id: int) -> Notifier:
         row = self._row(notifier_id)
         found = _notifier(row)
-        state = self.s.get(NotifierStateRow, notifier_id)
-        if state is not None:
-            self.s.delete(state)
+        self.s.execute(delete(NotifierStateRow).where(NotifierStateRow.notifier_id == notifier_id))
         self.s.delete(row)
         self.s.flush()
         return found
