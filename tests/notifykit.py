@@ -122,9 +122,11 @@ class WebhookReceiver:
 
 
 class SmtpReceiver:
-    """aiosmtpd on 127.0.0.1; `messages` holds each mail received (parsed)."""
+    """aiosmtpd on 127.0.0.1; `messages` holds each mail received (parsed).
+    With `login=(user, password)` it requires that login (over TLS), and
+    `logins` records every login tried (user, whether it was right)."""
 
-    def __init__(self, **controller: Any) -> None:
+    def __init__(self, login: tuple[str, str] | None = None, **controller: Any) -> None:
         from aiosmtpd.controller import Controller
 
         from helpers import free_port
@@ -142,6 +144,20 @@ class SmtpReceiver:
                 receiver.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
                 return "250 OK"
 
+        self.logins: list[tuple[str, bool]] = []
+        if login is not None:
+            from aiosmtpd.smtp import AuthResult, LoginPassword
+
+            def authenticate(server: Any, session: Any, envelope: Any, mechanism: str,
+                             data: Any) -> AuthResult:
+                if not isinstance(data, LoginPassword):
+                    return AuthResult(success=False, handled=False)
+                user, right = data.login.decode(), (data.login.decode(),
+                                                     data.password.decode()) == login
+                self.logins.append((user, right))
+                return AuthResult(success=right)
+
+            controller.update(authenticator=authenticate, auth_required=True)
         self.port = free_port()
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port,
                                      **controller)

@@ -197,3 +197,34 @@ def test_notify_a_refusal_is_not_retried_a_throttle_is(sqlite_ctx: EngineContext
         add_event(ctx, Severity.WARNING, "fence.attempt", "refused")
         wait_until(lambda: state(ctx, 1).dropped == 1, 30, "the event given up")
     assert len(hook.received) == attempts
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_notify_smtp_over_tls_with_a_login(sqlite_ctx: EngineContext, tmp_path: Path,
+                                           security: str) -> None:
+    import ssl
+
+    ctx = sqlite_ctx
+    fast(ctx, attempts=1)
+    ca = CertificateAuthority.create("mail test CA")
+    paths = write_bundle(ca.issue("mail", ["127.0.0.1"], ROLE_WEB), tmp_path / "tls")
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(str(paths.cert), str(paths.key))
+    tls = ({"tls_context": server_tls, "require_starttls": True} if security == "starttls"
+           else {"ssl_context": server_tls, "auth_require_tls": False})  # TLS from the start
+    with SmtpReceiver(login=("mailer", "smtp-Password-1234"), **tls) as smtp, \
+            DelivererThread(ctx.db.url, ctx.settings.home, "e1"):
+        with ctx.db.session() as s:
+            store = Notifiers(s, ctx.box)
+            for name, password in (("right", "smtp-Password-1234"), ("wrong", "not-the-one")):
+                store.add(name, "smtp", {
+                    "host": "127.0.0.1", "port": smtp.port, "security": security,
+                    "sender": "hostpower@example.org", "recipients": ["ops@example.org"],
+                    "username": "mailer", "ca_file": str(paths.ca)}, secret=password)
+        add_event(ctx, Severity.ERROR, "fence.failed", "over TLS, logged in")
+        wait_until(lambda: state(ctx, 1).delivered == 1 and state(ctx, 2).dropped == 1, 30,
+                   "one delivery and one refusal")
+    assert len(smtp.messages) == 1
+    assert sorted(smtp.logins) == [("mailer", False), ("mailer", True)]
+    wrong = state(ctx, 2)   # refused (aiosmtpd then stops answering that session)
+    assert wrong.failing and "not-the-one" not in wrong.last_error

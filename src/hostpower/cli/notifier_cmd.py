@@ -13,8 +13,6 @@ from hostpower.cli.common import CliError, open_context, open_existing_context, 
 from hostpower.model.events import Severity
 from hostpower.model.notifiers import NotifierType, SmtpSecurity, SmtpSettings, WebhookSettings
 from hostpower.model.errors import ValidationError
-from hostpower.notify.errors import DeliveryError
-from hostpower.notify.send import probe_event, send_once
 from hostpower.store.configstore import ConfigStore
 from hostpower.store.notifiers import Notifiers
 
@@ -135,6 +133,10 @@ def remove_notifier(args: argparse.Namespace) -> int:
 
 
 def test_notifier(args: argparse.Namespace) -> int:
+    # Here, not at the top: every `hostpower` command would pay for smtplib and email.
+    from hostpower.notify.errors import DeliveryError
+    from hostpower.notify.send import probe_event, send_once
+
     ctx = open_existing_context()
     try:
         with ctx.db.session() as s:
