@@ -97,7 +97,7 @@ def test_notify_api_admin_writes_everyone_reads_secrets_write_only(
         audit = [e.message for e in Events(s).query(kind="audit.write")]
         everything = Events(s).query(limit=5000)
     assert audit == ["root added webhook notifier ops-hook", "root added smtp notifier ops-mail",
-                     f"root updated notifier ops-hook", "root updated notifier ops-hook",
+                     "root updated notifier ops-hook", "root updated notifier ops-hook",
                      "root removed notifier ops-mail"]
     for secret in (KEY, SMTP_PASSWORD):
         for answer in answers:

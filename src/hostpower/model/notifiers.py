@@ -287,7 +287,8 @@ def check_type(value: object, where: str = "type") -> NotifierType:
     try:
         return NotifierType(str(value).lower())
     except ValueError:
-        raise ValidationError(where, f"{value!r} is not a notifier type (webhook or smtp)") from None
+        raise ValidationError(where, f"{value!r} is not a notifier type (webhook or "
+                                     f"smtp)") from None
 
 
 def secret_field(kind: NotifierType) -> str:

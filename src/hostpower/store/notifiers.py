@@ -17,7 +17,8 @@ from hostpower.model.errors import NotFoundError, ValidationError
 from hostpower.model.events import Severity
 from hostpower.model.notifiers import (
     DeliveryState, Notifier, NotifierType, check_kinds, check_name, check_secret,
-    check_secret_rules, check_severity, check_type, secret_field, settings_as_dict, settings_from_dict,
+    check_secret_rules, check_severity, check_type, secret_field, settings_as_dict,
+    settings_from_dict,
     settings_from_input,
 )
 from hostpower.model.secret import Secret
