@@ -40,7 +40,7 @@ def pg_ctx(pg_url: str, tmp_path: Path) -> Iterator[EngineContext]:
         store.set("EngineLeaseInSec", "2")
         store.set("NotificationAttempts", "3")
         store.set("NotificationRetryDelayInMs", "100")
-        store.set("NotificationTimeoutInSec", "2")
+        store.set("NotificationTimeoutInSec", "10")
     yield ctx
     ctx.close()
 
