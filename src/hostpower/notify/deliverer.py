@@ -197,7 +197,9 @@ class Deliverer:
         try:
             while True:
                 self._check(notifier_id, token)
-                if not await self._batch(notifier_id, token):
+                delivered = await self._batch(notifier_id, token)
+                self._last_error.pop(notifier_id, None)  # a later error is worth a line again
+                if not delivered:
                     await asyncio.sleep(self.poll)
         except LostNotifier:
             return  # the round takes it again, or another engine has it
