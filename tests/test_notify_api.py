@@ -212,6 +212,19 @@ def test_notify_cli_add_list_test_remove_with_the_key_on_stdin(tmp_path: Path) -
         assert lines[0].split()[:4] == ["NAME", "TYPE", "ENABLED", "MIN"]
         assert lines[1].startswith("ops-hook") and "fence.*,treatment.*" in lines[1]
         assert lines[2].startswith("ops-mail") and "ops@example.org via 127.0.0.1" in lines[2]
+        changed = hp("set", "ops-hook", "--disable", "--kind", "fence.*", "--new-secret",
+                     stdin=KEY + "-rotated\n")
+        assert changed.returncode == 0, changed.stderr
+        assert "ops-hook: disabled, info and above, kinds fence.*, new secret stored" in \
+            changed.stdout
+        # Sent although disabled (a test ignores `enabled` and the filters), signed with
+        # the new key: the receiver, still on the old one, refuses it.
+        refused = hp("test", "ops-hook")
+        assert refused.returncode == 1 and "answered 401" in refused.stderr
+        assert not hook.received[-1].signed
+        hook.key = KEY + "-rotated"
+        assert hp("set", "ops-hook", "--enable", "--all-kinds").returncode == 0
+        assert hp("test", "ops-hook").returncode == 0 and hook.received[-1].signed
         hook.answer_status = 500
         failed = hp("test", "ops-hook")
         assert failed.returncode == 1 and "answered 500" in failed.stderr

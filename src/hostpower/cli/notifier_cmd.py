@@ -1,4 +1,4 @@
-"""`hostpower notifier add|list|remove|test`: where events are delivered
+"""`hostpower notifier add|list|set|remove|test`: where events are delivered
 (docs/notifications.md). Works on the database directly, like `hostpower
 user`; a webhook's signing key and an SMTP password are read from a prompt
 or stdin, never from the command line."""
@@ -14,7 +14,7 @@ from hostpower.model.events import Severity
 from hostpower.model.notifiers import NotifierType, SmtpSecurity, SmtpSettings, WebhookSettings
 from hostpower.model.errors import ValidationError
 from hostpower.store.configstore import ConfigStore
-from hostpower.store.notifiers import Notifiers
+from hostpower.store.notifiers import KEEP, Notifiers
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +42,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.set_defaults(func=add_notifier)
     ls = nsub.add_parser("list", help="notifiers and how their delivery goes")
     ls.set_defaults(func=list_notifiers)
+    st = nsub.add_parser("set", help="change a notifier: enable or disable it, its filters, "
+                                     "or its key/password (--new-secret reads it like add)")
+    st.add_argument("name")
+    onoff = st.add_mutually_exclusive_group()
+    onoff.add_argument("--enable", dest="enabled", action="store_true", default=None)
+    onoff.add_argument("--disable", dest="enabled", action="store_false")
+    st.add_argument("--min-severity")
+    st.add_argument("--kind", action="append", metavar="PATTERN",
+                    help="replaces the kinds; repeatable")
+    st.add_argument("--all-kinds", action="store_true", help="every kind (no pattern)")
+    st.add_argument("--new-secret", action="store_true",
+                    help="read a new signing key (webhook) or SMTP password from a prompt or stdin")
+    st.set_defaults(func=set_notifier)
     rm = nsub.add_parser("remove", help="remove a notifier")
     rm.add_argument("name")
     rm.set_defaults(func=remove_notifier)
@@ -117,6 +130,29 @@ def list_notifiers(_: argparse.Namespace) -> int:
     print(table(rows, ("NAME", "TYPE", "ENABLED", "MIN", "KINDS", "TARGET", "HOLDER",
                        "DELIVERED", "DROPPED", "LAST DELIVERED", "STATE", "FAILED ATTEMPTS",
                        "LAST ERROR")))
+    return 0
+
+
+def set_notifier(args: argparse.Namespace) -> int:
+    if args.kind and args.all_kinds:
+        raise ValidationError("--all-kinds", "give either --kind or --all-kinds")
+    kinds = [] if args.all_kinds else args.kind
+    ctx = open_existing_context()
+    try:
+        with ctx.db.session() as s:
+            store = Notifiers(s, ctx.box)
+            n = store.find(args.name)
+            secret = KEEP
+            if args.new_secret:
+                what = "signing key" if n.type is NotifierType.WEBHOOK else "SMTP password"
+                secret = read_secret(f"new {what} for {n.name}: ")
+            n = store.update(n.id, enabled=args.enabled,  # type: ignore[arg-type]
+                             min_severity=args.min_severity, kinds=kinds, secret=secret)
+    finally:
+        ctx.close()
+    print(f"notifier {n.name}: {'enabled' if n.enabled else 'disabled'}, "
+          f"{n.min_severity.value} and above, kinds {', '.join(n.kinds) or 'all'}"
+          f"{', new secret stored' if args.new_secret else ''}")
     return 0
 
 
