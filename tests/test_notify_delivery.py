@@ -94,6 +94,7 @@ def test_notify_webhook_retries_with_exponential_backoff(ctx: EngineContext) -> 
         add_webhook(ctx, "flaky", hook.url)
         event_id = add_event(ctx, Severity.WARNING, "fence.attempt", "retried")
         wait_until(lambda: hook.delivered(), 30, "the delivery after three 500s")
+        wait_until(lambda: state(ctx, 1).delivered == 1, 10, "the delivery to be recorded")
     assert [r.status for r in hook.received] == [500, 500, 500, 200]
     assert {r.event["id"] for r in hook.received} == {event_id}
     gaps = [b.at - a.at for a, b in zip(hook.received, hook.received[1:])]
