@@ -242,6 +242,11 @@ def test_notify_secrets_stay_out_of_the_deliverers_log_and_events(
     caplog.set_level(logging.DEBUG)
     from hostpower.store.notifiers import Notifiers
 
+    from hostpower.store.configstore import ConfigStore
+
+    with ctx.db.session() as s:
+        ConfigStore(s).set("NotificationAttempts", "1")
+        ConfigStore(s).set("NotificationRetryDelayInMs", "100")
     with WebhookReceiver(KEY) as hook, SmtpReceiver() as smtp, \
             DelivererThread(ctx.db.url, ctx.settings.home, "e1"):
         with ctx.db.session() as s:
@@ -252,12 +257,10 @@ def test_notify_secrets_stay_out_of_the_deliverers_log_and_events(
                                        "security": "none", "sender": "a@example.org",
                                        "recipients": ["b@example.org"], "username": "mailer"},
                       secret=SMTP_PASSWORD)
-            from hostpower.store.configstore import ConfigStore
-            ConfigStore(s).set("NotificationAttempts", "1")
         with ctx.db.session() as s:
             Events(s).add(Event(Severity.ERROR, "fence.failed", "restart failed"))
-        wait_until(lambda: hook.delivered(), 30, "the webhook delivery")
-        wait_until(lambda: _failing(ctx), 30, "the mail notifier to fail")
+        wait_until(lambda: hook.delivered(), 60, "the webhook delivery")
+        wait_until(lambda: _failing(ctx), 60, "the mail notifier to fail")
     with ctx.db.session() as s:
         everything = Events(s).query(limit=5000)
     assert any(e.kind == "notifier.failing" for e in everything)
