@@ -603,6 +603,44 @@ def test_engines_page_shows_each_engine_its_state_and_hosts(page, engine: Engine
     expect(page.locator(".card-toolbar")).to_contain_text(f"{len(listed)} engines · 1 alive")
 
 
+def test_notifiers_page_shows_delivery_state_and_sends_a_test(page, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    from notifykit import WebhookReceiver
+
+    key = "console-webhook-key-0123456789"
+    api = engine.api()
+    with WebhookReceiver(key) as good, WebhookReceiver(key, answer_status=500) as dead:
+        assert api.put("/api/config/NotificationAttempts", json={"value": "1"}).status_code == 200
+        made = [api.post("/api/notifiers", json={
+            "name": name, "type": "webhook", "webhook": {"url": hook.url}, "secret": key,
+            "min_severity": "info", "kinds": ["audit.*"]}) for name, hook in
+            (("dead-hook", dead), ("ok-hook", good))]
+        assert [r.status_code for r in made] == [201, 201], [r.text for r in made]
+        try:
+            # Adding each was an audit.write event (dead-hook's own creation included,
+            # docs/notifications.md): dead-hook's receiver refuses both.
+            wait_until(lambda: api.get(f"/api/notifiers/{made[0].json()['id']}").json()
+                       ["state"]["dropped"] == 2, 30, "dead-hook to fail")
+            login(page, ADMIN)
+            page.get_by_role("link", name="Notifiers").click()
+            expect(page).to_have_url(re.compile(r"#/notifiers$"))
+            dead_row = page.locator("tr[data-notifier='dead-hook']")
+            expect(dead_row.locator("[data-notifier-state]")).to_have_text("failing")
+            expect(dead_row.locator("[data-col=dropped]")).to_have_text("2")
+            expect(dead_row.locator("[data-col=error]")).to_contain_text("answered 500")
+            ok_row = page.locator("tr[data-notifier='ok-hook']")
+            expect(ok_row.locator("[data-notifier-state]")).to_have_text("ok")
+            expect(ok_row.locator("[data-col=filter]")).to_have_text("info+ · audit.*")
+            expect(page.locator(".card-toolbar")).to_contain_text("2 notifiers · 1 failing")
+            ok_row.get_by_role("button", name="Test").click()
+            expect(page.locator(".toast")).to_contain_text("Test message delivered by ok-hook")
+            assert any(r.event["kind"] == "notifier.test" for r in good.delivered())
+            assert key not in page.content()
+        finally:
+            for r in made:
+                api.delete(f"/api/notifiers/{r.json()['id']}")
+            api.put("/api/config/NotificationAttempts", json={"value": "6"})
+
+
 def test_not_ready_banner_while_the_engine_cannot_renew_its_lease(page, engine: Engine) -> None:  # type: ignore[no-untyped-def]
     """A real "not ready": another incarnation takes the engine's name the way
     a take-over after a crash does (ends the lease as last seen, claims the

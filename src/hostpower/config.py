@@ -234,6 +234,18 @@ KEYS: tuple[ConfigKey, ...] = (
     _key("PMHealthCheckIntervalInSec", "int", "3600",
          "Seconds between the end of one PM health check round and the start of the next.",
          10, 86400, "s"),
+    # Notifications (docs/notifications.md).
+    _key("NotificationAttempts", "int", "6",
+         "Attempts to deliver one event to one notifier before it is given up (counted as "
+         "dropped, and the notifier reported failing).", 1, 100),
+    _key("NotificationRetryDelayInMs", "int", "2000",
+         "Wait after a notifier's first failed attempt; it doubles after each further "
+         "failure of the same event.", 0, 600000, "ms"),
+    _key("NotificationRetryDelayMaxInSec", "int", "60",
+         "Longest wait between two attempts to deliver one event.", 1, 3600, "s"),
+    _key("NotificationTimeoutInSec", "int", "10",
+         "Seconds one delivery attempt (a webhook's request, a mail's SMTP session) may take.",
+         1, 300, "s"),
 )
 
 REGISTRY: dict[str, ConfigKey] = {k.name: k for k in KEYS}

@@ -25,6 +25,7 @@ from hostpower.kdumplistener import KdumpListener
 from hostpower.membership import Membership
 from hostpower.metrics import EngineMetrics
 from hostpower.monitor import Monitor
+from hostpower.notify.deliverer import Deliverer
 
 log = logging.getLogger("hostpower.engine")
 
@@ -63,6 +64,7 @@ class EngineRuntime:
         self.metrics = EngineMetrics(
             may_act=lambda: membership is None or membership.may_act(),
             database_errors=lambda: ctx.db.errors)
+        self.notifications: Deliverer | None = None
 
     async def start(self) -> None:
         if self.membership is not None:
@@ -78,6 +80,11 @@ class EngineRuntime:
                                       local_agent_types(drivers), time.time())
         self.service.on_finish(self.metrics.operation_finished)
         self.service.gateway.on_event(self.metrics.event)
+        # Notifications: events from the database to webhooks and mail (notify/).
+        self.notifications = Deliverer(
+            self.ctx.db, self.ctx.box, self.membership.me.name if self.membership else "local",
+            ready=self.membership.may_act if self.membership else lambda: True)
+        self.notifications.start()
         resumed = await self.service.resume()
         if resumed:
             log.warning("resumed %d unfinished fence flow(s)", len(resumed))
@@ -110,6 +117,8 @@ class EngineRuntime:
             await self.kdump.stop()
         if self.kdump_listener:
             await self.kdump_listener.stop()
+        if self.notifications:
+            await self.notifications.stop()
         if self.service:
             await self.service.close()
         if self.client:

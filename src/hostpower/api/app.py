@@ -18,6 +18,7 @@ from hostpower.api import (
 )
 from hostpower.api import routes_kdump  # kdump detection: listeners and crash dumps
 from hostpower.api import routes_metrics  # Prometheus: GET /metrics
+from hostpower.api import routes_notifiers  # notifications: webhooks and mail
 from hostpower.api import routes_session  # web console login (cookie + CSRF)
 from hostpower.api import ovirt  # oVirt's REST API v4 for power management, /ovirt-engine
 from hostpower.api.login import TooManyLoginAttempts
@@ -69,6 +70,7 @@ def create_app(ctx: EngineContext, runtime: EngineRuntime | None = None) -> Fast
     app.include_router(routes_kdump.router)
     app.include_router(routes_metrics.router)
     app.include_router(ovirt.router)
+    app.include_router(routes_notifiers.router)
     # Web console: session login under /api/session, the page under / and /static.
     app.include_router(routes_session.router)
     mount_console(app)

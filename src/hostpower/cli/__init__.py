@@ -14,11 +14,12 @@ from hostpower.cli import (
     agent_cmd, config_cmd, db_cmd, deploy_cmd, engines_cmd, events_cmd, fence_cmd, inventory_cmd, lab_cmd,
     proxies_cmd, readiness_cmd, serve_cmd, ssh_cmd, users_cmd,
 )
+from hostpower.cli import notifier_cmd  # notifications: webhooks and mail
 from hostpower.cli.common import CliError
 from hostpower.model.errors import ConflictError, NotFoundError, ValidationError
 
 MODULES = (serve_cmd, agent_cmd, db_cmd, config_cmd, proxies_cmd, users_cmd, inventory_cmd, lab_cmd,
-           fence_cmd, events_cmd, engines_cmd, readiness_cmd, ssh_cmd, deploy_cmd)
+           fence_cmd, events_cmd, engines_cmd, readiness_cmd, ssh_cmd, deploy_cmd, notifier_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

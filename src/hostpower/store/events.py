@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from hostpower.model.events import Event, Severity
@@ -23,6 +23,9 @@ class Events:
             operation_id=event.operation_id, user=event.user, engine=event.engine, message=event.message,
             details=json.dumps(event.details, default=str),
         )
+        if self.s.get_bind().dialect.name == "postgresql":
+            # The writing transaction, for notifications (store/notifycursor.py).
+            row.txid = writing_transaction()  # type: ignore[assignment]
         self.s.add(row)
         self.s.flush()
         return _event(row)
@@ -49,6 +52,15 @@ class Events:
             q = q.where(EventRow.user == user)
         rows = self.s.scalars(q.order_by(EventRow.id.desc()).limit(limit)).all()
         return [_event(r) for r in reversed(rows)]
+
+
+def writing_transaction():  # type: ignore[no-untyped-def]
+    """PostgreSQL: the id of the current (top-level) transaction, as a bigint."""
+    return cast(cast(func.pg_current_xact_id(), Text), BigInteger)
+
+
+def as_event(row: EventRow) -> Event:
+    return _event(row)
 
 
 def _event(row: EventRow) -> Event:

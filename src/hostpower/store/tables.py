@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    Boolean, DateTime, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint,
+    BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, MetaData, String, Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -165,6 +166,8 @@ class OperationStepRow(Base):
 
 class EventRow(Base):
     __tablename__ = "events"
+    # Notifications read events in (txid, id) order (store/notifycursor.py).
+    __table_args__ = (Index("ix_events_txid_id", "txid", "id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     severity: Mapped[str] = mapped_column(String(16))
@@ -178,6 +181,11 @@ class EventRow(Base):
     engine: Mapped[str | None] = mapped_column(String(128), nullable=True)  # which engine wrote it
     message: Mapped[str] = mapped_column(Text)
     details: Mapped[str] = mapped_column(Text, default="{}")
+    # PostgreSQL: the id of the transaction that wrote the event (ids may
+    # commit out of order; notifications read only below the oldest running
+    # transaction, store/notifycursor.py). 0 on SQLite, where one writer at a
+    # time commits ids in order, and for events older than notifications.
+    txid: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class LoginFailureRow(Base):
@@ -292,3 +300,46 @@ class DeviceTurnRow(Base):
     claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     free_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class NotifierRow(Base):
+    """A notifier (webhook or SMTP mail) and which events it wants. Its
+    signing key or SMTP password is encrypted with the engine's secret key."""
+
+    __tablename__ = "notifiers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(16))               # webhook | smtp
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    min_severity: Mapped[str] = mapped_column(String(16))
+    kinds: Mapped[str] = mapped_column(Text, default="[]")      # JSON list of glob patterns
+    settings: Mapped[str] = mapped_column(Text, default="{}")   # JSON, never a secret
+    secret_encrypted: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class NotifierStateRow(Base):
+    """Where a notifier's delivery stands, shared by every engine: the
+    position in the events it has passed, the engine that delivers for it
+    now (a lease on the database's clock, and a token that each new holder
+    increments), and how delivery goes (store/notifycursor.py)."""
+
+    __tablename__ = "notifier_state"
+    notifier_id: Mapped[int] = mapped_column(
+        ForeignKey("notifiers.id", ondelete="CASCADE"), primary_key=True)
+    cursor_txid: Mapped[int] = mapped_column(BigInteger)
+    cursor_id: Mapped[int] = mapped_column(Integer)
+    holder: Mapped[str | None] = mapped_column(String(128), nullable=True)   # engine name
+    instance: Mapped[str | None] = mapped_column(String(64), nullable=True)  # its deliverer
+    token: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                              nullable=True)
+    delivered: Mapped[int] = mapped_column(Integer, default=0)
+    dropped: Mapped[int] = mapped_column(Integer, default=0)
+    last_delivered_event: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                               nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -8,6 +8,7 @@ import * as events from './pages/events.js';
 import * as enginesPage from './pages/engines.js';
 import * as readinessPage from './pages/readiness.js';
 import * as configPage from './pages/config.js';
+import * as notifiersPage from './pages/notifiers.js';
 
 const root = document.getElementById('app');
 let main = null;
@@ -25,6 +26,7 @@ const ROUTES = [
   [/^#\/engines$/, () => [enginesPage, {}], 'engines'],
   [/^#\/readiness$/, () => [readinessPage, {}], 'readiness'],
   [/^#\/config$/, () => [configPage, {}], 'config'],
+  [/^#\/notifiers$/, () => [notifiersPage, {}], 'notifiers'],
 ];
 
 function resolve(hash) {
@@ -91,6 +93,7 @@ function showShell() {
     navLink('#/readiness', 'Readiness', 'readiness', 'shield'),
     navLink('#/events', 'Events', 'events', 'list'),
     navLink('#/engines', 'Engines', 'engines', 'engines'),
+    navLink('#/notifiers', 'Notifiers', 'notifiers', 'bell'),
     api.isAdmin() ? navLink('#/config', 'Configuration', 'config', 'settings') : null);
   const logout = button('Log out', { variant: 'ghost', class: 'logout', onclick: doLogout }, 'logout');
   const bar = h('header.topbar',
