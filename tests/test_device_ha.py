@@ -89,7 +89,8 @@ def test_device_two_engines_fencing_two_hosts_on_one_bmc_take_turns(
                 ops[engine.name] = r.json()["id"]
             done = {name: _finished(engine, ops[name], 120)
                     for name, engine in (("e1", e1), ("e2", e2))}
-            assert all(op["state"] == "succeeded" for op in done.values()), done
+            assert all(op["state"] == "succeeded" for op in done.values()), {
+                name: (op["state"], op.get("message")) for name, op in done.items()}
             time.sleep(HEARD_WITHIN)
             turns = sorted(
                 (datetime.fromisoformat(e["details"]["device_turn"][0]).timestamp(),

@@ -170,6 +170,17 @@ def _turns_of(engine: EngineThread, keys: set[DeviceKey]) -> tuple[list[Turn], A
     return turns, remove
 
 
+def _quiet(engine: EngineThread, keys: set[DeviceKey]) -> None:
+    """Until no command of earlier tests holds these devices and their
+    spacing has passed: what a test measures is then its own commands' doing."""
+    gate = engine.service.executor.gate
+    deadline = time.monotonic() + 60
+    while any(gate.busy(k) for k in keys):
+        assert time.monotonic() < deadline, "a device stayed busy for a minute"
+        time.sleep(0.1)
+    time.sleep(INTERVAL + 0.1)
+
+
 def _power_on(lab: RunningLab, *bmcs: LabBmc) -> None:
     """These BMCs on (sent straight to them through c2-h1, between tests)."""
     for bmc in bmcs:
@@ -199,16 +210,20 @@ def test_device_group_on_two_devices_runs_its_agents_in_parallel(world) -> None:
     """A concurrent group on two BMCs (two power supplies): different
     devices, so the gate never makes one wait for the other."""
     lab, engine, _watch = world
-    wait_all_agents(lab, timeout=30)
     bmcs = (lab.topo.host("c1-h3").bmcs[0], lab.topo.host("c2-h2").bmcs[0])
     _power_on(lab, *bmcs)
+    wait_all_agents(lab, timeout=30)
     _group_of(engine, lab, "c1-h3", *bmcs)
     keys = {device_key("ipmilan", b.address, b.port) for b in bmcs}
+    _quiet(engine, keys)
     turns, remove = _turns_of(engine, keys)
     try:
         (op,) = restart_at_once(engine, "c1-h3")
     finally:
         remove()
+        # The group's start ends at the first supply on: the other on may
+        # have been cancelled before it was sent.
+        _power_on(lab, *bmcs)
     assert op.state is OperationState.SUCCEEDED, op.message
     offs = [t for t in turns if t.label.startswith("off of c1-h3")]
     assert {t.key for t in offs} == keys
@@ -231,11 +246,12 @@ def test_device_group_with_two_agents_on_one_device_takes_turns(world) -> None: 
     """Both agents of a group on one BMC (as two outlets of one PDU feeding
     one server): its commands take turns at the device."""
     lab, engine, _watch = world
-    wait_all_agents(lab, timeout=30)
     bmc = lab.topo.host("c1-h3").bmcs[0]
     _power_on(lab, bmc)
+    wait_all_agents(lab, timeout=30)
     _group_of(engine, lab, "c1-h3", bmc, bmc)
     key = device_key("ipmilan", bmc.address, bmc.port)
+    _quiet(engine, {key})
     turns, remove = _turns_of(engine, {key})
     try:
         (op,) = restart_at_once(engine, "c1-h3")
