@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import time
+import weakref
 from collections.abc import Callable
 
 from hostpower.fencing.devicegate import DeviceGate
@@ -35,6 +36,9 @@ from hostpower.model.power import FenceAction
 from hostpower.store.journal import AlreadyRunning, Journal, Operation, ReservationLost
 
 log = logging.getLogger("hostpower.fencing")
+# How often `wait` reads an operation that this engine does not run (another
+# engine's, or one paused here); one this engine runs wakes its waiters itself.
+WAIT_POLL = 0.5
 
 
 class FencingService:
@@ -60,6 +64,9 @@ class FencingService:
         self._starting: set[int] = set()
         self._limit: asyncio.Semaphore | None = None
         self._on_finish: list[Callable[[Operation], None]] = []
+        # Waiters of operations (`wait`), woken when this engine ends one;
+        # an entry lives as long as someone waits on it.
+        self._ended: weakref.WeakValueDictionary[int, asyncio.Event] = weakref.WeakValueDictionary()
         # Agents that skip TLS verification (ssl_insecure): a WARNING once each.
         self.power.notice = InsecureTlsNotice(gateway.emit, self._host_name).check
 
@@ -185,12 +192,25 @@ class FencingService:
         return task is not None and not task.done()
 
     async def wait(self, op_id: int, timeout: float) -> Operation:
+        """The operation once it has ended, or as it stands after `timeout`.
+
+        A flow this engine runs wakes its waiters when it ends; the journal
+        is read then, not polled. One that runs elsewhere (another engine,
+        or paused here) is read again every WAIT_POLL seconds. Polling every
+        waiter of a mass failure 20 times a second cost more engine time
+        than the flows themselves (bench 6)."""
         deadline = time.monotonic() + timeout
         while True:
+            # Taken before the read: a flow ending after the read still wakes us.
+            ended = self._ended.setdefault(op_id, asyncio.Event())
             op = await self.gateway.run(lambda s: Journal(s).get(op_id))
-            if not op.running or time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if not op.running or left <= 0:
                 return op
-            await asyncio.sleep(0.05)
+            try:
+                await asyncio.wait_for(ended.wait(), min(WAIT_POLL, left))
+            except TimeoutError:
+                pass
 
     def on_finish(self, callback: Callable[[Operation], None]) -> None:
         self._on_finish.append(callback)
@@ -234,6 +254,9 @@ class FencingService:
                               "fence.succeeded" if ok else "fence.failed",
                               message if ok else f"{op.action} of {op.host_name} failed: {message}",
                               host_id=op.host_id, host_name=op.host_name, operation_id=op.id))
+        ended = self._ended.pop(op.id, None)
+        if ended is not None:
+            ended.set()
         for callback in self._on_finish:
             callback(finished)
 
