@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from hostpower.model.events import Event
 from hostpower.model.inventory import HostStatus
+from hostpower.model.proxychain import KEYWORDS, ProxySource
 from hostpower.model.readiness import HostReadiness, PathState, Readiness
 from hostpower.monitor import RoundReport
 from hostpower.store.journal import Operation
@@ -37,7 +38,7 @@ ROUND_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10)
 def source_kind(source: str) -> str:
     """A chain entry as a label of few values: cluster, dc, other_dc, engine,
     or "host" for a named proxy host (its name would make a label per host)."""
-    return source if source in ("cluster", "dc", "other_dc", "engine") else "host"
+    return source if source in KEYWORDS else ProxySource.HOST.value
 
 
 class EngineMetrics:
