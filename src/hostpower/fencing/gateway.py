@@ -28,6 +28,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from hostpower.config import Config
@@ -42,8 +43,10 @@ from hostpower.store import revisions
 from hostpower.store.configstore import ConfigStore
 from hostpower.store.engines import Engines
 from hostpower.store.events import Events
+from hostpower.store.groupcommit import GroupCommit
+from hostpower.store.hoststatus import set_flow_status
 from hostpower.store.inventory import Inventory
-from hostpower.store.journal import Journal, Operation
+from hostpower.store.journal import Journal, Operation, ReservationLost
 
 if TYPE_CHECKING:
     from hostpower.membership import Membership
@@ -53,6 +56,10 @@ T = TypeVar("T")
 State = tuple[InventorySnapshot, Config]
 _requested_by: ContextVar[str | None] = ContextVar("requested_by", default=None)
 _acting_as: ContextVar[int | None] = ContextVar("acting_as", default=None)
+# The store's revisions as read in the current flow step's transaction.
+_step_revisions: ContextVar[revisions.Revisions | None] = ContextVar("step_revisions",
+                                                                    default=None)
+_buffered: ContextVar[bool] = ContextVar("buffered_events", default=False)
 # Without membership (tests, inventory-only use) the engine is alone.
 ALONE = Runner("local", 0)
 # How long the list of live engines is reused: a monitor round and its
@@ -83,6 +90,17 @@ def acting_as(generation: int) -> Iterator[None]:
         _acting_as.reset(token)
 
 
+@contextmanager
+def buffered_events() -> Iterator[None]:
+    """Events emitted inside (a flow's task) are committed with the next
+    write instead of each waiting for a commit of its own."""
+    token = _buffered.set(True)
+    try:
+        yield
+    finally:
+        _buffered.reset(token)
+
+
 class EngineGateway:
     def __init__(self, ctx: EngineContext, membership: "Membership | None" = None) -> None:
         self.ctx = ctx
@@ -97,6 +115,9 @@ class EngineGateway:
         # The phase each flow of this engine last journaled: the Operation a
         # flow runs with keeps the phase it was spawned at.
         self._phases: dict[int, str] = {}
+        # Journal steps, host statuses and events of concurrent flows are
+        # committed together (store/groupcommit.py).
+        self.writer = GroupCommit(ctx.db)
 
     async def run(self, fn: Callable[[Session], T]) -> T:
         """`fn(session)` in a thread, committed when it returns."""
@@ -104,6 +125,10 @@ class EngineGateway:
             with self.ctx.db.session() as s:
                 return fn(s)
         return await asyncio.to_thread(work)
+
+    async def close(self) -> None:
+        """Commit the writes still queued (events nobody waited for)."""
+        await asyncio.to_thread(self.writer.close)
 
     # -- this engine among its peers -------------------------------------------------------
 
@@ -147,7 +172,15 @@ class EngineGateway:
         """The inventory and configuration as of now. The cache is checked
         against the store's revisions on every call (one small query) and
         reloads what another writer moved: everything when the inventory or
-        configuration changed, only the host statuses when only they did."""
+        configuration changed, only the host statuses when only they did.
+
+        Inside a flow's journal step the revisions were read in the step's
+        own transaction (`start_step`), right before its commands: the cache
+        is used without another query when it is as of them. A write
+        committed before a step begins applies to that step's commands."""
+        checked = _step_revisions.get()
+        if checked is not None and self._state is not None and checked == self._revisions:
+            return self._state
         self._state, self._revisions = await self.run(
             lambda s: self._fresh_state(s, self._state, self._revisions))
         if self._revisions.inventory != self._agents_revision:
@@ -189,43 +222,68 @@ class EngineGateway:
         return cached
 
     async def set_host_status(self, host_id: int, status: HostStatus) -> None:
-        def write(s: Session) -> tuple[Host, dict[str, int]]:
-            return Inventory(s, self.ctx.box).set_status(host_id, status), revisions.moved_by(s)
-        self._cache_status(*await self.run(write))
+        """A flow's status change of its host (reboot, connecting, down,
+        non-responsive), committed with the writes of concurrent flows."""
+        moved = await self.writer.run(lambda c: set_flow_status(c, host_id, status))
+        self._cache_status(host_id, status, moved)
 
     async def finish_flow(self, op: Operation, state: OperationState, message: str,
-                          status: HostStatus | None) -> Operation:
-        """End the flow and (when given) set its host's status in one commit,
-        only while `op`'s reservation holds (ReservationLost otherwise)."""
-        def write(s: Session) -> tuple[Operation, Host | None, dict[str, int]]:
-            finished = Journal(s).finish(op.id, state, message, token=op.token)
-            host = (Inventory(s, self.ctx.box).set_status(op.host_id, status)
-                    if status is not None else None)
-            return finished, host, revisions.moved_by(s)
-        finished, host, moved = await self.run(write)
-        if host is not None:
-            self._cache_status(host, moved)
+                          status: HostStatus | None, event: Event | None = None) -> Operation:
+        """End the flow, (when given) set its host's status and store `event`,
+        in one commit, only while `op`'s reservation holds (ReservationLost
+        otherwise: then nothing is written, not even the event)."""
+        if event is not None:
+            event = self._stamped(event)
+
+        def write(c: Connection) -> tuple[Operation | ReservationLost, int | None]:
+            try:
+                finished = Journal(c).finish(op.id, state, message, token=op.token)
+            except ReservationLost as lost:
+                return lost, None
+            moved = set_flow_status(c, op.host_id, status) if status is not None else None
+            if event is not None:
+                Events(c).add(event)
+            return finished, moved
+        finished, moved = await self.writer.run(write)
+        if isinstance(finished, ReservationLost):
+            raise finished
+        if status is not None and moved is not None:
+            self._cache_status(op.host_id, status, moved)
+        if event is not None:
+            self._published(event)
         return finished
 
-    def _cache_status(self, host: Host, moved: dict[str, int]) -> None:
-        host_id = host.id
+    def _cache_status(self, host_id: int, status: HostStatus, moved: int) -> None:
         # Write-through: when this write is the only one since the cache was
         # read, apply it to the cache instead of reloading every status.
-        if self._state is not None and moved.get(revisions.STATUS) == self._revisions.status + 1:
+        if self._state is not None and moved == self._revisions.status + 1:
             snapshot, config = self._state
-            hosts = tuple(host if h.id == host_id else h for h in snapshot.hosts)
+            hosts = tuple(replace(h, status=status, non_operational_reason=None)
+                          if h.id == host_id else h for h in snapshot.hosts)
             self._state = (InventorySnapshot(snapshot.data_centers, snapshot.clusters, hosts), config)
-            self._revisions = replace(self._revisions, status=moved[revisions.STATUS])
+            self._revisions = replace(self._revisions, status=moved)
 
     # -- the journal (flows.FlowStore) -------------------------------------------------------
 
     async def start_step(self, op: Operation, name: str, phase: str | None = None) -> int:
         """Record a step before its external action, while this engine may act
-        and still holds the flow's reservation (ReservationLost otherwise)."""
+        and still holds the flow's reservation (ReservationLost otherwise).
+        The step's transaction also reads the store's revisions: the step's
+        commands use the cache without another query when it is as of them."""
         self.check_may_act()
-        step_id = await self.run(lambda s: Journal(s).start_step(op.id, name, phase, op.token))
+
+        def write(c: Connection) -> tuple[int | ReservationLost, revisions.Revisions]:
+            try:
+                step = Journal(c).start_step(op.id, name, phase, op.token)
+            except ReservationLost as lost:  # nothing was written
+                return lost, revisions.current(c)
+            return step, revisions.current(c)
+        step_id, seen = await self.writer.run(write)
+        if isinstance(step_id, ReservationLost):
+            raise step_id
         if phase is not None:
             self._phases[op.id] = phase
+        _step_revisions.set(seen)
         return step_id
 
     def phase_reached(self, op: Operation, forget: bool = False) -> str:
@@ -236,7 +294,10 @@ class EngineGateway:
 
     async def finish_step(self, step_id: int, outcome: str, proxies: list[dict[str, object]],
                           message: str) -> None:
-        await self.run(lambda s: Journal(s).finish_step(step_id, outcome, proxies, message))
+        """The step's outcome, committed with the flow's next write (nobody
+        waits for it: a resumed flow goes by the phase and the steps begun)."""
+        _step_revisions.set(None)
+        self.writer.submit(lambda c: Journal(c).finish_step(step_id, outcome, proxies, message))
 
     async def last_operation_end(self, host_id: int) -> datetime | None:
         return await self.run(lambda s: Journal(s).last_finished_at(host_id))
@@ -244,14 +305,31 @@ class EngineGateway:
     # -- events ------------------------------------------------------------------------------
 
     async def emit(self, event: Event) -> None:
+        """Log and store `event`, then tell the listeners. Inside a flow
+        (`buffered_events`) the event is committed with the flow's next
+        write, without waiting: an event is not a journal entry, and it is
+        durable before the flow's next step is."""
+        event = self._stamped(event)
+        log.log(_LEVELS[event.severity], "%s", event.message)
+        if _buffered.get():
+            self.writer.submit(lambda c: Events(c).add(event))
+        else:
+            await self.writer.run(lambda c: Events(c).add(event))
+        for listener in list(self._on_event):
+            listener(event)  # before the flow goes on: listeners see steps in order
+
+    def _stamped(self, event: Event) -> Event:
+        """`event` naming the user of the current task and this engine."""
         if event.user is None:
             event = replace(event, user=_requested_by.get())
         if event.engine is None and self.membership is not None:
             event = replace(event, engine=self.membership.me.name)
+        return event
+
+    def _published(self, event: Event) -> None:
         log.log(_LEVELS[event.severity], "%s", event.message)
-        await self.run(lambda s: Events(s).add(event))
         for listener in list(self._on_event):
-            listener(event)  # before the flow goes on: listeners see steps in order
+            listener(event)
 
     def on_event(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Call `callback` with every event once it is stored; returns the remover."""

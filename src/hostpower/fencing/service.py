@@ -19,12 +19,12 @@ import time
 import weakref
 from collections.abc import Callable
 
+from hostpower.drivers.base import FenceDriver
 from hostpower.fencing.devicegate import DeviceGate
 from hostpower.fencing.dispatch import ProxyDispatch
-from hostpower.drivers.base import FenceDriver
 from hostpower.fencing.executor import ChainExecutor
 from hostpower.fencing.flows import Flows
-from hostpower.fencing.gateway import EngineGateway, acting_as, on_behalf_of
+from hostpower.fencing.gateway import EngineGateway, acting_as, buffered_events, on_behalf_of
 from hostpower.fencing.power import HostPower, PowerResult
 from hostpower.fencing.tlsnotice import InsecureTlsNotice
 from hostpower.hostagent.client import AgentClient
@@ -221,6 +221,7 @@ class FencingService:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         await self.executor.close()
+        await self.gateway.close()
 
     def _spawn(self, op: Operation) -> None:
         self._tasks[op.host_id] = asyncio.create_task(self._run(op), name=f"flow-{op.id}")
@@ -228,7 +229,8 @@ class FencingService:
     async def _run(self, op: Operation) -> None:
         # The task runs in a context of its own: the user and this engine's
         # incarnation stay set for the whole flow.
-        with on_behalf_of(op.requested_by), acting_as(self.gateway.runner.generation):
+        with (on_behalf_of(op.requested_by), acting_as(self.gateway.runner.generation),
+              buffered_events()):
             try:
                 await self._run_flow(op)
             except (EngineNotReady, StorageUnavailable, ReservationLost) as paused:
@@ -249,11 +251,11 @@ class FencingService:
                 ok, message = False, f"internal error: {type(exc).__name__}: {exc}"
         finished = await self.gateway.finish_flow(
             op, OperationState.SUCCEEDED if ok else OperationState.FAILED, message,
-            HostStatus.NON_RESPONSIVE if not ok and op.action is FlowAction.RESTART else None)
-        await self.gateway.emit(Event(Severity.INFO if ok else Severity.ERROR,
-                              "fence.succeeded" if ok else "fence.failed",
-                              message if ok else f"{op.action} of {op.host_name} failed: {message}",
-                              host_id=op.host_id, host_name=op.host_name, operation_id=op.id))
+            HostStatus.NON_RESPONSIVE if not ok and op.action is FlowAction.RESTART else None,
+            Event(Severity.INFO if ok else Severity.ERROR,
+                  "fence.succeeded" if ok else "fence.failed",
+                  message if ok else f"{op.action} of {op.host_name} failed: {message}",
+                  host_id=op.host_id, host_name=op.host_name, operation_id=op.id))
         ended = self._ended.pop(op.id, None)
         if ended is not None:
             ended.set()

@@ -3,32 +3,37 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Text, cast, func, select
+from sqlalchemy import BigInteger, Connection, Text, cast, func, insert, select
 from sqlalchemy.orm import Session
 
 from hostpower.model.events import Event, Severity
 from hostpower.store.tables import EventRow
 
+_EVENTS = EventRow.__table__
+
 
 class Events:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session | Connection) -> None:
         self.s = session
 
     def add(self, event: Event) -> Event:
-        row = EventRow(
-            created_at=event.created_at or datetime.now(UTC), severity=event.severity.value,
-            kind=event.kind, host_id=event.host_id, host_name=event.host_name,
-            operation_id=event.operation_id, user=event.user, engine=event.engine, message=event.message,
-            details=json.dumps(event.details, default=str),
-        )
-        if self.s.get_bind().dialect.name == "postgresql":
+        """Store `event` (a Core insert: on a Session or on the group-commit
+        writer's Connection, store/groupcommit.py); returns it with its id."""
+        values = {
+            "created_at": event.created_at or datetime.now(UTC), "severity": event.severity.value,
+            "kind": event.kind, "host_id": event.host_id, "host_name": event.host_name,
+            "operation_id": event.operation_id, "user": event.user, "engine": event.engine,
+            "message": event.message, "details": json.dumps(event.details, default=str)}
+        if _dialect(self.s) == "postgresql":
             # The writing transaction, for notifications (store/notifycursor.py).
-            row.txid = writing_transaction()  # type: ignore[assignment]
-        self.s.add(row)
-        self.s.flush()
-        return _event(row)
+            values["txid"] = writing_transaction()
+        event_id = self.s.execute(insert(_EVENTS).values(**values).returning(_EVENTS.c.id)
+                                  ).scalar_one()
+        return replace(event, id=event_id, created_at=values["created_at"],
+                       details=json.loads(values["details"]))
 
     def query(self, host_id: int | None = None, severity: Severity | None = None,
               since: datetime | None = None, operation_id: int | None = None,
@@ -52,6 +57,10 @@ class Events:
             q = q.where(EventRow.user == user)
         rows = self.s.scalars(q.order_by(EventRow.id.desc()).limit(limit)).all()
         return [_event(r) for r in reversed(rows)]
+
+
+def _dialect(db: Session | Connection) -> str:
+    return (db.dialect if isinstance(db, Connection) else db.get_bind().dialect).name
 
 
 def writing_transaction():  # type: ignore[no-untyped-def]

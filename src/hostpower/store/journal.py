@@ -16,13 +16,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hostpower.model.errors import HostpowerError, NotFoundError
 from hostpower.model.operations import FlowAction, OperationState, Origin, Phase, Runner
 from hostpower.store.tables import OperationRow, OperationStepRow
+
+_OPERATIONS = OperationRow.__table__
+_STEPS = OperationStepRow.__table__
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,10 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 class Journal:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session | Connection) -> None:
+        # begin, active_for, running and list need a Session (ORM); the
+        # rest are Core statements, also run on the group-commit writer's
+        # Connection (store/groupcommit.py).
         self.s = session
 
     def begin(self, host_id: int, host_name: str, action: FlowAction, origin: Origin,
@@ -113,18 +119,18 @@ class Journal:
             self.s.rollback()
             existing = self.active_for(host_id)
             raise AlreadyRunning(existing.id if existing else -1) from None
-        return _operation(row)
+        return _operation(row, row.steps)
 
     def active_for(self, host_id: int) -> Operation | None:
         row = self.s.scalar(select(OperationRow).where(OperationRow.active_host_id == host_id))
-        return _operation(row) if row else None
+        return _operation(row, row.steps) if row else None
 
     def running(self) -> list[Operation]:
         # active_host_id is set exactly while an operation runs, and indexed
         # (unique): the monitor asks every second.
         rows = self.s.scalars(select(OperationRow).where(OperationRow.active_host_id.is_not(None))
                               .order_by(OperationRow.id))
-        return [_operation(r) for r in rows]
+        return [_operation(r, r.steps) for r in rows]
 
     def start_step(self, op_id: int, name: str, phase: Phase | None = None,
                    token: int | None = None) -> int:
@@ -143,11 +149,9 @@ class Journal:
             if token is None:
                 raise NotFoundError("operation", op_id)
             raise ReservationLost(op_id, token)
-        row = OperationStepRow(operation_id=op_id, name=name, state="running", proxies="[]",
-                               message="", started_at=_now())
-        self.s.add(row)
-        self.s.flush()
-        return row.id
+        return self.s.execute(insert(_STEPS).values(
+            operation_id=op_id, name=name, state="running", proxies="[]", message="",
+            started_at=_now()).returning(_STEPS.c.id)).scalar_one()
 
     def take_over(self, op_id: int, token: int, runner: Runner) -> Operation | None:
         """Reserve a running operation for `runner` with the next token,
@@ -160,17 +164,14 @@ class Journal:
                  updated_at=_now())).rowcount
         if not moved:
             return None
-        self.s.expire_all()
+        self._expire()
         return self.get(op_id)
 
     def finish_step(self, step_id: int, outcome: str, proxies: list[dict[str, Any]],
                     message: str = "", state: str = "done") -> None:
-        row = self.s.get(OperationStepRow, step_id)
-        assert row is not None
-        row.state, row.outcome, row.message = state, outcome, message
-        row.proxies = json.dumps(proxies)
-        row.finished_at = _now()
-        self.s.flush()
+        self.s.execute(update(_STEPS).where(_STEPS.c.id == step_id).values(
+            state=state, outcome=outcome, message=message, proxies=json.dumps(proxies),
+            finished_at=_now()))
 
     def finish(self, op_id: int, state: OperationState, message: str = "",
                token: int | None = None) -> Operation:
@@ -187,18 +188,30 @@ class Journal:
             if token is None:
                 raise NotFoundError("operation", op_id)
             raise ReservationLost(op_id, token)
-        self.s.expire_all()
+        self._expire()
         return self.get(op_id)
 
+    def _expire(self) -> None:
+        """A Session's loaded rows may predate a Core update: forget them."""
+        if isinstance(self.s, Session):
+            self.s.expire_all()
+
     def get(self, op_id: int) -> Operation:
-        return _operation(self._row(op_id))
+        """The operation and its steps as stored now (Core statements: this
+        works on a Session and on a bare Connection of the group-commit writer)."""
+        row = self.s.execute(select(_OPERATIONS).where(_OPERATIONS.c.id == op_id)).first()
+        if row is None:
+            raise NotFoundError("operation", op_id)
+        steps = self.s.execute(select(_STEPS).where(_STEPS.c.operation_id == op_id)
+                               .order_by(_STEPS.c.id)).all()
+        return _operation(row, steps)
 
     def list(self, host_id: int | None = None, limit: int = 100) -> list[Operation]:
         q = select(OperationRow)
         if host_id is not None:
             q = q.where(OperationRow.host_id == host_id)
         rows = self.s.scalars(q.order_by(OperationRow.id.desc()).limit(limit))
-        return [_operation(r) for r in rows]
+        return [_operation(r, r.steps) for r in rows]
 
     def last_finished_at(self, host_id: int) -> datetime | None:
         row = self.s.scalar(select(OperationRow.finished_at)
@@ -208,14 +221,9 @@ class Journal:
                             .order_by(OperationRow.finished_at.desc()).limit(1))
         return _utc(row)
 
-    def _row(self, op_id: int) -> OperationRow:
-        row = self.s.get(OperationRow, op_id)
-        if row is None:
-            raise NotFoundError("operation", op_id)
-        return row
 
-
-def _operation(row: OperationRow) -> Operation:
+def _operation(row: Any, steps: Any) -> Operation:
+    """An operation from its row and its steps' rows: ORM rows or Core rows alike."""
     return Operation(
         id=row.id, host_id=row.host_id, host_name=row.host_name, action=FlowAction(row.action),
         origin=Origin(row.origin), requested_by=row.requested_by, state=OperationState(row.state), phase=Phase(row.phase),
@@ -228,5 +236,5 @@ def _operation(row: OperationRow) -> Operation:
         steps=[Step(id=s.id, name=s.name, state=s.state, outcome=s.outcome,
                     proxies=json.loads(s.proxies or "[]"), message=s.message,
                     started_at=_utc(s.started_at), finished_at=_utc(s.finished_at))  # type: ignore[arg-type]
-               for s in row.steps],
+               for s in steps],
     )
