@@ -37,8 +37,11 @@ from hostpower.model.errors import DeviceBusy
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import FenceAgent, Host, InventorySnapshot
 from hostpower.model.power import AgentSpec, FenceAction, FenceResult, Outcome
-from hostpower.model.proxychain import parse_chain
+from hostpower.model.proxychain import ProxyEntry, parse_chain
 from hostpower.proxies import Candidate, ProxyLocator, effective_chain
+
+# Effective chains kept (one per distinct chain text: a few in practice).
+CHAIN_CACHE = 1024
 
 
 class Dispatch(Protocol):
@@ -111,12 +114,26 @@ class ChainExecutor:
         self.gate = gate if gate is not None else DeviceGate()
         self._sent: set[asyncio.Task[FenceResult]] = set()   # commands under way
         self._locator: ProxyLocator | None = None
+        self._chains: dict[tuple[str | None, str, str], tuple[ProxyEntry, ...]] = {}
 
     def locator(self, snapshot: InventorySnapshot) -> ProxyLocator:
         """One index per snapshot: building it is the costly part of a selection."""
         if self._locator is None or self._locator.snapshot is not snapshot:
             self._locator = ProxyLocator(snapshot, self.engine_agent_types, self.host_agent_types)
         return self._locator
+
+    def _chain(self, pm_proxies: str | None, config: Config) -> tuple[ProxyEntry, ...]:
+        """The host's effective chain. Parsed once per text and preferences: a
+        mass failure asks it for every command of every host."""
+        key = (pm_proxies, config["FenceProxyDefaultPreferences"],
+               config["FenceProxyImplicitPreferences"])
+        chain = self._chains.get(key)
+        if chain is None:
+            chain = effective_chain(parse_chain(pm_proxies), config)
+            if len(self._chains) >= CHAIN_CACHE:
+                self._chains.clear()
+            self._chains[key] = chain
+        return chain
 
     async def run(self, host_id: int, agent: FenceAgent, action: FenceAction,
                   operation_id: int | None = None,
@@ -125,7 +142,7 @@ class ChainExecutor:
         filled in there as the command goes (what a canceller reads)."""
         snapshot, config = await self.load_state()
         target = snapshot.host(host_id)
-        chain = effective_chain(parse_chain(target.power_management.pm_proxies), config)
+        chain = self._chain(target.power_management.pm_proxies, config)
         timeout = float(config["FenceCommandTimeoutInSec"])
         interval = config["DeviceCommandIntervalInMs"] / 1000
         search_retries = config["FindFenceProxyRetries"] if action in (FenceAction.ON, FenceAction.OFF) else 0

@@ -35,9 +35,15 @@ from hostpower.config import Config
 from hostpower.context import EngineContext
 from hostpower.model.errors import EngineNotReady
 from hostpower.model.events import Event, Severity
-from hostpower.model.inventory import FenceAgent, Host, HostStatus, InventorySnapshot
+from hostpower.model.inventory import (
+    FenceAgent,
+    Host,
+    HostStatus,
+    InventorySnapshot,
+    NonOperationalReason,
+)
 from hostpower.model.lease import EngineState
-from hostpower.model.operations import OperationState, Runner
+from hostpower.model.operations import FlowAction, OperationState, Origin, Runner
 from hostpower.model.ownership import Ownership
 from hostpower.store import revisions
 from hostpower.store.configstore import ConfigStore
@@ -222,10 +228,38 @@ class EngineGateway:
         return cached
 
     async def set_host_status(self, host_id: int, status: HostStatus) -> None:
-        """A flow's status change of its host (reboot, connecting, down,
-        non-responsive), committed with the writes of concurrent flows."""
-        moved = await self.writer.run(lambda c: set_flow_status(c, host_id, status))
-        self._cache_status(host_id, status, moved)
+        """Set a host's status, committed with the writes of concurrent flows.
+        Inside a flow (`buffered_events`) nobody waits: the status is durable
+        with the flow's next journal write, before its next command."""
+        if status is HostStatus.NON_OPERATIONAL:  # keeps its reason: the ORM path
+            def write(s: Session) -> tuple[Host, int]:
+                host = Inventory(s, self.ctx.box).set_status(host_id, status)
+                return host, revisions.moved_by(s)[revisions.STATUS]
+            host, moved = await self.run(write)
+            self._cache_status(host_id, status, moved, host.non_operational_reason)
+            return
+        written = self.writer.future(lambda c: set_flow_status(c, host_id, status))
+        if _buffered.get():
+            written.add_done_callback(
+                lambda f: None if f.cancelled() or f.exception() is not None
+                else self._cache_status(host_id, status, f.result()))
+            return
+        self._cache_status(host_id, status, await written)
+
+    async def begin_flow(self, host: Host, action: FlowAction, origin: Origin,
+                         requested_by: str | None, runner: Runner,
+                         announce: Callable[[Operation], Event]) -> Operation:
+        """Journal a new flow for `host` and the event `announce(op)` says it
+        with, in one commit (AlreadyRunning when the host has a flow)."""
+        def write(s: Session) -> tuple[Operation, Event]:
+            op = Journal(s).begin(host.id, host.name, action, origin,
+                                  requested_by=requested_by, runner=runner)
+            event = self._stamped(announce(op))
+            Events(s).add(event)
+            return op, event
+        op, event = await self.run(write)
+        self._published(event)
+        return op
 
     async def finish_flow(self, op: Operation, state: OperationState, message: str,
                           status: HostStatus | None, event: Event | None = None) -> Operation:
@@ -253,12 +287,13 @@ class EngineGateway:
             self._published(event)
         return finished
 
-    def _cache_status(self, host_id: int, status: HostStatus, moved: int) -> None:
+    def _cache_status(self, host_id: int, status: HostStatus, moved: int,
+                      reason: NonOperationalReason | None = None) -> None:
         # Write-through: when this write is the only one since the cache was
         # read, apply it to the cache instead of reloading every status.
         if self._state is not None and moved == self._revisions.status + 1:
             snapshot, config = self._state
-            hosts = tuple(replace(h, status=status, non_operational_reason=None)
+            hosts = tuple(replace(h, status=status, non_operational_reason=reason)
                           if h.id == host_id else h for h in snapshot.hosts)
             self._state = (InventorySnapshot(snapshot.data_centers, snapshot.clusters, hosts), config)
             self._revisions = replace(self._revisions, status=moved)

@@ -110,8 +110,11 @@ class FencingService:
                      requested_by: str | None, runner: Runner, by: str,
                      ) -> tuple[Operation, bool]:
         try:
-            op = await self.gateway.run(lambda s: Journal(s).begin(
-                host.id, host.name, action, origin, requested_by=requested_by, runner=runner))
+            op = await self.gateway.begin_flow(
+                host, action, origin, requested_by, runner,
+                lambda op: Event(Severity.INFO, "fence.started",
+                                 f"{action} of {host.name} started {by}", host_id=host.id,
+                                 host_name=host.name, operation_id=op.id, user=requested_by))
         except AlreadyRunning as running:
             existing = running.operation_id
             op = await self.gateway.run(lambda s: Journal(s).get(existing))
@@ -122,10 +125,6 @@ class FencingService:
                                   user=requested_by,
                                   details={"operation_requested_by": op.requested_by}))
             return op, True
-        await self.gateway.emit(Event(Severity.INFO, "fence.started",
-                              f"{action} of {host.name} started {by}",
-                              host_id=host.id, host_name=host.name, operation_id=op.id,
-                              user=requested_by))
         self._spawn(op)
         return op, False
 

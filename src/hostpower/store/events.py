@@ -6,13 +6,18 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Connection, Text, cast, func, insert, select
+from sqlalchemy import BigInteger, Connection, Text, bindparam, cast, func, insert, select
 from sqlalchemy.orm import Session
 
 from hostpower.model.events import Event, Severity
 from hostpower.store.tables import EventRow
 
 _EVENTS = EventRow.__table__
+# Built once: every fence attempt stores an event.
+_INSERT = insert(_EVENTS).values(
+    {c: bindparam(c) for c in ("created_at", "severity", "kind", "host_id", "host_name",
+                               "operation_id", "user", "engine", "message", "details")}
+).returning(_EVENTS.c.id)
 
 
 class Events:
@@ -27,11 +32,8 @@ class Events:
             "kind": event.kind, "host_id": event.host_id, "host_name": event.host_name,
             "operation_id": event.operation_id, "user": event.user, "engine": event.engine,
             "message": event.message, "details": json.dumps(event.details, default=str)}
-        if _dialect(self.s) == "postgresql":
-            # The writing transaction, for notifications (store/notifycursor.py).
-            values["txid"] = writing_transaction()
-        event_id = self.s.execute(insert(_EVENTS).values(**values).returning(_EVENTS.c.id)
-                                  ).scalar_one()
+        insert_event = _INSERT_PG if _dialect(self.s) == "postgresql" else _INSERT
+        event_id = self.s.execute(insert_event, values).scalar_one()
         return replace(event, id=event_id, created_at=values["created_at"],
                        details=json.loads(values["details"]))
 
@@ -66,6 +68,10 @@ def _dialect(db: Session | Connection) -> str:
 def writing_transaction():  # type: ignore[no-untyped-def]
     """PostgreSQL: the id of the current (top-level) transaction, as a bigint."""
     return cast(cast(func.pg_current_xact_id(), Text), BigInteger)
+
+
+# PostgreSQL: with the writing transaction, for notifications (store/notifycursor.py).
+_INSERT_PG = _INSERT.values(txid=writing_transaction())
 
 
 def as_event(row: EventRow) -> Event:

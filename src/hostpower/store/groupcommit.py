@@ -73,11 +73,16 @@ class GroupCommit:
     async def run(self, work: Work[T]) -> T:
         """`work(connection)` in the next transaction; returns its result once
         that transaction has committed."""
+        return await self.future(work)
+
+    def future(self, work: Work[T]) -> asyncio.Future[T]:
+        """`work(connection)` in the next transaction; the future (of the
+        running event loop) has its result once that transaction committed.
+        Futures are resolved in the order their works were queued."""
         loop = asyncio.get_running_loop()
-        job: _Job[T] = _Job(work, loop, loop.create_future())
-        self._put(job)
-        assert job.future is not None
-        return await job.future
+        future: asyncio.Future[T] = loop.create_future()
+        self._put(_Job(work, loop, future))
+        return future
 
     def submit(self, work: Work[Any]) -> None:
         """`work(connection)` in the next transaction, nobody waiting for it."""

@@ -9,7 +9,7 @@ status revision is moved here, in the same transaction, explicitly.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, bindparam, update
 
 from hostpower.model.errors import NotFoundError
 from hostpower.model.inventory import HostStatus
@@ -18,6 +18,10 @@ from hostpower.store.tables import HostRow, RevisionRow
 
 _HOSTS = HostRow.__table__
 _REVISIONS = RevisionRow.__table__
+_SET_STATUS = update(_HOSTS).where(_HOSTS.c.id == bindparam("host_id")).values(
+    status=bindparam("b_status"), non_operational_reason=None)
+_MOVE_STATUS_REVISION = (update(_REVISIONS).where(_REVISIONS.c.name == revisions.STATUS)
+                         .values(value=_REVISIONS.c.value + 1).returning(_REVISIONS.c.value))
 
 
 def set_flow_status(conn: Connection, host_id: int, status: HostStatus) -> int:
@@ -25,10 +29,6 @@ def set_flow_status(conn: Connection, host_id: int, status: HostStatus) -> int:
     those are the monitor's to set); returns the status revision it moved to."""
     if status is HostStatus.NON_OPERATIONAL:
         raise ValueError("a flow never sets non-operational (it needs a reason)")
-    written = conn.execute(update(_HOSTS).where(_HOSTS.c.id == host_id).values(
-        status=status.value, non_operational_reason=None)).rowcount
-    if not written:
+    if not conn.execute(_SET_STATUS, {"host_id": host_id, "b_status": status.value}).rowcount:
         raise NotFoundError("host", host_id)
-    return conn.execute(update(_REVISIONS).where(_REVISIONS.c.name == revisions.STATUS)
-                        .values(value=_REVISIONS.c.value + 1)
-                        .returning(_REVISIONS.c.value)).scalar_one()
+    return conn.execute(_MOVE_STATUS_REVISION).scalar_one()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, String, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,6 +26,28 @@ from hostpower.store.tables import OperationRow, OperationStepRow
 
 _OPERATIONS = OperationRow.__table__
 _STEPS = OperationStepRow.__table__
+# A flow's steps, the hottest statements of the engine: built once (building
+# a statement costs more than SQLite takes to run it). A step is recorded
+# only while the reservation holds the token; `phase` NULL keeps the phase.
+_ENTER_STEP = update(_OPERATIONS).where(
+    _OPERATIONS.c.id == bindparam("op_id"), _OPERATIONS.c.token == bindparam("held_token"),
+    _OPERATIONS.c.state == OperationState.RUNNING.value,
+).values(updated_at=bindparam("now"),
+         phase=func.coalesce(bindparam("phase", type_=String), _OPERATIONS.c.phase))
+_INSERT_STEP = insert(_STEPS).values(
+    operation_id=bindparam("b_operation_id"), name=bindparam("b_name"), state="running",
+    proxies="[]", message="", started_at=bindparam("b_started_at")).returning(_STEPS.c.id)
+_FINISH_ANY = update(_OPERATIONS).where(_OPERATIONS.c.id == bindparam("op_id")).values(
+    state=bindparam("b_state"), message=bindparam("b_message"), phase=Phase.DONE.value,
+    active_host_id=None, finished_at=bindparam("now"), updated_at=bindparam("now"))
+_FINISH = _FINISH_ANY.where(_OPERATIONS.c.token == bindparam("held_token"),
+                            _OPERATIONS.c.state == OperationState.RUNNING.value)
+_GET = select(_OPERATIONS).where(_OPERATIONS.c.id == bindparam("op_id"))
+_GET_STEPS = (select(_STEPS).where(_STEPS.c.operation_id == bindparam("op_id"))
+              .order_by(_STEPS.c.id))
+_FINISH_STEP = update(_STEPS).where(_STEPS.c.id == bindparam("step_id")).values(
+    state=bindparam("b_state"), outcome=bindparam("b_outcome"), message=bindparam("b_message"),
+    proxies=bindparam("b_proxies"), finished_at=bindparam("b_finished_at"))
 
 
 @dataclass(frozen=True)
@@ -138,20 +160,20 @@ class Journal:
         commit. With `token`, only while the reservation still holds it
         (ReservationLost otherwise): one conditional statement, so a takeover
         committed before it always wins."""
-        values: dict[str, Any] = {"updated_at": _now()}
-        if phase is not None:
-            values["phase"] = phase.value
-        where = [OperationRow.id == op_id]
+        now = _now()
         if token is not None:
-            where += [OperationRow.token == token,
-                      OperationRow.state == OperationState.RUNNING.value]
-        if not self.s.execute(update(OperationRow).where(*where).values(**values)).rowcount:
+            entered = self.s.execute(_ENTER_STEP, {"op_id": op_id, "held_token": token, "now": now,
+                                                   "phase": phase.value if phase else None})
+        else:
+            entered = self.s.execute(update(_OPERATIONS).where(_OPERATIONS.c.id == op_id).values(
+                updated_at=now, phase=func.coalesce(phase.value if phase else None,
+                                                    _OPERATIONS.c.phase)))
+        if not entered.rowcount:
             if token is None:
                 raise NotFoundError("operation", op_id)
             raise ReservationLost(op_id, token)
-        return self.s.execute(insert(_STEPS).values(
-            operation_id=op_id, name=name, state="running", proxies="[]", message="",
-            started_at=_now()).returning(_STEPS.c.id)).scalar_one()
+        return self.s.execute(_INSERT_STEP, {"b_operation_id": op_id, "b_name": name,
+                                             "b_started_at": now}).scalar_one()
 
     def take_over(self, op_id: int, token: int, runner: Runner) -> Operation | None:
         """Reserve a running operation for `runner` with the next token,
@@ -169,22 +191,21 @@ class Journal:
 
     def finish_step(self, step_id: int, outcome: str, proxies: list[dict[str, Any]],
                     message: str = "", state: str = "done") -> None:
-        self.s.execute(update(_STEPS).where(_STEPS.c.id == step_id).values(
-            state=state, outcome=outcome, message=message, proxies=json.dumps(proxies),
-            finished_at=_now()))
+        self.s.execute(_FINISH_STEP, {"step_id": step_id, "b_state": state, "b_outcome": outcome,
+                                      "b_message": message, "b_proxies": json.dumps(proxies),
+                                      "b_finished_at": _now()})
 
     def finish(self, op_id: int, state: OperationState, message: str = "",
                token: int | None = None) -> Operation:
         """End the operation; with `token`, only while that reservation holds
         (ReservationLost otherwise), in one conditional statement."""
         now = _now()
-        where = [OperationRow.id == op_id]
+        values = {"b_state": state.value, "b_message": message, "now": now}
         if token is not None:
-            where += [OperationRow.token == token,
-                      OperationRow.state == OperationState.RUNNING.value]
-        if not self.s.execute(update(OperationRow).where(*where).values(
-                state=state.value, message=message, phase=Phase.DONE.value, active_host_id=None,
-                finished_at=now, updated_at=now)).rowcount:
+            ended = self.s.execute(_FINISH, {"op_id": op_id, "held_token": token, **values})
+        else:
+            ended = self.s.execute(_FINISH_ANY, {"op_id": op_id, **values})
+        if not ended.rowcount:
             if token is None:
                 raise NotFoundError("operation", op_id)
             raise ReservationLost(op_id, token)
@@ -199,11 +220,10 @@ class Journal:
     def get(self, op_id: int) -> Operation:
         """The operation and its steps as stored now (Core statements: this
         works on a Session and on a bare Connection of the group-commit writer)."""
-        row = self.s.execute(select(_OPERATIONS).where(_OPERATIONS.c.id == op_id)).first()
+        row = self.s.execute(_GET, {"op_id": op_id}).first()
         if row is None:
             raise NotFoundError("operation", op_id)
-        steps = self.s.execute(select(_STEPS).where(_STEPS.c.operation_id == op_id)
-                               .order_by(_STEPS.c.id)).all()
+        steps = self.s.execute(_GET_STEPS, {"op_id": op_id}).all()
         return _operation(row, steps)
 
     def list(self, host_id: int | None = None, limit: int = 100) -> list[Operation]:

@@ -13,11 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, inspect, select, update
+from sqlalchemy import Connection, event, inspect, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hostpower.store.tables import (
-    ClusterRow, ConfigRow, DataCenterRow, FenceAgentRow, HostRow, RevisionRow,
+    ClusterRow,
+    ConfigRow,
+    DataCenterRow,
+    FenceAgentRow,
+    HostRow,
+    RevisionRow,
 )
 
 INVENTORY = "inventory"
@@ -33,8 +38,11 @@ class Revisions:
     status: int
 
 
-def current(session: Session) -> Revisions:
-    values = {name: value for name, value in session.execute(select(RevisionRow.name, RevisionRow.value))}
+_READ = select(RevisionRow.__table__.c.name, RevisionRow.__table__.c.value)  # built once: read per flow step
+
+
+def current(session: Session | Connection) -> Revisions:
+    values = {name: value for name, value in session.execute(_READ)}
     return Revisions(values.get(INVENTORY, 0), values.get(STATUS, 0))
 
 
