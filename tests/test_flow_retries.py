@@ -70,7 +70,8 @@ class MemoryJournal:
         self.values = {"FenceStopStatusDelayBetweenRetriesInSec": "7",
                        "FenceStartStatusDelayBetweenRetriesInSec": "7", **config}
 
-    async def start_step(self, op: Operation, name: str, phase: Phase | None = None) -> int:
+    async def start_step(self, op: Operation, name: str, phase: Phase | None = None,
+                         changes_power: bool = True) -> int:
         self.log.append(("step", name, phase))
         self.steps.append((name, phase, ""))
         return len(self.steps) - 1

@@ -45,8 +45,9 @@ log = logging.getLogger("hostpower.flows")
 
 
 class FlowStore(Protocol):
-    async def start_step(self, op: Operation, name: str, phase: Phase | None = None) -> int: ...
-    async def finish_step(self, step_id: int, outcome: str, proxies: list[dict[str, object]],
+    async def start_step(self, op: Operation, name: str, phase: Phase | None = None,
+                         changes_power: bool = True) -> object: ...
+    async def finish_step(self, step: object, outcome: str, proxies: list[dict[str, object]],
                           message: str) -> None: ...
     async def set_host_status(self, host_id: int, status: HostStatus) -> None: ...
     async def emit(self, event: Event) -> None: ...
@@ -239,10 +240,13 @@ class Flows:
                     phase: Phase | None = None, before: str | None = None,
                     agents: Sequence[FenceAgent] | None = None) -> PowerResult:
         """One journaled step. `phase`, when given, is written in the same
-        transaction as the step's start: before the external action. With
-        `agents`, the command goes to those (one group) only, as stored now:
-        an agent edited during the flow is used as edited at the next step."""
-        step_id = await self.store.start_step(op, name, phase)
+        transaction as the step's start: before the external action (a
+        status changes nothing: its step only checks the reservation first,
+        and is durable with the flow's next write). With `agents`, the
+        command goes to those (one group) only, as stored now: an agent
+        edited during the flow is used as edited at the next step."""
+        step = await self.store.start_step(op, name, phase,
+                                           changes_power=action is not FenceAction.STATUS)
         if before:
             failpoint(before)
         if agents is not None:
@@ -250,7 +254,7 @@ class Flows:
             agents = [a for a in await self.power.agents(op.host_id) if a.id in ids]
         result = await self.power.run(op.host_id, action, op.id, agents=agents)
         message = " ".join(filter(None, [note, result.message]))
-        await self.store.finish_step(step_id, result.outcome.value, result.proxies, message)
+        await self.store.finish_step(step, result.outcome.value, result.proxies, message)
         return result
 
     async def _note(self, op: Operation, message: str, severity: Severity = Severity.INFO,

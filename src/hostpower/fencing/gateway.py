@@ -96,6 +96,30 @@ def acting_as(generation: int) -> Iterator[None]:
         _acting_as.reset(token)
 
 
+class StepRecord:
+    """A journal step of a flow, as the writer thread records it: its row id
+    is known once its write ran (steps of status commands are written
+    without waiting)."""
+
+    __slots__ = ("id",)
+
+    def __init__(self) -> None:
+        self.id: int | None = None
+
+    def begin(self, c: Connection, op: Operation, name: str, phase: str | None) -> bool:
+        """Write the step (and the phase) if the reservation holds; whether it did."""
+        try:
+            self.id = Journal(c).start_step(op.id, name, phase, op.token)
+        except ReservationLost:  # nothing was written
+            return False
+        return True
+
+    def finish(self, c: Connection, outcome: str, proxies: list[dict[str, object]],
+               message: str) -> None:
+        if self.id is not None:
+            Journal(c).finish_step(self.id, outcome, proxies, message)
+
+
 @contextmanager
 def buffered_events() -> Iterator[None]:
     """Events emitted inside (a flow's task) are committed with the next
@@ -124,6 +148,7 @@ class EngineGateway:
         # Journal steps, host statuses and events of concurrent flows are
         # committed together (store/groupcommit.py).
         self.writer = GroupCommit(ctx.db)
+        self.reader = GroupCommit(ctx.db, name="hostpower-reader")
 
     async def run(self, fn: Callable[[Session], T]) -> T:
         """`fn(session)` in a thread, committed when it returns."""
@@ -132,9 +157,15 @@ class EngineGateway:
                 return fn(s)
         return await asyncio.to_thread(work)
 
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """`fn(connection)` on the reader thread: reads that must not wait for
+        the writer's commits (a status step's reservation check)."""
+        return await self.reader.run(fn)
+
     async def close(self) -> None:
         """Commit the writes still queued (events nobody waited for)."""
         await asyncio.to_thread(self.writer.close)
+        await asyncio.to_thread(self.reader.close)
 
     # -- this engine among its peers -------------------------------------------------------
 
@@ -300,26 +331,36 @@ class EngineGateway:
 
     # -- the journal (flows.FlowStore) -------------------------------------------------------
 
-    async def start_step(self, op: Operation, name: str, phase: str | None = None) -> int:
+    async def start_step(self, op: Operation, name: str, phase: str | None = None,
+                         changes_power: bool = True) -> StepRecord:
         """Record a step before its external action, while this engine may act
         and still holds the flow's reservation (ReservationLost otherwise).
-        The step's transaction also reads the store's revisions: the step's
-        commands use the cache without another query when it is as of them."""
-        self.check_may_act()
 
-        def write(c: Connection) -> tuple[int | ReservationLost, revisions.Revisions]:
-            try:
-                step = Journal(c).start_step(op.id, name, phase, op.token)
-            except ReservationLost as lost:  # nothing was written
-                return lost, revisions.current(c)
-            return step, revisions.current(c)
-        step_id, seen = await self.writer.run(write)
-        if isinstance(step_id, ReservationLost):
-            raise step_id
+        A step whose command switches power (off, on) is committed before it
+        returns: the journal before the action. A status step changes
+        nothing: the reservation is checked by a read (no commit to wait
+        for) and the step is written with the flow's next write; a crash
+        before that resumes the flow from its previous phase, where it
+        checks the device again. Either way the store's revisions are read
+        with the check: the step's commands use the cache without another
+        query when it is as of them."""
+        self.check_may_act()
+        record = StepRecord()
+        if changes_power:
+            def write(c: Connection) -> tuple[bool, revisions.Revisions]:
+                return record.begin(c, op, name, phase), revisions.current(c)
+            held, seen = await self.writer.run(write)
+        else:
+            held, seen = await self.read(
+                lambda c: (Journal(c).holds(op.id, op.token), revisions.current(c)))
+            if held:
+                self.writer.submit(lambda c: record.begin(c, op, name, phase))
+        if not held:
+            raise ReservationLost(op.id, op.token)
         if phase is not None:
             self._phases[op.id] = phase
         _step_revisions.set(seen)
-        return step_id
+        return record
 
     def phase_reached(self, op: Operation, forget: bool = False) -> str:
         """The phase the flow of `op` last journaled here (`op.phase` if none
@@ -327,12 +368,12 @@ class EngineGateway:
         phase = (self._phases.pop if forget else self._phases.get)(op.id, None)
         return phase if phase is not None else op.phase
 
-    async def finish_step(self, step_id: int, outcome: str, proxies: list[dict[str, object]],
-                          message: str) -> None:
+    async def finish_step(self, step: StepRecord, outcome: str,
+                          proxies: list[dict[str, object]], message: str) -> None:
         """The step's outcome, committed with the flow's next write (nobody
         waits for it: a resumed flow goes by the phase and the steps begun)."""
         _step_revisions.set(None)
-        self.writer.submit(lambda c: Journal(c).finish_step(step_id, outcome, proxies, message))
+        self.writer.submit(lambda c: step.finish(c, outcome, proxies, message))
 
     async def last_operation_end(self, host_id: int) -> datetime | None:
         return await self.run(lambda s: Journal(s).last_finished_at(host_id))

@@ -27,9 +27,11 @@ StorageUnavailable, ValidationError (store/dberrors.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -45,6 +47,8 @@ Work = Callable[[Connection], T]
 # Writes taken into one transaction at most: bounds how long one batch holds
 # the database's write lock (SQLite) and how much one failure rolls back.
 MAX_BATCH = 500
+# Seconds the thread keeps its connection between batches (see _transaction).
+KEEP_IDLE_CONNECTION = 1.0
 
 
 @dataclass
@@ -57,8 +61,10 @@ class _Job(Generic[T]):
 
 
 class GroupCommit:
-    """One writer thread for `database` (a store.db.Database), started at the
-    first write and ended by `close()`."""
+    """One writer thread for `database` (a store.db.Database), with a
+    connection of its own, started at the first write and ended by
+    `close()`. Reads that must not wait for the writes' commits get an
+    instance of their own (EngineGateway.read)."""
 
     def __init__(self, database: Any, name: str = "hostpower-writer") -> None:
         self.database = database
@@ -67,6 +73,8 @@ class GroupCommit:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._conn: Connection | None = None   # the writer thread's own
+        self._last_used = 0.0
         self.batches = 0   # transactions committed (benchmarks read it)
         self.writes = 0    # works they held
 
@@ -125,6 +133,9 @@ class GroupCommit:
                     break
                 batch.append(job)
             self._commit(batch)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def _commit(self, batch: list[_Job[Any]]) -> None:
         try:
@@ -148,12 +159,36 @@ class GroupCommit:
         self._settle(batch)
 
     def _transaction(self, batch: list[_Job[Any]]) -> None:
-        with self.database.engine.begin() as conn:
-            results = [job.work(conn) for job in batch]
+        # The thread keeps its connection while busy: a checkout per batch
+        # (PostgreSQL: a ping and a reset, two more round trips) cost more
+        # than the batch. One idle for a while goes back to the pool, and the
+        # next batch checks one out, pinged: a connection the database or the
+        # network dropped meanwhile is replaced before anything is sent on it.
+        now = time.monotonic()
+        if self._conn is not None and now - self._last_used > KEEP_IDLE_CONNECTION:
+            self._conn.close()
+            self._conn = None
+        self._last_used = now
+        if self._conn is None:
+            self._conn = self.database.engine.connect()
+        try:
+            with self._conn.begin():
+                results = [job.work(self._conn) for job in batch]
+        except OperationalError:
+            self._drop_connection()
+            raise
         for job, result in zip(batch, results):
             job.result = result
         self.batches += 1
         self.writes += len(batch)
+
+    def _drop_connection(self) -> None:
+        """The connection failed: the next batch opens a new one."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # it is being thrown away
+                conn.invalidate()
+                conn.close()
 
     def _error(self, exc: Exception) -> BaseException:
         """`exc` as the Database's sessions report it."""

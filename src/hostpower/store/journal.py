@@ -42,6 +42,9 @@ _FINISH_ANY = update(_OPERATIONS).where(_OPERATIONS.c.id == bindparam("op_id")).
     active_host_id=None, finished_at=bindparam("now"), updated_at=bindparam("now"))
 _FINISH = _FINISH_ANY.where(_OPERATIONS.c.token == bindparam("held_token"),
                             _OPERATIONS.c.state == OperationState.RUNNING.value)
+_HOLDS = select(_OPERATIONS.c.id).where(
+    _OPERATIONS.c.id == bindparam("op_id"), _OPERATIONS.c.token == bindparam("held_token"),
+    _OPERATIONS.c.state == OperationState.RUNNING.value)
 _GET = select(_OPERATIONS).where(_OPERATIONS.c.id == bindparam("op_id"))
 _GET_STEPS = (select(_STEPS).where(_STEPS.c.operation_id == bindparam("op_id"))
               .order_by(_STEPS.c.id))
@@ -174,6 +177,11 @@ class Journal:
             raise ReservationLost(op_id, token)
         return self.s.execute(_INSERT_STEP, {"b_operation_id": op_id, "b_name": name,
                                              "b_started_at": now}).scalar_one()
+
+    def holds(self, op_id: int, token: int) -> bool:
+        """Whether the operation still runs under the reservation `token`
+        (a read: the check a status step makes before its command)."""
+        return self.s.execute(_HOLDS, {"op_id": op_id, "held_token": token}).first() is not None
 
     def take_over(self, op_id: int, token: int, runner: Runner) -> Operation | None:
         """Reserve a running operation for `runner` with the next token,
