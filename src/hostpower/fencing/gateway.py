@@ -207,7 +207,8 @@ class EngineGateway:
 
     async def state(self) -> State:
         """The inventory and configuration as of now. The cache is checked
-        against the store's revisions on every call (one small query) and
+        against the store's revisions on every call (one small query, on the
+        reader thread) and
         reloads what another writer moved: everything when the inventory or
         configuration changed, only the host statuses when only they did.
 
@@ -216,6 +217,8 @@ class EngineGateway:
         is used without another query when it is as of them. A write
         committed before a step begins applies to that step's commands."""
         checked = _step_revisions.get()
+        if checked is None and self._state is not None:
+            checked = await self.read(revisions.current)  # the reader's own connection
         if checked is not None and self._state is not None and checked == self._revisions:
             return self._state
         self._state, self._revisions = await self.run(
