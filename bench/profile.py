@@ -4,13 +4,16 @@
 
 runs the benchmark's workload in a child process: set-up and warm-up first
 (lab or BMC farm, database, engine, the first restarts), then, once the child
-says it is warm, `py-spy record --gil --format raw` attaches to it, the child
+says it is warm, `py-spy record --gil --format raw --nonblocking` attaches to it, the child
 runs the measured phase (bench 2: N restarts of one host one after another;
 bench 6: 200 restarts at once with concurrency limit C, one engine), and
 py-spy is stopped as soon as the phase ends. So imports, set-up and warm-up
 are not in the profile. `--gil` samples only the thread holding the GIL: the
 shares are of the Python CPU time the engine process spent, whichever thread
-spent it (the engine's event loop, the database threads).
+spent it (the engine's event loop, the database threads); how many samples
+there were against rate x seconds tells how much of the phase the process
+was running Python at all. `--idle` samples every thread instead, running
+or waiting: where the flows wait.
 
 Prints the top functions by inclusive and self share (bench/pyspy_agg.py) and
 writes the raw profile to FILE (default /tmp/hostpower-profile-B[-pg].txt),
@@ -111,7 +114,8 @@ def _py_spy() -> str:
     return found
 
 
-def profile(bench: str, pg: bool, limit: int, flows: int, rate: int, out: Path) -> str:
+def profile(bench: str, pg: bool, limit: int, flows: int, rate: int, out: Path,
+            idle: bool = False, nonblocking: bool = False) -> str:
     args = ["--pg"] if pg else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.profile", bench, "--child", "--limit", str(limit),
@@ -125,7 +129,10 @@ def profile(bench: str, pg: bool, limit: int, flows: int, rate: int, out: Path) 
             raise SystemExit(f"the workload did not start (exit code {proc.poll()})")
         log = out.with_suffix(".py-spy.log")
         with log.open("w") as err:
-            spy = subprocess.Popen([_py_spy(), "record", "--pid", str(proc.pid), "--gil",
+            mode = ["--idle"] if idle else ["--gil"]
+            if nonblocking:  # py-spy does not pause the process to sample: less perturbation
+                mode.append("--nonblocking")
+            spy = subprocess.Popen([_py_spy(), "record", "--pid", str(proc.pid), *mode,
                                     "--format", "raw", "-r", str(rate), "-o", str(out)],
                                    stdout=err, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + ATTACH_WITHIN
@@ -145,11 +152,16 @@ def profile(bench: str, pg: bool, limit: int, flows: int, rate: int, out: Path) 
             spy.kill()
             spy.wait()
         close(proc, wait=60)
+    with out.open() as f:
+        found = aggregate(f)
+    held = (f"; samples found a thread holding the GIL {100 * found.total / (rate * seconds):.0f} % "
+            f"of the phase (the rest: the process waited)" if not idle else
+            "; every thread sampled, idle or not (shares of thread time)")
     what = (f"bench {bench}, {'PostgreSQL' if pg else 'SQLite'}, "
             + (f"{flows} restarts one after another" if bench == "2" else f"200 restarts, C={limit}")
-            + f": measured phase {seconds:.2f} s, py-spy --gil at {rate} Hz, raw profile {out}")
-    with out.open() as f:
-        return report(aggregate(f), title=what)
+            + f": measured phase {seconds:.2f} s, py-spy {mode[0]} at {rate} Hz, raw profile "
+            + f"{out}{held}" + (" (non-blocking)" if nonblocking else ""))
+    return report(found, title=what)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,12 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flows", type=int, default=40, help="bench 2: restarts profiled")
     p.add_argument("--rate", type=int, default=250, help="samples per second")
     p.add_argument("--out", type=Path, help="raw profile file")
+    p.add_argument("--idle", action="store_true",
+                   help="sample every thread, idle or not (where flows wait), instead of --gil")
+    p.add_argument("--blocking", action="store_true",
+                   help="py-spy pauses the process at each sample (consistent stacks, but the "
+                        "phase runs about twice as slow); by default it reads without pausing")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
         return child(a.bench, a.pg, a.limit, a.flows)
     out = a.out or Path(tempfile.gettempdir()) / f"hostpower-profile-{a.bench}{'-pg' if a.pg else ''}.txt"
-    print(profile(a.bench, a.pg, a.limit, a.flows, a.rate, out))
+    print(profile(a.bench, a.pg, a.limit, a.flows, a.rate, out, a.idle, not a.blocking))
     return 0
 
 
