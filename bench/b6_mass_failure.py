@@ -236,6 +236,19 @@ def _line(o: Outcome) -> str:
     return text
 
 
+def _profiled(pg: bool, limit: int = 10) -> str:
+    """The top functions of one engine's mass failure (bench/profile.py), or why not."""
+    from bench.profile import record
+    from bench.pyspy_agg import markdown
+
+    out = Path(tempfile.gettempdir()) / f"hostpower-profile-6{'-pg' if pg else ''}.txt"
+    try:
+        what, found = record("6", pg, limit, 40, 250, out)
+    except (SystemExit, OSError, TimeoutError) as exc:  # py-spy missing or not allowed to attach
+        return f"Profile ({'PostgreSQL' if pg else 'SQLite'}) not taken: {exc}"
+    return markdown(found, f"Profile, `python -m bench.profile 6{' --pg' if pg else ''}` ({what}):")
+
+
 def run(limits: tuple[int, ...] = (10, 50)) -> dict[str, object]:
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="hostpower-bench-") as t, \
@@ -274,6 +287,8 @@ def run(limits: tuple[int, ...] = (10, 50)) -> dict[str, object]:
         f"three-engine figures are bounded by the machine and by the same waits, not by the "
         f"engines' shares of the hosts. A real BMC takes seconds per command, so with real "
         f"hardware the (200 / C) x single term dominates and the ratio approaches 1.")
+    for pg in (False, True):
+        analysis += "\n\n" + _profiled(pg)
     return {
         "analysis": analysis,
         "name": "Mass failure",

@@ -37,7 +37,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from bench.childproc import Lines, close, say
-from bench.pyspy_agg import aggregate, report
+from bench.pyspy_agg import Profile, aggregate, report
 
 SET_UP_WITHIN = 300.0  # seconds for the child's set-up and warm-up
 PHASE_WITHIN = 600.0
@@ -116,6 +116,14 @@ def _py_spy() -> str:
 
 def profile(bench: str, pg: bool, limit: int, flows: int, rate: int, out: Path,
             idle: bool = False, nonblocking: bool = False) -> str:
+    """The report of `record` as text."""
+    what, found = record(bench, pg, limit, flows, rate, out, idle, nonblocking)
+    return report(found, title=what)
+
+
+def record(bench: str, pg: bool, limit: int, flows: int, rate: int, out: Path,
+           idle: bool = False, nonblocking: bool = True) -> tuple[str, Profile]:
+    """Run the workload, profile its measured phase: (what was measured, the profile)."""
     args = ["--pg"] if pg else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.profile", bench, "--child", "--limit", str(limit),
@@ -154,14 +162,16 @@ def profile(bench: str, pg: bool, limit: int, flows: int, rate: int, out: Path,
         close(proc, wait=60)
     with out.open() as f:
         found = aggregate(f)
+    restarts = flows if bench == "2" else 200
     held = (f"; samples found a thread holding the GIL {100 * found.total / (rate * seconds):.0f} % "
-            f"of the phase (the rest: the process waited)" if not idle else
+            f"of the phase (the rest: the process waited), about "
+            f"{found.total / rate / restarts * 1000:.0f} ms of Python per restart" if not idle else
             "; every thread sampled, idle or not (shares of thread time)")
     what = (f"bench {bench}, {'PostgreSQL' if pg else 'SQLite'}, "
             + (f"{flows} restarts one after another" if bench == "2" else f"200 restarts, C={limit}")
             + f": measured phase {seconds:.2f} s, py-spy {mode[0]} at {rate} Hz, raw profile "
             + f"{out}{held}" + (" (non-blocking)" if nonblocking else ""))
-    return report(found, title=what)
+    return what, found
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,7 +59,8 @@ def aggregate(lines: Iterable[str], under: str = "") -> Profile:
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
-        frames = [frame_name(f) for f in stack.split(";")]
+        # A stack read while the thread changed it (--nonblocking) may lack frames.
+        frames = [frame_name(f) for f in stack.split(";") if f.strip()] or ["(torn stack)"]
         if under and not any(under in f for f in frames):
             continue
         n = int(count)
@@ -77,6 +78,18 @@ def report(profile: Profile, top: int = 25, title: str = "") -> str:
         out.append(f"== {kind}")
         out += [f"{share:6.1f}% {name}" for share, name in profile.top(kind, top)]
     return "\n".join(out)
+
+
+def markdown(profile: Profile, title: str, within: str = "hostpower/", top: int = 12) -> str:
+    """A short block for docs/benchmarks.md: the project's own functions by
+    inclusive share (frames whose path holds `within`), every function by self share."""
+    ours = [(s, k) for s, k in profile.top("inclusive", 400, floor=0) if within in k][:top]
+    lines = [title, "", "```", f"inclusive, {within} functions ({profile.total} samples):"]
+    lines += [f"{share:6.1f}% {name}" for share, name in ours]
+    lines.append("self, all functions:")
+    lines += [f"{share:6.1f}% {name}" for share, name in profile.top("self", top)]
+    lines.append("```")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
