@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +25,7 @@ from typing import Any
 
 import psycopg
 
+from bench.childproc import Lines
 from bench.heartbeat_farm import PER_PROCESS, PORT, address
 from bench.pgdb import fresh_database
 from bench.stats import pct
@@ -92,7 +91,7 @@ def farm(home: Path, count: int, per_process: int, log: Path) -> Iterator[None]:
                      "--count", str(min(per_process, count - first)), "--pki", str(home / "pki")],
                     stdout=subprocess.PIPE, stderr=out, text=True))
             for proc in procs:
-                line = _Lines(proc).get(300)
+                line = Lines(proc).get(300)
                 assert line == "ready", f"heartbeat farm did not start ({line!r}): see {log}"
             yield
         finally:
@@ -106,29 +105,6 @@ def farm(home: Path, count: int, per_process: int, log: Path) -> Iterator[None]:
                     proc.wait(10)
 
 
-class _Lines:
-    """A process's stdout, line by line, each read bounded."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.strip())
-        self.lines.put(None)
-
-    def get(self, timeout: float) -> str | None:
-        """The next line; None if the process closed its output; TimeoutError."""
-        try:
-            return self.lines.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no line from process {self.proc.pid} within {timeout:g} s") \
-                from None
-
-
 def engines_together(home: Path, db: str, names: tuple[str, ...], seconds: float,
                      logs: Path, *options: str) -> list[dict[str, Any]]:
     """One probe per name: all join, then their monitors start one after
@@ -136,14 +112,14 @@ def engines_together(home: Path, db: str, names: tuple[str, ...], seconds: float
     on this small machine, three engines opening thousands of TLS sessions
     at once would only measure the machine), then all are measured over the
     same span and leave together. Their JSON results."""
-    procs: list[tuple[str, subprocess.Popen[str], _Lines, Any]] = []
+    procs: list[tuple[str, subprocess.Popen[str], Lines, Any]] = []
 
     def say(proc: subprocess.Popen[str], line: str) -> None:
         assert proc.stdin is not None
         proc.stdin.write(line + "\n")
         proc.stdin.flush()
 
-    def expect(name: str, lines: _Lines, wanted: str, timeout: float) -> str:
+    def expect(name: str, lines: Lines, wanted: str, timeout: float) -> str:
         got = lines.get(timeout)
         if got is None or not got.startswith(wanted):
             raise AssertionError(f"engine probe {name}: {got!r} instead of {wanted!r}: "
@@ -158,7 +134,7 @@ def engines_together(home: Path, db: str, names: tuple[str, ...], seconds: float
                  "--seconds", str(seconds), "--engine-name", name, "--engines", str(len(names)),
                  *options],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
-            procs.append((name, proc, _Lines(proc), err))
+            procs.append((name, proc, Lines(proc), err))
         for name, _, lines, _ in procs:
             expect(name, lines, "joined", 120)
         for name, proc, lines, _ in procs:

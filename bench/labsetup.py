@@ -29,13 +29,21 @@ data_centers:
 
 
 @contextmanager
-def lab_and_engine(monitor: bool = False, doc: str = BENCH_TOPOLOGY
+def lab_and_engine(monitor: bool = False, doc: str = BENCH_TOPOLOGY, db_url: str | None = None
                    ) -> Iterator[tuple[RunningLab, EngineContext, EngineThread, Settings]]:
+    """The lab of `doc` and an engine beside it, on an SQLite file of its own
+    or on `db_url` (an empty database: EngineContext.open upgrades it, e.g.
+    bench/pgdb.fresh_database's)."""
     with tempfile.TemporaryDirectory(prefix="hostpower-bench-") as tmp:
-        settings = Settings(home=Path(tmp) / "home", db_url=f"sqlite:///{Path(tmp) / 'engine.db'}")
+        settings = Settings(home=Path(tmp) / "home",
+                            db_url=db_url or f"sqlite:///{Path(tmp) / 'engine.db'}")
         topo = load_topology(yaml.safe_load(doc), loopback=False)
         lab = start_lab(settings, topo, log=lambda m: None)
-        ctx = engine_context(lab, settings)
+        try:
+            ctx = engine_context(lab, settings)
+        except BaseException:
+            lab.stop()
+            raise
         try:
             with EngineThread(ctx, monitor=monitor) as engine:
                 yield lab, ctx, engine, settings
