@@ -321,3 +321,37 @@ def test_local_agent_types_include_installed_agents() -> None:
     _require_fence_ipmilan()
     types = local_agent_types(default_drivers("/usr/sbin", prefer_native=True))
     assert set(NATIVE_TYPES) | {"ipmilan", "dummy", "redfish", "apc_snmp"} <= types
+
+
+def test_an_answer_queued_before_its_waiter_registers_ends_the_wait(
+        native: NativeIpmiDriver, start_bmc: Callable[..., VirtualBmc]) -> None:
+    """pyghmi's lost wake-up (drivers/pyghmi_wakeup.py): the I/O thread queued
+    a BMC's answer before the command's thread registered to wait for it. The
+    patched wait returns at once instead of at its deadline (when pyghmi
+    would retransmit); a wait with nothing queued still waits."""
+    from pyghmi.ipmi.private import session as pyghmi_session
+
+    from hostpower.drivers import pyghmi_wakeup
+    bmc = start_bmc("127.0.83.9", state="on")
+    assert native.run(spec_for(bmc), FenceAction.STATUS, 10).outcome is Outcome.ON  # I/O thread up
+    assert pyghmi_session._io_wait is pyghmi_wakeup._io_wait  # installed by the driver
+
+    class Queued:  # a client session holding an answer nobody processed yet
+        pktqueue = [b"answer"]
+
+    address = ("127.0.0.1", 1)  # no BMC there: only the staged answer can end the wait
+    pyghmi_session.Session.bmc_handlers[address] = {0: Queued()}
+    try:
+        waiter = threading.Thread(target=pyghmi_session._io_wait, args=(30, address))
+        waiter.start()
+        waiter.join(10)
+        assert not waiter.is_alive(), "the wait did not see the answer already queued"
+
+        Queued.pktqueue = []
+        idle = threading.Thread(target=pyghmi_session._io_wait, args=(2, address))
+        idle.start()
+        idle.join(0.3)
+        assert idle.is_alive(), "a wait with nothing queued must not return"
+        idle.join(10)  # its deadline ends it
+    finally:
+        del pyghmi_session.Session.bmc_handlers[address]

@@ -30,6 +30,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
+from hostpower.drivers import pyghmi_wakeup
 from hostpower.drivers.base import FenceDriver
 from hostpower.drivers.ipmi_chassis import BmcFailure, describe, perform
 from hostpower.drivers.errors import UnsupportedSpec, UnsupportedType
@@ -42,6 +43,9 @@ try:
     from pyghmi.ipmi.command import Command as _IpmiCommand
 except ImportError:  # the driver then reports that it cannot run
     _IpmiCommand = None
+else:
+    # A fast answer could wait for pyghmi's retransmission (0.5-1.5 s).
+    pyghmi_wakeup.install()
 
 log = logging.getLogger(__name__)
 
