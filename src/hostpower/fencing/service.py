@@ -52,8 +52,8 @@ class FencingService:
         self.gateway = gateway
         self.started_at = started_at if started_at is not None else time.time()
         self.host_agent_types: dict[int, set[str]] = {}
-        dispatch = ProxyDispatch(client, drivers, lambda: gateway.prefer_native)
-        self.executor = ChainExecutor(gateway.state, dispatch, gateway.emit,
+        self.dispatch = ProxyDispatch(client, drivers, lambda: gateway.prefer_native)
+        self.executor = ChainExecutor(gateway.state, self.dispatch, gateway.emit,
                                       engine_agent_types, self.host_agent_types,
                                       guard=gateway.check_may_act, gate=device_gate(gateway))
         self.power = HostPower(self.executor, gateway.agents)
@@ -220,6 +220,7 @@ class FencingService:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         await self.executor.close()
+        self.dispatch.close()
         await self.gateway.close()
 
     def _spawn(self, op: Operation) -> None:
