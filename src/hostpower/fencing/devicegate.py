@@ -15,9 +15,10 @@ before it is sent, and gives it back when its answer is in:
    claimed in the `device_turns` table: one conditional statement that wins
    only when the device is free on the database's clock, made by the
    engine on a connection of its own (store/turnconnection.py; a session
-   per statement, store/deviceturns.py, when given `run_db` instead). The claim expires after the command's timeout plus a
-   margin (a crashed holder frees the device then); the release records the
-   end and the spacing for the next claimant. A refused waiter asks again
+   per statement, store/deviceturns.py, when given `run_db` instead). The
+   claim expires after the command's timeout plus a margin (a crashed
+   holder frees the device then); the release records the end and the
+   spacing for the next claimant. A refused waiter asks again
    after a short back-off (model/devices.py `retry_delay`).
 
 A waiter waits at most as long as one other command may hold the device
