@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from hostpower.fencing.devicegate import DeviceGate
 from hostpower.model.devices import DeviceKey
 from hostpower.store.db import Database
+from hostpower.store.turnconnection import TurnConnection
 
 T = TypeVar("T")
 
@@ -35,13 +36,21 @@ def parse_device(text: str) -> DeviceKey:
 
 
 def shared_gate(db: Database, margin: float = 10.0) -> DeviceGate:
-    """A gate claiming its turns in `db`, as an engine on a shared database does."""
-    async def run_db(fn: Callable[[Session], T]) -> T:
+    """A gate claiming its turns in `db`, as an engine on a shared database
+    does (fencing/service.py `device_gate`)."""
+    def holder() -> str:
+        return f"racer pid {os.getpid()}"
+
+    if db.engine.dialect.name != "sqlite":
+        return DeviceGate(holder=holder, claim_margin=margin,
+                          turns=TurnConnection.for_engine(db.engine))
+
+    async def run_db(fn: Callable[[Session], T]) -> T:   # SQLite: a session per statement
         def work() -> T:
             with db.session() as s:
                 return fn(s)
         return await asyncio.to_thread(work)
-    return DeviceGate(run_db, lambda: f"racer pid {os.getpid()}", claim_margin=margin)
+    return DeviceGate(run_db, holder, claim_margin=margin)
 
 
 def say(**fields: object) -> None:

@@ -1,6 +1,9 @@
 """One command at a time per device across engines: two `hostpower serve`
-processes on one PostgreSQL database (tests/clusterkit.py), each restarting
-one of two hosts whose fence agents point at the same lab BMC.
+processes on one PostgreSQL database (tests/clusterkit.py), each stopping
+one of two hosts whose fence agents point at the same lab BMC. (Stops, not
+restarts: one engine's "on" sent between the other's "off" and its status
+polls would leave that stop unverified — a race between the two flows on one
+machine, which the turns do not and need not order.)
 
 Each engine takes its turns at the device in the `device_turns` table
 (store/deviceturns.py); every command's event records its turn on the
@@ -61,7 +64,7 @@ def _finished(engine: Engine, op_id: int, timeout: float) -> dict[str, Any]:
     return wait_until(done, timeout, f"operation {op_id} to finish", step=0.2)
 
 
-def test_device_two_engines_fencing_two_hosts_on_one_bmc_take_turns(
+def test_device_two_engines_stopping_two_hosts_on_one_bmc_take_turns(
         ha_world: tuple[RunningLab, Settings], tmp_path: Path) -> None:
     lab, settings = ha_world
     bmc = _share_bmc(settings, "c1-h2", "c1-h1", lab)
@@ -84,7 +87,7 @@ def test_device_two_engines_fencing_two_hosts_on_one_bmc_take_turns(
             ops = {}
             for engine, host in ((e1, "c1-h1"), (e2, "c1-h2")):
                 r = engine.api("POST", f"/api/hosts/{ids[host]}/fence",
-                               json={"fence_type": "restart"})
+                               json={"fence_type": "stop"})
                 assert r.status_code == 202, r.text
                 ops[engine.name] = r.json()["id"]
             done = {name: _finished(engine, ops[name], 120)

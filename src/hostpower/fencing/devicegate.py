@@ -12,11 +12,13 @@ before it is sent, and gives it back when its answer is in:
 2. then the spacing: the command waits until the interval has passed since
    the previous command to the device ended;
 3. on a database other engines can write (PostgreSQL), the turn is also
-   claimed in the `device_turns` table (store/deviceturns.py): one
-   conditional statement that wins only when the device is free on the
-   database's clock. The claim expires after the command's timeout plus a
-   margin (a crashed holder frees the device then); the release records the
-   end and the spacing for the next claimant. A refused waiter asks again
+   claimed in the `device_turns` table: one conditional statement that wins
+   only when the device is free on the database's clock, made by the
+   engine on a connection of its own (store/turnconnection.py; a session
+   per statement, store/deviceturns.py, when given `run_db` instead). The
+   claim expires after the command's timeout plus a margin (a crashed
+   holder frees the device then); the release records the end and the
+   spacing for the next claimant. A refused waiter asks again
    after a short back-off (model/devices.py `retry_delay`).
 
 A waiter waits at most as long as one other command may hold the device
@@ -40,7 +42,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -53,7 +55,7 @@ from hostpower.model.devices import (
     spacing_wait,
 )
 from hostpower.model.errors import DeviceBusy
-from hostpower.store.deviceturns import DeviceTurns
+from hostpower.store.deviceturns import DeviceTurns, TurnState
 
 log = logging.getLogger("hostpower.devices")
 T = TypeVar("T")
@@ -77,6 +79,40 @@ class Turn:
     released_at: datetime | None = None
 
 
+class TurnStore(Protocol):
+    """Where the claims of engines sharing a database are made."""
+
+    async def claim(self, device: str, holder: str, token: str,
+                    ttl: float) -> tuple[datetime | None, TurnState | None]:
+        """The claim's start (None: refused) and the device's row (None: none yet)."""
+
+    async def release(self, device: str, token: str, interval: float) -> datetime | None:
+        """The turn's end (None: the claim was no longer this one)."""
+
+    async def close(self) -> None: ...
+
+
+class SessionTurns:
+    """The claims made with a session per statement (`run_db`)."""
+
+    def __init__(self, run_db: DbRunner) -> None:
+        self.run_db = run_db
+
+    async def claim(self, device: str, holder: str, token: str,
+                    ttl: float) -> tuple[datetime | None, TurnState | None]:
+        claimed = await self.run_db(lambda s: DeviceTurns(s).claim(device, holder, token, ttl))
+        if claimed is not None:
+            return claimed, None
+        return None, await self.run_db(lambda s: DeviceTurns(s).state(device))
+
+    async def release(self, device: str, token: str, interval: float) -> datetime | None:
+        return await self.run_db(
+            lambda s: DeviceTurns(s).release(device, token, interval))
+
+    async def close(self) -> None:
+        pass
+
+
 @dataclass
 class _Device:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -86,17 +122,20 @@ class _Device:
 
 
 class DeviceGate:
-    """`run_db`: runs a function with a database session (EngineGateway.run)
-    when other writers of the database may send commands too; None when this
-    engine is the only one. `holder`: who this engine is, as said to a waiter
-    of another engine."""
+    """`turns`: where turns are claimed when other writers of the database
+    may send commands too (or `run_db`, a function running a function with a
+    database session: EngineGateway.run); neither when this engine is the
+    only one. `holder`: who this engine is, as said to a waiter of another
+    engine."""
 
     def __init__(self, run_db: DbRunner | None = None,
                  holder: Callable[[], str] = lambda: f"pid {os.getpid()}",
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 claim_margin: float = CLAIM_MARGIN) -> None:
-        self.run_db = run_db
+                 claim_margin: float = CLAIM_MARGIN,
+                 turns: TurnStore | None = None) -> None:
+        self.turns = turns if turns is not None else (
+            SessionTurns(run_db) if run_db is not None else None)
         self.claim_margin = claim_margin
         self.holder = holder
         self.clock = clock
@@ -107,7 +146,7 @@ class DeviceGate:
 
     @property
     def shared(self) -> bool:
-        return self.run_db is not None
+        return self.turns is not None
 
     def observe(self, callback: Callable[[Turn], None]) -> Callable[[], None]:
         """Call `callback` with every turn once it is given back; returns the remover."""
@@ -152,7 +191,7 @@ class DeviceGate:
                                                f"({interval:g} s)", self.clock() - began)
                 await self.sleep(pause)
             turn = Turn(key, label, interval, 0.0, busy_with)
-            if self.run_db is not None:
+            if self.turns is not None:
                 token = uuid.uuid4().hex
                 turn.token = token
                 turn.claimed_at, held_by = await self._claim(key, label, token, timeout, began,
@@ -179,10 +218,8 @@ class DeviceGate:
         device = self._devices[turn.key]
         turn.ended = device.last_end = self.clock()
         try:
-            if turn.token is not None and self.run_db is not None:
-                token = turn.token
-                ended = await self.run_db(lambda s: DeviceTurns(s).release(
-                    turn.key.text, token, turn.interval))
+            if turn.token is not None and self.turns is not None:
+                ended = await self.turns.release(turn.key.text, turn.token, turn.interval)
                 if ended is None:
                     log.warning("device %s: the claim of %s had expired before it ended "
                                 "(the command took longer than its timeout)", turn.key,
@@ -200,25 +237,27 @@ class DeviceGate:
             observer(turn)
 
     async def close(self) -> None:
-        """Wait for the releases of claims given up while they were being made."""
+        """Wait for the releases of claims given up while they were being
+        made, then close the claims' connection."""
         await asyncio.gather(*self._abandoned, return_exceptions=True)
+        if self.turns is not None:
+            await self.turns.close()
 
     # -- the claim in the database -----------------------------------------------------------
 
     async def _claim(self, key: DeviceKey, label: str, token: str, timeout: float,
                      began: float, deadline: float,
                      may_act: Callable[[], None]) -> tuple[datetime, str | None]:
-        assert self.run_db is not None
+        assert self.turns is not None
         holder = f"{self.holder()}: {label}"[:300]
         ttl = claim_ttl(timeout, self.claim_margin)
         tries = 0
         held_by: str | None = None
         while True:
             may_act()
-            claimed = await self.run_db(lambda s: DeviceTurns(s).claim(key.text, holder, token, ttl))
+            claimed, state = await self.turns.claim(key.text, holder, token, ttl)
             if claimed is not None:
                 return claimed, held_by
-            state = await self.run_db(lambda s: DeviceTurns(s).state(key.text))
             tries += 1
             if state is not None:
                 held_by = held_by or state.holder
@@ -231,13 +270,13 @@ class DeviceGate:
     def _abandon(self, key: DeviceKey, token: str) -> None:
         """A claim being made when its command gave up (cancelled, timed out)
         may have been written: release it at once rather than at its expiry."""
-        run_db = self.run_db
-        if run_db is None:
+        turns = self.turns
+        if turns is None:
             return
 
         async def release() -> None:
             try:
-                await run_db(lambda s: DeviceTurns(s).release(key.text, token, 0.0))
+                await turns.release(key.text, token, 0.0)
             except Exception as exc:
                 log.warning("device %s: could not release an abandoned claim (%s); it "
                             "expires by itself", key, exc)

@@ -34,6 +34,7 @@ from hostpower.model.inventory import FenceAgent, Host, HostStatus
 from hostpower.model.operations import FlowAction, OperationState, Origin, Runner
 from hostpower.model.power import FenceAction
 from hostpower.store.journal import AlreadyRunning, Journal, Operation, ReservationLost
+from hostpower.store.turnconnection import TurnConnection
 
 log = logging.getLogger("hostpower.fencing")
 # How often `wait` reads an operation that this engine does not run (another
@@ -285,14 +286,17 @@ class FencingService:
 
 def device_gate(gateway: EngineGateway) -> DeviceGate:
     """The engine's device gate: turns claimed in the database too when other
-    engines may share it (PostgreSQL); on SQLite this engine is the only one."""
-    shared = gateway.ctx.db.engine.dialect.name != "sqlite"
+    engines may share it (PostgreSQL: on a connection of the gate's own,
+    store/turnconnection.py); on SQLite this engine is the only one."""
+    engine = gateway.ctx.db.engine
+    shared = engine.dialect.name != "sqlite"
 
     def holder() -> str:
         runner = gateway.runner
         return f"engine {runner.name} (generation {runner.generation}, pid {os.getpid()})"
 
-    return DeviceGate(gateway.run if shared else None, holder)
+    return DeviceGate(holder=holder,
+                      turns=TurnConnection.for_engine(engine) if shared else None)
 
 
 def _resumed_message(op: Operation, holder: Runner | None, me: Runner) -> str:
