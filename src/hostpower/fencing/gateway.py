@@ -221,6 +221,20 @@ class EngineGateway:
             checked = await self.read(revisions.current)  # the reader's own connection
         if checked is not None and self._state is not None and checked == self._revisions:
             return self._state
+        if checked is not None and self._state is not None and \
+                checked.inventory == self._revisions.inventory:
+            # Only statuses moved (a mass failure moves them all the time):
+            # one narrow read, off the reader thread (it must stay quick for
+            # the steps' checks). Statuses read after
+            # `checked` may be newer than it; the next call then reads again.
+            snapshot, config = self._state
+
+            def statuses() -> InventorySnapshot:
+                with self.ctx.db.engine.connect() as c:
+                    return Inventory(c, self.ctx.box).with_current_statuses(snapshot)
+            snapshot = await asyncio.to_thread(statuses)
+            self._state, self._revisions = (snapshot, config), checked
+            return self._state
         self._state, self._revisions = await self.run(
             lambda s: self._fresh_state(s, self._state, self._revisions))
         if self._revisions.inventory != self._agents_revision:
@@ -257,7 +271,7 @@ class EngineGateway:
         await self.state()
         cached = self._agents.get(host_id)
         if cached is None:
-            cached = await self.run(lambda s: Inventory(s, self.ctx.box).agents(host_id))
+            cached = await self.read(lambda c: Inventory(c, self.ctx.box).stored_agents(host_id))
             self._agents[host_id] = cached
         return cached
 

@@ -10,7 +10,7 @@ import json
 from collections.abc import Set
 from dataclasses import dataclass, field, replace
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from hostpower.model import sshkey, validate
@@ -28,6 +28,12 @@ from hostpower.store.crypto import SecretBox
 from hostpower.store.tables import MAX_ID, ClusterRow, DataCenterRow, FenceAgentRow, HostRow
 
 _KEEP = object()  # "field not given": keep the stored value
+_AGENT_TABLE, _HOST_TABLE = FenceAgentRow.__table__, HostRow.__table__
+_AGENTS_OF = (select(*(c.label("order") if c.name == "agent_order" else c for c in _AGENT_TABLE.c))
+              .where(_AGENT_TABLE.c.host_id == bindparam("host_id"))
+              .order_by(_AGENT_TABLE.c.agent_order, _AGENT_TABLE.c.id))
+_STATUSES = select(_HOST_TABLE.c.id, _HOST_TABLE.c.status, _HOST_TABLE.c.non_operational_reason)
+_HOST_EXISTS = select(_HOST_TABLE.c.id).where(_HOST_TABLE.c.id == bindparam("host_id"))
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ def _status(status: HostStatus, reason: NonOperationalReason | None) -> None:
 
 
 class Inventory:
-    def __init__(self, session: Session, box: SecretBox | None = None,
+    def __init__(self, session: Session | Connection, box: SecretBox | None = None,
                  known_types: Set[str] = STANDARD_TYPES) -> None:
         self.s = session
         self.box = box
@@ -271,6 +277,16 @@ class Inventory:
         host = self._host_row(host_id)
         return [self._agent(r) for r in sorted(host.agents, key=lambda a: (a.order, a.id))]
 
+    def stored_agents(self, host_id: int) -> list[FenceAgent]:
+        """A host's agents as committed, by Core statements built once (the
+        engine reads them for every host of a mass failure, on a bare
+        Connection of the gateway's reader thread). Within a Session that has
+        unflushed changes, use `agents`."""
+        rows = self.s.execute(_AGENTS_OF, {"host_id": host_id}).all()
+        if not rows and self.s.execute(_HOST_EXISTS, {"host_id": host_id}).first() is None:
+            raise NotFoundError("host", host_id)
+        return [self._agent(r) for r in rows]
+
     def agent(self, host_id: int, agent_id: int) -> FenceAgent:
         return self._agent(self._agent_row(host_id, agent_id))
 
@@ -303,11 +319,21 @@ class Inventory:
 
     def with_current_statuses(self, snapshot: InventorySnapshot) -> InventorySnapshot:
         """`snapshot` with every host's status as stored now (one narrow query)."""
-        rows = self.s.execute(select(HostRow.id, HostRow.status, HostRow.non_operational_reason))
-        now = {i: (HostStatus(st), _reason(r)) for i, st, r in rows}
-        hosts = tuple(replace(h, status=now[h.id][0], non_operational_reason=now[h.id][1])
-                      for h in snapshot.hosts if h.id in now)
-        return InventorySnapshot(snapshot.data_centers, snapshot.clusters, hosts)
+        now = {i: (st, r) for i, st, r in self.s.execute(_STATUSES)}
+        hosts, changed = [], False
+        for h in snapshot.hosts:
+            stored = now.get(h.id)
+            if stored is None:  # deleted meanwhile
+                changed = True
+                continue
+            status, reason = stored
+            if status != h.status.value or reason != _reason_text(h.non_operational_reason):
+                h = replace(h, status=HostStatus(status), non_operational_reason=_reason(reason))
+                changed = True
+            hosts.append(h)
+        if not changed:  # the same snapshot: what was built from it (the locator) still holds
+            return snapshot
+        return InventorySnapshot(snapshot.data_centers, snapshot.clusters, tuple(hosts))
 
     # -- internals ------------------------------------------------------------
 
