@@ -586,7 +586,7 @@ def test_connections_are_reused(lab: Lab, agents: StartAgent) -> None:
 
     times = asyncio.run(scenario())
     # One TLS handshake for the 20 heartbeats (their own lean channel) and one
-    # for the fence command (httpx): 2 handshakes for 21 requests.
+    # for the fence command (its own pooled channel): 2 handshakes for 21 requests.
     assert server.gate.accepted == 2
     assert sorted(times)[len(times) // 2] < 0.05
 
