@@ -9,8 +9,9 @@ Why it looks like this:
   handshake per call would dominate its cost), and a hung agent can only
   exhaust its own pool: a call to another agent never waits behind it.
   httpx, used before, cost about 1 ms of engine CPU per fence command.
-* Every call has a hard deadline (`asyncio.timeout`) besides the channel's
-  per-phase bounds, so a slow agent costs exactly its own timeout.
+* Every call has a hard deadline (`asyncio.timeout`) over all its phases
+  (waiting for a free connection, connecting, the answer), so a slow agent
+  costs exactly its own timeout.
 * The agent's certificate is checked against the engine CA (the only trust
   anchor) and against the address used to reach it (hostname/IP SAN), and it
   must be an agent certificate: OpenSSL refuses server certificates whose
@@ -24,7 +25,6 @@ Why it looks like this:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import ssl
@@ -161,12 +161,9 @@ class AgentClient:
         assert method == "POST", method  # GET (heartbeats) has its own channel
         payload = json.dumps(body).encode("utf-8")
         try:
-            # The channel bounds each phase by the deadline itself; this is the
-            # hard bound over all of them together.
-            async with asyncio.timeout(deadline):
-                status, raw = await self._commands.post(address, port, path, payload, deadline)
-        except TimeoutError:
-            raise AgentTimeout(f"no answer within {deadline:g}s", address, port) from None
+            # The channel bounds every phase (a free connection, connecting, the
+            # answer) by the one deadline: a hard bound that names the phase.
+            status, raw = await self._commands.post(address, port, path, payload, deadline)
         except AgentError as exc:
             if secret and secret in exc.reason:
                 raise type(exc)(_scrub(exc.reason, secret), address, port) from None
@@ -200,6 +197,10 @@ def _error_detail(raw: bytes, status: int) -> tuple[str, str | None]:
         detail, field = refusal
         return detail[:500], field
     return str(data)[:200], None
+
+
+__all__ = ["AgentClient", "Heartbeat", "client_ssl_context", "AgentError", "AgentProtocolError",
+           "AgentTimeout", "AgentTLSError", "AgentUnreachable"]  # the errors: for callers
 
 
 def _scrub(text: str, secret: str) -> str:
