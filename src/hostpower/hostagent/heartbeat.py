@@ -4,7 +4,8 @@ every host every few seconds.
 
 httpx costs about ten times the CPU of the exchange itself; at 10,000 hosts
 that is the difference between a fraction of a core and two cores. Fence
-commands, rare and rich, stay on httpx (client.py). Same TLS context, same
+commands and storage lease questions use the same exchange and `connect` on
+a pool of connections per agent (commandchannel.py). Same TLS context, same
 certificate checks, same error classes.
 """
 
