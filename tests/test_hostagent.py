@@ -626,6 +626,28 @@ def test_fence_pool_bounds_connections_and_never_reuses_an_unanswered_one(
     asyncio.run(scenario())
 
 
+def test_a_pooled_connection_the_agent_closed_is_not_reused(lab: Lab,
+                                                             agents: StartAgent) -> None:
+    """The agent restarts between two commands, before the engine's event loop
+    has run: the second command goes on a new connection, not the dead one."""
+    first = agents("node1", "127.88.7.3")
+    port = first.address[1]
+
+    async def scenario() -> None:
+        async with lab.client() as client:
+            await client.fence("127.88.7.3", port, fake_spec(), FenceAction.STATUS, 5)
+            assert first.stop(timeout=5)  # blocks the loop: it cannot see the close
+            second = AgentServer(first.agent, bind_address="127.88.7.3", port=port).start()
+            try:
+                result = await client.fence("127.88.7.3", port, fake_spec(), FenceAction.OFF, 5)
+                assert result.outcome == Outcome.OFF
+                assert second.gate.accepted == 1
+            finally:
+                assert second.stop(timeout=5)
+
+    asyncio.run(scenario())
+
+
 def test_stop_is_bounded_with_held_requests_and_open_connections(lab: Lab,
                                                                  agents: StartAgent) -> None:
     server = agents("node1", "127.88.8.1")

@@ -13,14 +13,17 @@ agent may run side by side while heartbeats go one at a time:
 * an idle connection is reused only while the agent has not closed it and
   it was used less than `keepalive_expiry` seconds ago (shorter than the
   agent's own keep-alive, so the engine retires it, not a race with the agent);
-* a connection whose call did not end with a whole answer (timeout,
-  cancellation, error) is aborted, never reused: a late answer would be taken
-  for the next call's.
+* a connection whose call did not end with a whole 200 answer (timeout,
+  cancellation, error, a refusal after which the agent closes) is aborted,
+  never reused: a late answer would be taken for the next call's;
+* an idle connection the agent has closed is noticed before it is reused
+  (it is readable), even when the event loop has not yet seen its end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 import ssl
 from collections import deque
 import time
@@ -90,7 +93,9 @@ class CommandChannel:
                     raise AgentTLSError(describe_ssl_error(ssl_error), address, port) from None
                 raise AgentProtocolError("connection closed without an answer", address,
                                          port) from None
-            done = True
+            # Reuse only after a 200: the agent closes the connection after its
+            # early refusals (403, 404, 413, ...), and its FIN may not be read yet.
+            done = answer[0] == 200
             return answer
         finally:
             conn.waiter = None
@@ -102,7 +107,7 @@ class CommandChannel:
         now = time.monotonic()
         while pool.idle:
             conn, used = pool.idle.pop()
-            if conn.usable and now - used < self.keepalive_expiry:
+            if conn.usable and now - used < self.keepalive_expiry and not _stale(conn):
                 pool.busy += 1
                 return conn
             _abort(conn)
@@ -150,6 +155,20 @@ class CommandChannel:
     def close(self) -> None:
         for key in list(self._pools):
             self.forget(*key)
+
+
+def _stale(conn: _Exchange) -> bool:
+    """An idle connection with something to read has been closed by the agent
+    (or carries bytes nobody asked for), though the loop may not have seen it
+    yet, e.g. the agent just restarted: a command sent on it would be lost."""
+    sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _abort(conn: _Exchange) -> None:
