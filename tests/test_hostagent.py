@@ -586,9 +586,66 @@ def test_connections_are_reused(lab: Lab, agents: StartAgent) -> None:
 
     times = asyncio.run(scenario())
     # One TLS handshake for the 20 heartbeats (their own lean channel) and one
-    # for the fence command (httpx): 2 handshakes for 21 requests.
+    # for the fence command (its own pooled channel): 2 handshakes for 21 requests.
     assert server.gate.accepted == 2
     assert sorted(times)[len(times) // 2] < 0.05
+
+
+def test_fence_pool_bounds_connections_and_never_reuses_an_unanswered_one(
+        lab: Lab, agents: StartAgent) -> None:
+    """One connection allowed: a second command waits for it within its own
+    deadline; a command that timed out leaves its connection closed, so its
+    late answer is never taken for the next command's."""
+    driver = FakeDriver()
+    server = agents("node1", "127.88.7.2", drivers=[driver])
+    port = server.address[1]
+
+    async def scenario() -> None:
+        async with lab.client(max_connections_per_agent=1, fence_margin=0.2) as client:
+            driver.proceed.clear()  # the device holds the first command
+            first = asyncio.create_task(
+                client.fence("127.88.7.2", port, fake_spec(), FenceAction.OFF, 30))
+            await asyncio.to_thread(driver.running.wait, 10)
+            with pytest.raises(AgentTimeout, match="every connection to it stayed busy"):
+                await client.fence("127.88.7.2", port, fake_spec(), FenceAction.STATUS, 0.3)
+            queued = asyncio.create_task(
+                client.fence("127.88.7.2", port, fake_spec(), FenceAction.ON, 30))
+            driver.proceed.set()
+            assert (await first).outcome == Outcome.OFF
+            assert (await queued).outcome == Outcome.ON  # on the connection the first freed
+            assert server.gate.accepted == 1
+
+            server.agent.faults.hang()  # the agent holds the next command unanswered
+            with pytest.raises(AgentTimeout, match="no answer"):
+                await client.fence("127.88.7.2", port, fake_spec(), FenceAction.OFF, 0.1)
+            server.agent.faults.release()  # it now answers "off" to a closed connection
+            result = await client.fence("127.88.7.2", port, fake_spec(), FenceAction.ON, 30)
+            assert result.action == FenceAction.ON and result.outcome == Outcome.ON
+            assert server.gate.accepted == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_pooled_connection_the_agent_closed_is_not_reused(lab: Lab,
+                                                             agents: StartAgent) -> None:
+    """The agent restarts between two commands, before the engine's event loop
+    has run: the second command goes on a new connection, not the dead one."""
+    first = agents("node1", "127.88.7.3")
+    port = first.address[1]
+
+    async def scenario() -> None:
+        async with lab.client() as client:
+            await client.fence("127.88.7.3", port, fake_spec(), FenceAction.STATUS, 5)
+            assert first.stop(timeout=5)  # blocks the loop: it cannot see the close
+            second = AgentServer(first.agent, bind_address="127.88.7.3", port=port).start()
+            try:
+                result = await client.fence("127.88.7.3", port, fake_spec(), FenceAction.OFF, 5)
+                assert result.outcome == Outcome.OFF
+                assert second.gate.accepted == 1
+            finally:
+                assert second.stop(timeout=5)
+
+    asyncio.run(scenario())
 
 
 def test_stop_is_bounded_with_held_requests_and_open_connections(lab: Lab,

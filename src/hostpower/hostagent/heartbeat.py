@@ -4,7 +4,8 @@ every host every few seconds.
 
 httpx costs about ten times the CPU of the exchange itself; at 10,000 hosts
 that is the difference between a fraction of a core and two cores. Fence
-commands, rare and rich, stay on httpx (client.py). Same TLS context, same
+commands and storage lease questions use the same exchange and `connect` on
+a pool of connections per agent (commandchannel.py). Same TLS context, same
 certificate checks, same error classes.
 """
 
@@ -124,45 +125,7 @@ class HeartbeatChannel:
         return data
 
     async def _connect(self, address: str, port: int, timeout: float) -> _Exchange:
-        """TCP first, then TLS, so that a hung agent (the kernel accepts, the
-        process never answers) is told apart from an unreachable one."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            async with asyncio.timeout(timeout):
-                await loop.sock_connect(sock, (address, port))
-        except TimeoutError:
-            sock.close()
-            raise AgentUnreachable(f"no connection within {timeout:g}s", address, port) from None
-        except OSError as exc:
-            sock.close()
-            raise AgentUnreachable(f"cannot connect: {connect_reason(exc)}", address, port) from None
-        left = max(0.001, deadline - loop.time())
-        made: list[_Exchange] = []
-
-        def exchange() -> _Exchange:
-            made.append(_Exchange())
-            return made[-1]
-        try:
-            async with asyncio.timeout(left):
-                _, conn = await loop.create_connection(
-                    exchange, sock=sock, ssl=self._ssl, server_hostname=address,
-                    ssl_handshake_timeout=left)
-        except TimeoutError:
-            _discard(sock, made)
-            raise AgentTimeout(f"connected, but no TLS handshake within {timeout:g}s",
-                               address, port) from None
-        except (OSError, ssl.SSLError) as exc:
-            _discard(sock, made)
-            ssl_error = find_ssl_error(exc)
-            if ssl_error is not None:
-                raise AgentTLSError(describe_ssl_error(ssl_error), address, port) from None
-            raise AgentProtocolError(f"connection failed during the TLS handshake: "
-                                     f"{connect_reason(exc)}", address, port) from None
-        return conn
+        return await connect(self._ssl, address, port, timeout)
 
     def forget(self, address: str, port: int) -> None:
         conn = self._conns.pop((address, port), None)
@@ -180,7 +143,53 @@ class HeartbeatChannel:
             conn.transport.abort()
 
 
-__all__ = ["HeartbeatChannel", "AgentError"]
+__all__ = ["HeartbeatChannel", "AgentError", "connect"]
+
+
+async def connect(ssl_context: ssl.SSLContext, address: str, port: int, timeout: float,
+                  handshake_timeout: type[AgentError] = AgentTimeout) -> _Exchange:
+    """TCP first, then TLS, so that a hung agent (the kernel accepts, the
+    process never answers) is told apart from an unreachable one.
+    `handshake_timeout`: the error for a TLS handshake that did not finish in
+    time (nothing was sent yet; a fence command's channel calls that
+    unreachable, as httpx did)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        async with asyncio.timeout(timeout):
+            await loop.sock_connect(sock, (address, port))
+    except TimeoutError:
+        sock.close()
+        raise AgentUnreachable(f"no connection within {timeout:g}s", address, port) from None
+    except OSError as exc:
+        sock.close()
+        raise AgentUnreachable(f"cannot connect: {connect_reason(exc)}", address, port) from None
+    left = max(0.001, deadline - loop.time())
+    made: list[_Exchange] = []
+
+    def exchange() -> _Exchange:
+        made.append(_Exchange())
+        return made[-1]
+    try:
+        async with asyncio.timeout(left):
+            _, conn = await loop.create_connection(
+                exchange, sock=sock, ssl=ssl_context, server_hostname=address,
+                ssl_handshake_timeout=left)
+    except TimeoutError:
+        _discard(sock, made)
+        raise handshake_timeout(f"connected, but no TLS handshake within {timeout:g}s",
+                                address, port) from None
+    except (OSError, ssl.SSLError) as exc:
+        _discard(sock, made)
+        ssl_error = find_ssl_error(exc)
+        if ssl_error is not None:
+            raise AgentTLSError(describe_ssl_error(ssl_error), address, port) from None
+        raise AgentProtocolError(f"connection failed during the TLS handshake: "
+                                 f"{connect_reason(exc)}", address, port) from None
+    return conn
 
 
 def _discard(sock: socket.socket, made: list[_Exchange]) -> None:

@@ -88,8 +88,9 @@ class _Handler(BaseHTTPRequestHandler):
     """HTTP/1.1 with keep-alive on one authenticated TLS connection. JSON only."""
 
     protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes; with Nagle's algorithm the
-    # body would wait for the client's delayed ACK (40 ms on Linux).
+    # Answers go out in one write (_send), but requests may be answered in
+    # parts elsewhere (send_error); with Nagle's algorithm a second part would
+    # wait for the client's delayed ACK (40 ms on Linux).
     disable_nagle_algorithm = True
     server_version = f"hostpower-agent/{__version__}"
     sys_version = ""
@@ -181,8 +182,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
+        # end_headers() without its flush, then the body: the whole answer in
+        # one write, one TLS record and one segment rather than two.
+        if self.request_version == "HTTP/0.9":  # no headers to send (nor a buffer of them)
+            self.wfile.write(body)
+            return
+        self._headers_buffer.append(b"\r\n")
+        self._headers_buffer.append(body)
+        self.flush_headers()
 
     # No access log: request lines are harmless, but an agent logs only what it decided.
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
