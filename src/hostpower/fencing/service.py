@@ -68,6 +68,7 @@ class FencingService:
         # Waiters of operations (`wait`), woken when this engine ends one;
         # an entry lives as long as someone waits on it.
         self._ended: weakref.WeakValueDictionary[int, asyncio.Event] = weakref.WeakValueDictionary()
+        self._running: set[int] = set()   # operations whose flow task runs here
         # Agents that skip TLS verification (ssl_insecure): a WARNING once each.
         self.power.notice = InsecureTlsNotice(gateway.emit, self._host_name).check
 
@@ -194,9 +195,10 @@ class FencingService:
     async def wait(self, op_id: int, timeout: float) -> Operation:
         """The operation once it has ended, or as it stands after `timeout`.
 
-        A flow this engine runs wakes its waiters when it ends; the journal
-        is read then, not polled. One that runs elsewhere (another engine,
-        or paused here) is read again every WAIT_POLL seconds. Polling every
+        A flow this engine runs wakes its waiters when its task ends
+        (finished or paused); the journal is read then, not polled. One that
+        runs elsewhere (another engine, or paused here) is read again every
+        WAIT_POLL seconds. Polling every
         waiter of a mass failure 20 times a second cost more engine time
         than the flows themselves (bench 6)."""
         deadline = time.monotonic() + timeout
@@ -207,8 +209,11 @@ class FencingService:
             left = deadline - time.monotonic()
             if not op.running or left <= 0:
                 return op
+            # A flow running here sets `ended` when its task ends (finished
+            # or paused): no need to read it again before.
+            here = op_id in self._running
             try:
-                await asyncio.wait_for(ended.wait(), min(WAIT_POLL, left))
+                await asyncio.wait_for(ended.wait(), left if here else min(WAIT_POLL, left))
             except TimeoutError:
                 pass
 
@@ -225,6 +230,7 @@ class FencingService:
         await self.gateway.close()
 
     def _spawn(self, op: Operation) -> None:
+        self._running.add(op.id)
         self._tasks[op.host_id] = asyncio.create_task(self._run(op), name=f"flow-{op.id}")
 
     async def _run(self, op: Operation) -> None:
@@ -238,10 +244,16 @@ class FencingService:
                 await self._paused(op, paused)
             finally:
                 self.gateway.phase_reached(op, forget=True)
+                self._running.discard(op.id)
+                ended = self._ended.pop(op.id, None)
+                if ended is not None:
+                    ended.set()
 
     async def _run_flow(self, op: Operation) -> None:
         if self._limit is None:
-            self._limit = asyncio.Semaphore((await self.gateway.config())["FenceConcurrencyLimit"])
+            limit = (await self.gateway.config())["FenceConcurrencyLimit"]
+            if self._limit is None:  # flows begun at once all awaited the config: one semaphore
+                self._limit = asyncio.Semaphore(limit)
         async with self._limit:
             try:
                 ok, message = await self.flows.run(op)
@@ -257,9 +269,6 @@ class FencingService:
                   "fence.succeeded" if ok else "fence.failed",
                   message if ok else f"{op.action} of {op.host_name} failed: {message}",
                   host_id=op.host_id, host_name=op.host_name, operation_id=op.id))
-        ended = self._ended.pop(op.id, None)
-        if ended is not None:
-            ended.set()
         for callback in self._on_finish:
             callback(finished)
 
