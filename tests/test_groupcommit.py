@@ -144,3 +144,36 @@ def test_groupcommit_close_commits_what_is_queued_and_refuses_more(ctx: EngineCo
     assert _keys(ctx, "gc.close.") == {f"gc.close.{n}" for n in range(5)}
     with pytest.raises(RuntimeError, match="closed"):
         writer.submit(_put("gc.close.late"))
+
+
+def test_inline_reads_run_on_sqlite_and_a_failing_one_goes_to_the_reader(
+        sqlite_ctx: EngineContext) -> None:
+    """Small reads of the engine run on the event loop on SQLite
+    (store/inlineread.py); one SQLite refuses there is given to the reader
+    thread, which reports it as the database's sessions do."""
+    from hostpower.fencing.gateway import EngineGateway
+    from hostpower.store import revisions
+    from hostpower.store.inlineread import InlineReader, InlineUnavailable
+
+    inline = InlineReader(sqlite_ctx.db)
+    try:
+        with sqlite_ctx.db.session() as s:
+            expected = revisions.current(s)
+        assert inline.run(revisions.current) == expected
+        with pytest.raises(InlineUnavailable):
+            inline.run(lambda c: c.execute(text("SELECT * FROM no_such_table")))
+        assert inline.run(revisions.current) == expected  # a new connection
+    finally:
+        inline.close()
+
+    gateway = EngineGateway(sqlite_ctx)
+
+    async def scenario() -> object:
+        try:
+            assert await gateway.read(revisions.current) == expected
+            return await gateway.read(lambda c: c.execute(text("SELECT * FROM no_such_table")))
+        finally:
+            await gateway.close()
+
+    with pytest.raises(StorageUnavailable):
+        asyncio.run(scenario())

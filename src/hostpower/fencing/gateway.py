@@ -51,6 +51,7 @@ from hostpower.store.engines import Engines
 from hostpower.store.events import Events
 from hostpower.store.groupcommit import GroupCommit
 from hostpower.store.hoststatus import set_flow_status
+from hostpower.store.inlineread import InlineReader, InlineUnavailable
 from hostpower.store.inventory import Inventory
 from hostpower.store.journal import Journal, Operation, ReservationLost
 
@@ -149,6 +150,7 @@ class EngineGateway:
         # committed together (store/groupcommit.py).
         self.writer = GroupCommit(ctx.db)
         self.reader = GroupCommit(ctx.db, name="hostpower-reader")
+        self._inline = InlineReader(ctx.db) if ctx.db.engine.dialect.name == "sqlite" else None
 
     async def run(self, fn: Callable[[Session], T]) -> T:
         """`fn(session)` in a thread, committed when it returns."""
@@ -158,14 +160,23 @@ class EngineGateway:
         return await asyncio.to_thread(work)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        """`fn(connection)` on the reader thread: reads that must not wait for
-        the writer's commits (a status step's reservation check)."""
+        """`fn(connection)` for small reads that must not wait for the
+        writer's commits (a status step's reservation check, the revisions):
+        on SQLite on the loop itself (store/inlineread.py), else, or when
+        that fails, on the reader thread."""
+        if self._inline is not None:
+            try:
+                return self._inline.run(fn)
+            except InlineUnavailable:
+                pass
         return await self.reader.run(fn)
 
     async def close(self) -> None:
         """Commit the writes still queued (events nobody waited for)."""
         await asyncio.to_thread(self.writer.close)
         await asyncio.to_thread(self.reader.close)
+        if self._inline is not None:
+            self._inline.close()
 
     # -- this engine among its peers -------------------------------------------------------
 
