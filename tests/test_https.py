@@ -365,3 +365,38 @@ def test_bad_tls_options_exit_2_and_start_nothing(case: str, company: pki.Certif
     assert message.format(f=mine, o=other) in r.stderr
     assert "PRIVATE KEY" not in r.stderr + r.stdout  # never the key's content
     assert not home.exists() and "listening" not in r.stdout
+
+
+def test_serve_connections_send_without_waiting_for_acks() -> None:
+    """Nagle's algorithm is off on the API's connections: asyncio turns it off
+    only on sockets created as TCP, and without it every API answer written in
+    two parts (headers, then body) waited for the client's delayed ACK, 40 ms
+    a request (the engine's connections to agents are made the same way,
+    hostagent/heartbeat.py `connect`)."""
+    import asyncio
+
+    from hostpower.cli.serve_cmd import listening_socket
+
+    listener = listening_socket("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+    seen: list[int] = []
+
+    async def scenario() -> None:
+        accepted = asyncio.Event()
+
+        def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+            accepted.set()
+        server = await asyncio.start_server(on_connection, sock=listener)
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await asyncio.wait_for(accepted.wait(), 10)
+            writer.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())
+    assert seen == [1]

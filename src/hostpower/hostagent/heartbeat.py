@@ -156,7 +156,9 @@ async def connect(ssl_context: ssl.SSLContext, address: str, port: int, timeout:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio then turns Nagle's algorithm off (a request
+    # written in parts is not held back waiting for the agent's delayed ACK).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setblocking(False)
     try:
         async with asyncio.timeout(timeout):
