@@ -23,10 +23,12 @@ cheapest way the engine can.
 
 A broken connection is dropped and made again at the next statement; the
 statement that broke raises StorageUnavailable (the claim it may have left
-expires by itself, or is released by its token). For RECONNECT_PAUSE after
-a failed connection attempt, statements fail at once instead of each trying
-again: the statements queued behind one worker thread must not each wait
-for a connect timeout while the database is away.
+expires by itself, or is released by its token). Statements queued while a
+connection attempt failed fail with it instead of each trying again: the
+statements queued behind one worker thread must not each wait for a connect
+timeout while the database is away; a statement asked for after that tries
+again. A connection idle for more than PING_AFTER_IDLE is pinged before a
+statement is sent on it, and made again if the ping fails.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from hostpower.store.db import POSTGRES_CONNECT_ARGS
 from hostpower.store.deviceturns import TurnState
 
 T = TypeVar("T")
-RECONNECT_PAUSE = 1.0   # seconds
+PING_AFTER_IDLE = 1.0   # seconds: a connection idle longer is pinged before use
 
 # The claim, and the device's row as it was when the statement began (the
 # main query does not see its own CTE's insert): when the claim is refused,
@@ -93,6 +95,7 @@ class TurnConnection:
         self._worker: ThreadPoolExecutor | None = None   # made at the first statement
         self._guard = threading.Lock()   # close() from another thread than the worker's
         self._failed: tuple[float, str] | None = None   # monotonic, why: the last failed connect
+        self._last_used = 0.0
 
     @classmethod
     def for_engine(cls, engine: Engine) -> TurnConnection:
@@ -135,20 +138,41 @@ class TurnConnection:
         if self._worker is None:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="device-turns")
         return await asyncio.get_running_loop().run_in_executor(
-            self._worker, self._execute, sql, params)
+            self._worker, self._execute, sql, params, time.monotonic())
 
-    def _execute(self, sql: str, params: dict[str, object]) -> tuple[Any, ...] | None:
+    def _execute(self, sql: str, params: dict[str, object],
+                 asked: float) -> tuple[Any, ...] | None:
         try:
-            conn = self._conn
-            if conn is None or conn.closed:
-                conn = self._reconnect()
-            return conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
+            conn = self._usable(asked)
+            result = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
+            self._last_used = time.monotonic()
+            return result
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._drop()
             raise StorageUnavailable(_first_line(exc)) from exc
 
-    def _reconnect(self) -> psycopg.Connection[Any]:
-        if self._failed is not None and time.monotonic() - self._failed[0] < RECONNECT_PAUSE:
+    def _usable(self, asked: float) -> psycopg.Connection[Any]:
+        """The connection, made again when there is none. One idle for a
+        while is pinged first: the database or the network may have dropped
+        it meanwhile (an outage the engine waited out), and a statement must
+        not fail on it when a new connection would do."""
+        conn = self._conn
+        if conn is not None and not conn.closed and \
+                time.monotonic() - self._last_used > PING_AFTER_IDLE:
+            try:
+                conn.execute("SELECT 1")
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                self._drop()
+                conn = None
+        if conn is None or conn.closed:
+            conn = self._reconnect(asked)
+        return conn
+
+    def _reconnect(self, asked: float) -> psycopg.Connection[Any]:
+        # Statements asked for before the last attempt failed fail with it (a
+        # queue of them must not each wait for a connect timeout); one asked
+        # for since tries again (the database may be back).
+        if self._failed is not None and asked <= self._failed[0]:
             raise StorageUnavailable(self._failed[1])
         try:
             conn = self._connect()
