@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from hostpower.config import Config
 from hostpower.context import EngineContext
-from hostpower.model.errors import EngineNotReady
+from hostpower.model.errors import ConflictError, EngineNotReady
 from hostpower.model.events import Event, Severity
 from hostpower.model.inventory import (
     FenceAgent,
@@ -53,7 +53,7 @@ from hostpower.store.groupcommit import GroupCommit
 from hostpower.store.hoststatus import set_flow_status
 from hostpower.store.inlineread import InlineReader, InlineUnavailable
 from hostpower.store.inventory import Inventory
-from hostpower.store.journal import Journal, Operation, ReservationLost
+from hostpower.store.journal import AlreadyRunning, Journal, Operation, ReservationLost
 
 if TYPE_CHECKING:
     from hostpower.membership import Membership
@@ -309,14 +309,24 @@ class EngineGateway:
                          requested_by: str | None, runner: Runner,
                          announce: Callable[[Operation], Event]) -> Operation:
         """Journal a new flow for `host` and the event `announce(op)` says it
-        with, in one commit (AlreadyRunning when the host has a flow)."""
-        def write(s: Session) -> tuple[Operation, Event]:
-            op = Journal(s).begin(host.id, host.name, action, origin,
-                                  requested_by=requested_by, runner=runner)
+        with, in one commit (AlreadyRunning when the host has a flow). With
+        the writes of concurrent flows: a rack's worth of requests at once
+        shares a few transactions."""
+        def write(c: Connection) -> tuple[Operation | AlreadyRunning, Event | None]:
+            op = Journal(c).open(host.id, host.name, action, origin, requested_by, runner)
+            if isinstance(op, AlreadyRunning):
+                return op, None
             event = self._stamped(announce(op))
-            Events(s).add(event)
+            Events(c).add(event)
             return op, event
-        op, event = await self.run(write)
+        try:
+            op, event = await self.writer.run(write)
+        except ConflictError:  # another engine began one for this host meanwhile
+            running = await self.run(lambda s: Journal(s).active_for(host.id))
+            raise AlreadyRunning(running.id if running else -1) from None
+        if isinstance(op, AlreadyRunning):
+            raise op
+        assert event is not None
         self._published(event)
         return op
 

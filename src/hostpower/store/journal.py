@@ -42,6 +42,15 @@ _FINISH_ANY = update(_OPERATIONS).where(_OPERATIONS.c.id == bindparam("op_id")).
     active_host_id=None, finished_at=bindparam("now"), updated_at=bindparam("now"))
 _FINISH = _FINISH_ANY.where(_OPERATIONS.c.token == bindparam("held_token"),
                             _OPERATIONS.c.state == OperationState.RUNNING.value)
+_ACTIVE_FOR = select(_OPERATIONS.c.id).where(_OPERATIONS.c.active_host_id == bindparam("host_id"))
+_OPEN = insert(_OPERATIONS).values(
+    host_id=bindparam("b_host_id"), host_name=bindparam("b_host_name"),
+    action=bindparam("b_action"), origin=bindparam("b_origin"),
+    requested_by=bindparam("b_requested_by"), state=OperationState.RUNNING.value,
+    phase=Phase.BEGIN.value, active_host_id=bindparam("b_host_id"), message="",
+    created_at=bindparam("b_now"), updated_at=bindparam("b_now"),
+    engine_name=bindparam("b_engine_name"), engine_generation=bindparam("b_engine_generation"),
+    token=1).returning(_OPERATIONS.c.id)
 _HOLDS = select(_OPERATIONS.c.id).where(
     _OPERATIONS.c.id == bindparam("op_id"), _OPERATIONS.c.token == bindparam("held_token"),
     _OPERATIONS.c.state == OperationState.RUNNING.value)
@@ -145,6 +154,26 @@ class Journal:
             existing = self.active_for(host_id)
             raise AlreadyRunning(existing.id if existing else -1) from None
         return _operation(row, row.steps)
+
+    def open(self, host_id: int, host_name: str, action: FlowAction, origin: Origin,
+             requested_by: str | None, runner: Runner) -> Operation | AlreadyRunning:
+        """`begin` as Core statements built once, for the group-commit writer:
+        the operation, or AlreadyRunning (returned, not raised: the writer's
+        batch goes on) naming the one that holds the host. A concurrent
+        writer's insert for the same host makes the unique index refuse this
+        one (ConflictError from the writer)."""
+        existing = self.s.execute(_ACTIVE_FOR, {"host_id": host_id}).first()
+        if existing is not None:
+            return AlreadyRunning(existing.id)
+        now = _now()
+        values = {"b_host_id": host_id, "b_host_name": host_name, "b_action": action.value,
+                  "b_origin": origin.value, "b_requested_by": requested_by, "b_now": now,
+                  "b_engine_name": runner.name, "b_engine_generation": runner.generation}
+        op_id = self.s.execute(_OPEN, values).scalar_one()
+        return Operation(id=op_id, host_id=host_id, host_name=host_name, action=action,
+                         origin=origin, state=OperationState.RUNNING, phase=Phase.BEGIN,
+                         message="", created_at=now, updated_at=now, finished_at=None,
+                         steps=[], requested_by=requested_by, runner=runner, token=1)
 
     def active_for(self, host_id: int) -> Operation | None:
         row = self.s.scalar(select(OperationRow).where(OperationRow.active_host_id == host_id))
