@@ -218,10 +218,10 @@ class EngineGateway:
 
     async def state(self) -> State:
         """The inventory and configuration as of now. The cache is checked
-        against the store's revisions on every call (one small query, on the
-        reader thread) and
-        reloads what another writer moved: everything when the inventory or
-        configuration changed, only the host statuses when only they did.
+        against the store's revisions on every call (one small read,
+        `read`) and reloads what another writer moved: everything when the
+        inventory or configuration changed, only the host statuses when only
+        they did.
 
         Inside a flow's journal step the revisions were read in the step's
         own transaction (`start_step`), right before its commands: the cache
@@ -229,15 +229,15 @@ class EngineGateway:
         committed before a step begins applies to that step's commands."""
         checked = _step_revisions.get()
         if checked is None and self._state is not None:
-            checked = await self.read(revisions.current)  # the reader's own connection
+            checked = await self.read(revisions.current)
         if checked is not None and self._state is not None and checked == self._revisions:
             return self._state
         if checked is not None and self._state is not None and \
                 checked.inventory == self._revisions.inventory:
             # Only statuses moved (a mass failure moves them all the time):
             # one narrow read, off the reader thread (it must stay quick for
-            # the steps' checks). Statuses read after
-            # `checked` may be newer than it; the next call then reads again.
+            # the steps' checks). Statuses read after `checked` may be newer
+            # than it; the next call then reads again.
             snapshot, config = self._state
 
             def statuses() -> InventorySnapshot:
@@ -246,22 +246,17 @@ class EngineGateway:
             snapshot = await asyncio.to_thread(statuses)
             self._state, self._revisions = (snapshot, config), checked
             return self._state
-        self._state, self._revisions = await self.run(
-            lambda s: self._fresh_state(s, self._state, self._revisions))
+        self._state, self._revisions = await self.run(self._load_state)
         if self._revisions.inventory != self._agents_revision:
             self._agents, self._agents_revision = {}, self._revisions.inventory
         self.prefer_native = self._state[1]["PreferNativeFenceDrivers"]
         return self._state
 
-    def _fresh_state(self, s: Session, state: State | None,
-                     seen: revisions.Revisions) -> tuple[State, revisions.Revisions]:
+    def _load_state(self, s: Session) -> tuple[State, revisions.Revisions]:
+        """Everything, with the revisions read first: a write between the two
+        reads is seen again at the next check."""
         now = revisions.current(s)
-        if state is None or now.inventory != seen.inventory:
-            return (Inventory(s, self.ctx.box).snapshot(), ConfigStore(s).load()), now
-        if now.status != seen.status:
-            snapshot, config = state
-            return (Inventory(s, self.ctx.box).with_current_statuses(snapshot), config), now
-        return state, now
+        return (Inventory(s, self.ctx.box).snapshot(), ConfigStore(s).load()), now
 
     @property
     def inventory_revision(self) -> int:
@@ -424,13 +419,12 @@ class EngineGateway:
         write, without waiting: an event is not a journal entry, and it is
         durable before the flow's next step is."""
         event = self._stamped(event)
-        log.log(_LEVELS[event.severity], "%s", event.message)
+        self._log(event)  # first: the log has it even when the database cannot take it
         if _buffered.get():
             self.writer.submit(lambda c: Events(c).add(event))
         else:
             await self.writer.run(lambda c: Events(c).add(event))
-        for listener in list(self._on_event):
-            listener(event)  # before the flow goes on: listeners see steps in order
+        self._tell(event)
 
     def _stamped(self, event: Event) -> Event:
         """`event` naming the user of the current task and this engine."""
@@ -441,9 +435,17 @@ class EngineGateway:
         return event
 
     def _published(self, event: Event) -> None:
+        """An event stored with other writes: logged, then told."""
+        self._log(event)
+        self._tell(event)
+
+    @staticmethod
+    def _log(event: Event) -> None:
         log.log(_LEVELS[event.severity], "%s", event.message)
+
+    def _tell(self, event: Event) -> None:
         for listener in list(self._on_event):
-            listener(event)
+            listener(event)  # before the flow goes on: listeners see steps in order
 
     def on_event(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Call `callback` with every event once it is stored; returns the remover."""

@@ -198,9 +198,8 @@ class FencingService:
         A flow this engine runs wakes its waiters when its task ends
         (finished or paused); the journal is read then, not polled. One that
         runs elsewhere (another engine, or paused here) is read again every
-        WAIT_POLL seconds. Polling every
-        waiter of a mass failure 20 times a second cost more engine time
-        than the flows themselves (bench 6)."""
+        WAIT_POLL seconds. Polling every waiter of a mass failure 20 times a
+        second cost more engine time than the flows themselves (bench 6)."""
         deadline = time.monotonic() + timeout
         while True:
             # Taken before the read: a flow ending after the read still wakes us.

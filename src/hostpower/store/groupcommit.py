@@ -80,7 +80,7 @@ class GroupCommit:
         self._conn: Connection | None = None   # the writer thread's own
         self._postgres = database.engine.dialect.name == "postgresql"
         self._last_used = 0.0
-        self.batches = 0   # transactions committed (benchmarks read it)
+        self.batches = 0   # transactions committed (how much was grouped: tests read it)
         self.writes = 0    # works they held
 
     async def run(self, work: Work[T]) -> T:

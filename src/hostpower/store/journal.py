@@ -127,48 +127,40 @@ def _utc(value: datetime | None) -> datetime | None:
 
 class Journal:
     def __init__(self, session: Session | Connection) -> None:
-        # begin, active_for, running and list need a Session (ORM); the
-        # rest are Core statements, also run on the group-commit writer's
+        # active_for, running and list read ORM rows (a Session); the rest
+        # are Core statements, also run on the group-commit writer's
         # Connection (store/groupcommit.py).
         self.s = session
 
     def begin(self, host_id: int, host_name: str, action: FlowAction, origin: Origin,
-              phase: Phase = Phase.BEGIN, requested_by: str | None = None,
-              runner: Runner | None = None) -> Operation:
+              requested_by: str | None = None, runner: Runner | None = None) -> Operation:
         """Record a new running operation, or raise AlreadyRunning with the
         one that holds the host (the database enforces one at a time)."""
-        existing = self.active_for(host_id)
-        if existing is not None:
-            raise AlreadyRunning(existing.id)
-        now = _now()
-        row = OperationRow(host_id=host_id, host_name=host_name, action=action.value, origin=origin.value,
-                           requested_by=requested_by, state=OperationState.RUNNING.value, phase=phase.value,
-                           active_host_id=host_id, message="", created_at=now, updated_at=now,
-                           engine_name=runner.name if runner else None,
-                           engine_generation=runner.generation if runner else None, token=1)
-        self.s.add(row)
         try:
-            self.s.flush()
-        except IntegrityError:
+            op = self.open(host_id, host_name, action, origin, requested_by, runner)
+        except IntegrityError:  # another writer began one for this host meanwhile
             self.s.rollback()
             existing = self.active_for(host_id)
             raise AlreadyRunning(existing.id if existing else -1) from None
-        return _operation(row, row.steps)
+        if isinstance(op, AlreadyRunning):
+            raise op
+        return op
 
     def open(self, host_id: int, host_name: str, action: FlowAction, origin: Origin,
-             requested_by: str | None, runner: Runner) -> Operation | AlreadyRunning:
-        """`begin` as Core statements built once, for the group-commit writer:
-        the operation, or AlreadyRunning (returned, not raised: the writer's
-        batch goes on) naming the one that holds the host. A concurrent
-        writer's insert for the same host makes the unique index refuse this
-        one (ConflictError from the writer)."""
+             requested_by: str | None, runner: Runner | None) -> Operation | AlreadyRunning:
+        """A new running operation, by Core statements built once (also on
+        the group-commit writer's Connection), or AlreadyRunning (returned,
+        not raised: the writer's batch goes on) naming the one that holds the
+        host. A concurrent writer's insert for the same host makes the unique
+        index refuse this one (IntegrityError)."""
         existing = self.s.execute(_ACTIVE_FOR, {"host_id": host_id}).first()
         if existing is not None:
             return AlreadyRunning(existing.id)
         now = _now()
         values = {"b_host_id": host_id, "b_host_name": host_name, "b_action": action.value,
                   "b_origin": origin.value, "b_requested_by": requested_by, "b_now": now,
-                  "b_engine_name": runner.name, "b_engine_generation": runner.generation}
+                  "b_engine_name": runner.name if runner else None,
+                  "b_engine_generation": runner.generation if runner else None}
         op_id = self.s.execute(_OPEN, values).scalar_one()
         return Operation(id=op_id, host_id=host_id, host_name=host_name, action=action,
                          origin=origin, state=OperationState.RUNNING, phase=Phase.BEGIN,
