@@ -6,6 +6,8 @@ PostgreSQL (127.0.0.1, a fresh database), each with a lab of its own."""
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from bench.labsetup import lab_and_engine
@@ -29,9 +31,10 @@ class Flows:
     waits: list[str] = field(default_factory=list)
 
 
-def measure(samples: int, db_url: str | None = None) -> Flows:
-    """`samples` restarts of one host, one after the other (SQLite without `db_url`)."""
-    out = Flows([], [], [], 0)
+@contextmanager
+def restarter(db_url: str | None = None) -> Iterator[Callable[[], Operation]]:
+    """A lab and an engine (SQLite without `db_url`), and a function that
+    restarts one host through one proxy agent and returns its operation."""
     with lab_and_engine(db_url=db_url) as (_lab, ctx, engine, _):
         set_config(ctx, FenceProxyImplicitPreferences="", FenceStopStatusDelayBetweenRetriesInSec="0",
                    FenceStartStatusDelayBetweenRetriesInSec="0")
@@ -43,7 +46,13 @@ def measure(samples: int, db_url: str | None = None) -> Flows:
             op = engine.call(engine.service.wait(op.id, 60))
             assert op.state == "succeeded", op.message
             return op
+        yield restart
 
+
+def measure(samples: int, db_url: str | None = None) -> Flows:
+    """`samples` restarts of one host, one after the other (SQLite without `db_url`)."""
+    out = Flows([], [], [], 0)
+    with restarter(db_url) as restart:
         for i in range(samples + WARM_UP):
             op = restart()
             flow = (op.finished_at - op.created_at).total_seconds()

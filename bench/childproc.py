@@ -1,10 +1,15 @@
-"""Talking to the benchmarks' child processes line by line, every read bounded."""
+"""Talking to the benchmarks' child processes line by line, every read bounded;
+and the children's side: the parent's next line, the engines a child waits for."""
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import subprocess
+import sys
 import threading
+import time
+from typing import Any
 
 
 class Lines:
@@ -48,3 +53,20 @@ def close(proc: subprocess.Popen[str], wait: float = 30) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+
+
+async def parent_line() -> str:
+    """A child's side: the next line its parent wrote on its stdin (stripped)."""
+    return (await asyncio.to_thread(sys.stdin.readline)).strip()
+
+
+async def wait_for_engines(gateway: Any, engines: int, within: float,
+                           name: str) -> tuple[Any, dict[str, int]]:
+    """A child engine's side: the ownership ring once `engines` engines are
+    alive (EngineGateway.ownership); SystemExit after `within` seconds."""
+    deadline = time.monotonic() + within
+    while len((found := await gateway.ownership())[1]) < engines:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{name}: fewer than {engines} engines alive after {within:g} s")
+        await asyncio.sleep(0.2)
+    return found

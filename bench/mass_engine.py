@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.childproc import parent_line, wait_for_engines
 from hostpower.context import EngineContext
 from hostpower.membership import Identity, Membership
 from hostpower.model.operations import FlowAction, Origin
@@ -46,10 +47,6 @@ FLOW_TIMEOUT = 600.0
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-async def _line() -> str:
-    return (await asyncio.to_thread(sys.stdin.readline)).strip()
 
 
 def _answer(value: dict[str, object]) -> None:
@@ -74,20 +71,15 @@ async def member(home: Path, db: str, name: str, engines: int) -> None:
         service = runtime.service
         assert service is not None
         print("joined", flush=True)
-        if await _line() != "go":
+        if await parent_line() != "go":
             return
-        deadline = time.monotonic() + ALIVE_WITHIN
-        while len((ring := (await service.gateway.ownership())[0]).engines) < engines:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{name}: fewer than {engines} engines alive after "
-                                 f"{ALIVE_WITHIN:g} s")
-            await asyncio.sleep(0.2)
+        ring, _alive = await wait_for_engines(service.gateway, engines, ALIVE_WITHIN, name)
         hosts = (await service.gateway.state())[0].hosts
         owned = sorted(h.id for h in hosts if ring.owner(h.id) == name)
         failed = await restart_all(service, owned[:1])
         _answer({"owned": len(owned), "engines": list(ring.engines), "failed": failed})
         while True:
-            word, _, arg = (await _line()).partition(" ")
+            word, _, arg = (await parent_line()).partition(" ")
             if word == "single":
                 times = []
                 for host in owned[1:1 + int(arg)]:

@@ -36,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.childproc import parent_line, wait_for_engines
 from hostpower import monitor as monitor_module
 from hostpower.context import EngineContext
 from hostpower.membership import Identity, Membership
@@ -104,10 +105,6 @@ async def main(home: Path, db: str, seconds: float, interval: float) -> dict[str
     return {"cpu": used, "wall": wall, "rounds": rounds, "warmup": warmup, "statuses": statuses}
 
 
-async def _line() -> str:
-    return (await asyncio.to_thread(sys.stdin.readline)).strip()
-
-
 async def member(home: Path, db: str, seconds: float, name: str, engines: int,
                  profile: Path | None) -> None:
     """One engine of several: see the module's docstring."""
@@ -123,15 +120,11 @@ async def member(home: Path, db: str, seconds: float, name: str, engines: int,
         await runtime.start()
         assert runtime.service and runtime.client
         print("joined", flush=True)
-        if await _line() != "go":
+        if await parent_line() != "go":
             return
         gateway = runtime.service.gateway
-        deadline = time.monotonic() + START_WITHIN
-        while len((await gateway.ownership())[1]) < engines:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{name}: fewer than {engines} engines alive after "
-                                 f"{START_WITHIN:g} s")
-            await asyncio.sleep(0.2)
+        deadline = time.monotonic() + START_WITHIN  # for the engines and the warm-up
+        await wait_for_engines(gateway, engines, START_WITHIN, name)
         config = await gateway.config()
         interval = float(config["HostHeartbeatIntervalInSec"])
 
@@ -168,7 +161,7 @@ async def member(home: Path, db: str, seconds: float, name: str, engines: int,
                 events[event.kind] = events.get(event.kind, 0) + 1
         gateway.on_event(count)
         print("warm", flush=True)
-        if await _line() != "measure":
+        if await parent_line() != "measure":
             return
         profiler = None
         if profile is not None:
@@ -206,7 +199,7 @@ async def member(home: Path, db: str, seconds: float, name: str, engines: int,
             "alive": sorted(alive), "logged": tally.counts, "first_logged": tally.first,
             "open_files": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         }), flush=True)
-        await _line()  # until the bench closes stdin: engines measured together leave together
+        await parent_line()  # until the bench closes stdin: engines measured together leave together
     finally:
         if monitor is not None:
             await monitor.stop()

@@ -47,25 +47,12 @@ ATTACH_WITHIN = 20.0  # seconds for py-spy to say it samples
 @contextmanager
 def restart_overhead(pg: bool, flows: int) -> Iterator[Callable[[], object]]:
     """Bench 2's workload: one host restarted through one proxy agent."""
-    from bench.b2_flow_overhead import WARM_UP
-    from bench.labsetup import lab_and_engine
+    from bench.b2_flow_overhead import WARM_UP, restarter
     from bench.pgdb import fresh_database
-    from enginekit import host_id, set_chain, set_config
-    from hostpower.model.operations import FlowAction, Origin
 
     with ExitStack() as stack:
         url = stack.enter_context(fresh_database()) if pg else None
-        _lab, ctx, engine, _ = stack.enter_context(lab_and_engine(db_url=url))
-        set_config(ctx, FenceProxyImplicitPreferences="", FenceStopStatusDelayBetweenRetriesInSec="0",
-                   FenceStartStatusDelayBetweenRetriesInSec="0")
-        set_chain(ctx, "c1-h1", "c1-h2")
-        hid = host_id(ctx, "c1-h1")
-
-        def restart() -> None:
-            op, _ = engine.call(engine.service.request(hid, FlowAction.RESTART, Origin.API))
-            op = engine.call(engine.service.wait(op.id, 60))
-            assert op.state == "succeeded", op.message
-
+        restart = stack.enter_context(restarter(url))
         for _ in range(WARM_UP):
             restart()
         yield lambda: [restart() for _ in range(flows)]
